@@ -1,0 +1,44 @@
+# make demo: install into .venv, generate the demo genome, predict it with the demo model on a local Ray
+#            cluster, validate the atlas and show how to read it.
+# make test: install into .venv (with the test extra) and run the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build keeps installs small; for GPUs see the README (TORCH_SPEC / TORCH_INDEX_URL).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+DEMO_DIR ?= demo_out
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -c "from enformer_batch.demo import write_demo_genome; print(write_demo_genome('$(DEMO_DIR)/genome.fa'))"
+	rm -rf $(DEMO_DIR)/atlas
+	$(VENV)/bin/enformer-batch predict $(DEMO_DIR)/genome.fa --out $(DEMO_DIR)/atlas
+	$(VENV)/bin/enformer-batch validate $(DEMO_DIR)/atlas --fasta $(DEMO_DIR)/genome.fa
+	@echo
+	@echo "Atlas written to $(DEMO_DIR)/atlas (demo model: the values are meaningless). Read it with DuckDB:"
+	@echo "  $(PY) -c \"import duckdb; print(duckdb.sql(\\\"select chrom, count(*) bins, avg(track_0000) from read_parquet('$(DEMO_DIR)/atlas/*/*.parquet', hive_partitioning=true) group by chrom order by chrom\\\"))\""
+
+test: install
+	$(VENV)/bin/ruff check enformer_batch tests benchmarks jobs
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+bench: install
+	$(PY) benchmarks/pipeline.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

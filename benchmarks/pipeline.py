@@ -1,0 +1,136 @@
+"""Pipeline overhead: the model alone (no Ray) vs the full Ray pipeline, side by side in one run.
+
+    python benchmarks/pipeline.py [--fasta FASTA] [--model demo] [--batch-size 4] [--repeat 1]
+
+Both sides run the same model, batch size, thread count and windows (the demo genome by default). The
+model-alone side reads every part's codes first and times only ``Predictor.predict``; the pipeline side is
+``enformer_batch.predict`` on a local Ray cluster started beforehand (Ray's start-up is excluded; actor
+start-up and model loading are included in "end to end" and excluded in "steady state", which runs from the
+first committed part to the last). Driver RSS and object-store use are sampled every 50 ms during the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from enformer_batch import PredictConfig, predict  # noqa: E402
+from enformer_batch.demo import write_demo_genome  # noqa: E402
+from enformer_batch.genome import FastaSource  # noqa: E402
+from enformer_batch.inference import InferenceSettings, Predictor  # noqa: E402
+from enformer_batch.predict import read_part  # noqa: E402
+from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def object_store_used() -> int:
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    reply = get_memory_info_reply(get_state_from_address())
+    return int(reply.store_stats.object_store_bytes_used)
+
+
+class Sampler(threading.Thread):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.rss_peak = 0
+        self.store_peak = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.rss_peak = max(self.rss_peak, rss_bytes())
+            try:
+                self.store_peak = max(self.store_peak, object_store_used())
+            except Exception:  # noqa: BLE001 - the store may be between states; keep sampling
+                pass
+            time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fasta", default=None, help="default: the demo genome")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="bench-pipeline-")
+    fasta = args.fasta or write_demo_genome(os.path.join(workdir, "genome.fa"))
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    settings = InferenceSettings(model=args.model, batch_size=args.batch_size, precision=args.precision)
+
+    # Model alone: the same parts, codes read beforehand, only the model call timed.
+    source = FastaSource(fasta)
+    lengths = source.lengths()
+    parts = [p for c, n in lengths.items() for p in plan_chromosome(c, n, ENFORMER, ENFORMER.output_span, 16)]
+    codes = [read_part(source, p, ENFORMER.input_length) for p in parts]
+    windows = sum(len(p.windows) for p in parts)
+    ran = sum(int((c != 4).any(axis=1).sum()) for c in codes)
+    predictor = Predictor(settings)
+    predictor.predict(codes[0][:1])  # warm-up (allocator, kernels), as the actor's first part would be
+    t = time.perf_counter()
+    for c in codes:
+        predictor.predict(c)
+    model_seconds = time.perf_counter() - t
+    del predictor
+
+    import ray
+
+    ray.init(num_cpus=threads, include_dashboard=False, logging_level="WARNING",
+             object_store_memory=256 * 1024**2)
+    sampler = Sampler()
+    baseline_rss = rss_bytes()
+    sampler.start()
+    stamps: list[float] = []
+    t = time.perf_counter()
+    summary = predict(
+        PredictConfig(fasta=fasta, out=os.path.join(workdir, "atlas"), model=args.model,
+                      batch_size=args.batch_size, precision=args.precision, progress=False),
+        on_part=lambda record: stamps.append(time.perf_counter()),
+    )
+    e2e_seconds = time.perf_counter() - t
+    sampler.stop.set()
+    sampler.join()
+    ray.shutdown()
+    first_part_windows = len(parts[0].windows)
+    steady = (windows - first_part_windows) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+
+    model_rate = windows / model_seconds
+    rows = [
+        ("windows (run / total)", f"{ran} / {windows}"),
+        ("model alone, windows/s", f"{model_rate:.3f}"),
+        ("pipeline end to end, windows/s", f"{windows / e2e_seconds:.3f}"),
+        ("pipeline steady state, windows/s", f"{steady:.3f}"),
+        ("end to end / model alone", f"{windows / e2e_seconds / model_rate:.3f}"),
+        ("steady state / model alone", f"{steady / model_rate:.3f}"),
+        ("driver RSS peak during run, MiB", f"{sampler.rss_peak / 2**20:.0f} (before: {baseline_rss / 2**20:.0f})"),
+        ("object store peak, MiB", f"{sampler.store_peak / 2**20:.1f}"),
+    ]
+    print(f"\nbenchmarks/pipeline.py — model {args.model}, batch {args.batch_size}, {args.precision}, "
+          f"{threads} threads, genome {os.path.basename(fasta)} ({sum(lengths.values()):,} bp), "
+          f"torch {torch.__version__}, {summary.parts} parts")
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value |\n|{'-' * (width + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k.ljust(width)} | {v} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The model call, without Ray: base codes in, selected tracks out, batch by batch on one device.
+
+Owns what happens on the accelerator: one-hot rows built on the device from uint8 codes (4× less to copy
+than float one-hot), autocast at the chosen precision, test-time augmentation, track selection and the
+cast to the output dtype before anything is copied back. ``Predictor`` is a plain class: the Ray actor in
+``predict`` wraps it, and tests and benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .augment import autocast_context, predict_augmented
+from .genome import N_CODE, onehot_table
+from .model import load_model
+from .tracks import select_tracks, track_names
+from .windows import ENFORMER, Geometry
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = ("float16", "float32")
+
+
+class NonFiniteOutput(RuntimeError):
+    """The model returned NaN or infinity for some windows."""
+
+    def __init__(self, window_indices: Sequence[int]):
+        super().__init__(f"model returned NaN/inf for window(s) {list(window_indices)}")
+        self.window_indices = list(window_indices)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What the predictor computes; everything here is recorded in the run manifest."""
+
+    model: str = "demo"
+    head: str = "human"
+    tracks: str | None = None  # selection spec, see tracks.select_tracks
+    precision: str = "fp32"
+    rc: bool = False
+    shifts: tuple[int, ...] = (0,)
+    n_encoding: str = "zeros"
+    batch_size: int = 4
+    dtype: str = "float16"
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        onehot_table(self.n_encoding)
+        if not self.shifts:
+            raise ValueError("--shifts needs at least one shift (0 means none)")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to know about the loaded model, without holding its weights."""
+
+    model_id: str
+    weights_sha256: str
+    config: dict
+    geometry: Geometry
+    head: str
+    track_indices: tuple[int, ...]
+    track_names: tuple[str, ...]
+    track_descriptions: tuple[str | None, ...]
+
+
+def geometry_of(config) -> Geometry:
+    bin_size = 2 ** int(getattr(config, "num_downsamples", 7))
+    return Geometry(input_length=ENFORMER.input_length, bin_size=bin_size, output_bins=int(config.target_length))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Predictor:
+    """One model replica on one device; ``predict(codes)`` runs a part's windows in batches."""
+
+    def __init__(self, settings: InferenceSettings, device: str | torch.device | None = None):
+        settings.check()
+        self.settings = settings
+        self.device = torch.device(device) if device is not None else default_device()
+        loaded = load_model(settings.model, storage_options=dict(settings.storage_options), device=self.device)
+        self.model = loaded.model.eval()
+        heads = dict(loaded.config.output_heads)
+        if settings.head not in heads:
+            raise ValueError(f"--head {settings.head!r} is not in the model; it has {', '.join(heads)}")
+        table = loaded.tracks.get(settings.head)
+        indices = select_tracks(settings.tracks, heads[settings.head], table)
+        names = track_names(indices, table)
+        descriptions = tuple(table.descriptions[i] if table is not None else None for i in indices)
+        self.info = ModelInfo(
+            model_id=loaded.model_id,
+            weights_sha256=loaded.weights_sha256,
+            config=loaded.config.to_dict(),
+            geometry=geometry_of(loaded.config),
+            head=settings.head,
+            track_indices=tuple(indices),
+            track_names=tuple(names),
+            track_descriptions=descriptions,
+        )
+        self._onehot = torch.from_numpy(onehot_table(settings.n_encoding)).to(self.device)
+        self._n_value = float(self._onehot[N_CODE, 0])
+        self._tracks = torch.tensor(indices, dtype=torch.long, device=self.device)
+        self._out_dtype = {"float16": torch.float16, "float32": torch.float32}[settings.dtype]
+
+    def _forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        return self.model(onehot, head=self.settings.head)
+
+    @torch.inference_mode()
+    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
+        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
+        x = torch.from_numpy(np.ascontiguousarray(codes))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        onehot = self._onehot[x.long()]
+        s = self.settings
+        with autocast_context(s.precision, self.device.type):
+            y = predict_augmented(self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value)
+        y = y.index_select(-1, self._tracks).float()
+        bad = ~torch.isfinite(y).flatten(1).all(dim=1)
+        if bool(bad.any()):
+            raise NonFiniteOutput(torch.nonzero(bad).flatten().tolist())
+        return y.to(self._out_dtype).cpu().numpy()
+
+    def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predict every window of ``codes`` ``[n, input_length]`` that is not all padding/N.
+
+        Returns ``(values [n, output_bins, n_selected], ran [n] bool)``; skipped windows hold NaN.
+        """
+        n = codes.shape[0]
+        geometry = self.info.geometry
+        values = np.full((n, geometry.output_bins, len(self.info.track_indices)), np.nan, self.settings.dtype)
+        ran = (codes != N_CODE).any(axis=1)
+        todo = np.flatnonzero(ran)
+        b = self.settings.batch_size
+        for i in range(0, len(todo), b):
+            batch = todo[i : i + b]
+            try:
+                values[batch] = self.predict_batch(codes[batch])
+            except NonFiniteOutput as e:
+                raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
+        return values, ran

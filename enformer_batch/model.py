@@ -1,0 +1,633 @@
+"""The Enformer model: architecture, configuration and checkpoint loading.
+
+This module owns our own compact implementation of Enformer (Avsec et al. 2021) for inference: a
+convolutional stem, a conv tower of ``num_downsamples - 1`` blocks with attention pooling, a transformer
+with relative positional encodings, a centre crop to ``target_length`` bins, a pointwise layer and one
+softplus head per organism. Parameter names equal those of ``enformer-pytorch`` (including its
+``_trunk.*`` aliases), so checkpoints in the layout of the Hugging Face ``EleutherAI/enformer-official-rough``
+weights (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) load here and vice versa.
+
+The forward pass is written for speed rather than as a transliteration: attention pooling over pairs
+needs one half-length matmul (softmax of two logits is a sigmoid of their difference, which is linear in
+the inputs), positional features and their relative shift are computed once and cached, and attention
+runs through ``scaled_dot_product_attention`` with the relative-position logits as an additive mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .tracks import TrackTable, read_track_table
+
+__all__ = ["EnformerConfig", "Enformer", "LoadedModel", "CheckpointError", "load_model", "DEMO_MODEL_DIR",
+           "calibrate_batchnorm", "canonical_state_dict", "load_state_dict_into"]
+
+SEQUENCE_LENGTH = 196_608
+TARGET_LENGTH = 896
+BIN_SIZE = 128
+CONFIG_NAME = "config.json"
+WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing files or does not fit the model described by its config."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class EnformerConfig:
+    """Hyper-parameters, named as in enformer-pytorch's ``EnformerConfig`` / the HF ``config.json``."""
+
+    dim: int = 1536
+    depth: int = 11
+    heads: int = 8
+    output_heads: dict[str, int] = field(default_factory=lambda: {"human": 5313, "mouse": 1643}, hash=False)
+    target_length: int = TARGET_LENGTH
+    attn_dim_key: int = 64
+    dropout_rate: float = 0.4
+    attn_dropout: float = 0.05
+    pos_dropout: float = 0.01
+    num_downsamples: int = 7
+    dim_divisible_by: int = 128
+    use_tf_gamma: bool = False
+    # Accepted for config compatibility only: gradient checkpointing is a training concern and
+    # enformer-pytorch ignores use_convnext too.
+    use_checkpointing: bool = False
+    use_convnext: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnformerConfig:
+        """Build from a config dict, ignoring unknown keys (HF adds ``architectures``, ``model_type``…)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "output_heads" in kwargs:
+            kwargs["output_heads"] = {str(k): int(v) for k, v in dict(kwargs["output_heads"]).items()}
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["output_heads"] = dict(self.output_heads)
+        return d
+
+    def validate(self) -> None:
+        if self.dim % 2 or self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be even and divisible by heads {self.heads}")
+        if (self.dim // self.heads) % 6:
+            raise ValueError(f"dim // heads = {self.dim // self.heads} must be divisible by 6 (positional features)")
+        if self.num_downsamples < 3:
+            raise ValueError("num_downsamples must be >= 3")
+        if not self.output_heads:
+            raise ValueError("output_heads must name at least one head")
+
+    @property
+    def bin_size(self) -> int:
+        return 2**self.num_downsamples
+
+    def filter_list(self) -> list[int]:
+        """Conv-tower channel widths, rounded exactly as enformer-pytorch's ``exponential_linspace_int``."""
+        half, num = self.dim // 2, self.num_downsamples - 1
+        base = math.exp(math.log(self.dim / half) / (num - 1))
+        div = self.dim_divisible_by
+        return [half] + [int(round(half * base**i / div) * div) for i in range(num)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks. Module/attribute names and nesting mirror enformer-pytorch so state_dict keys match.
+
+
+def _gelu(x: Tensor) -> Tensor:
+    # Enformer's GELU approximation (sigmoid(1.702 x) x), not torch's erf GELU.
+    return torch.sigmoid(1.702 * x) * x
+
+
+class _GELU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return _gelu(x)
+
+
+class _Layout(nn.Module):
+    """Parameter-free placeholder at the positions of enformer-pytorch's ``Rearrange``/crop modules, so
+    ``_trunk.<i>`` indices line up; never called."""
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover
+        raise RuntimeError("layout placeholder is not callable")
+
+
+class _Residual(nn.Module):
+    def __init__(self, fn: nn.Module) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x) + x
+
+
+def _conv_block(dim: int, dim_out: int, kernel_size: int) -> nn.Sequential:
+    """BatchNorm -> GELU -> Conv1d, channels-first ``[B, C, L]``."""
+    return nn.Sequential(
+        nn.BatchNorm1d(dim), _GELU(), nn.Conv1d(dim, dim_out, kernel_size, padding=kernel_size // 2)
+    )
+
+
+class AttentionPool(nn.Module):
+    """Softmax-weighted pooling over pairs of positions, logits from a 1x1 conv (``[B, C, L] -> [B, C, L/2]``)."""
+
+    def __init__(self, dim: int, pool_size: int = 2) -> None:
+        super().__init__()
+        if pool_size != 2:
+            raise ValueError("only pool_size 2 is supported (as in Enformer)")
+        self.to_attn_logits = nn.Conv2d(dim, dim, 1, bias=False)
+        nn.init.dirac_(self.to_attn_logits.weight)
+        with torch.no_grad():
+            self.to_attn_logits.weight.mul_(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, n = x.shape
+        odd = n % 2
+        if odd:
+            # enformer-pytorch pads with a masked (zero-weight) position: the last, unpaired position
+            # passes through unchanged.
+            last = x[..., -1:]
+            x = x[..., :-1]
+        even, odd_pos = x[..., 0::2], x[..., 1::2]
+        # softmax([l0, l1]) = [s, 1 - s] with s = sigmoid(l0 - l1), and l0 - l1 = W (x0 - x1), so one
+        # half-length matmul replaces the full-length logits computation.
+        diff = even - odd_pos
+        w = self.to_attn_logits.weight[:, :, 0, 0]
+        s = torch.sigmoid(F.conv1d(diff, w[:, :, None]))
+        out = torch.addcmul(odd_pos, diff, s)
+        if odd:
+            out = torch.cat((out, last), dim=-1)
+        return out
+
+
+# Relative positional features (Enformer: exponential, central mask and gamma basis functions, each also
+# multiplied by sign(distance)).
+
+
+def _features_exponential(dist: Tensor, n_feat: int, seq_len: int, min_half_life: float = 3.0) -> Tensor:
+    max_range = math.log(seq_len) / math.log(2.0)
+    half_life = 2 ** torch.linspace(min_half_life, max_range, n_feat, device=dist.device)
+    return torch.exp(-math.log(2.0) / half_life[None, :] * dist.abs()[:, None])
+
+
+def _features_central_mask(dist: Tensor, n_feat: int) -> Tensor:
+    widths = 2 ** torch.arange(1, n_feat + 1, device=dist.device).float() - 1
+    return (widths[None, :] > dist.abs()[:, None]).float()
+
+
+def _gamma_pdf(x: Tensor, concentration: Tensor, rate: Tensor) -> Tensor:
+    log_unnormalized = torch.xlogy(concentration - 1.0, x) - rate * x
+    log_normalization = torch.lgamma(concentration) - concentration * torch.log(rate)
+    return torch.exp(log_unnormalized - log_normalization)
+
+
+def _features_gamma(dist: Tensor, n_feat: int, seq_len: int, tf_normalization: bool) -> Tensor:
+    stddev = seq_len / (2 * n_feat)
+    mean = torch.linspace(seq_len / n_feat, seq_len, n_feat, device=dist.device)[None, :]
+    concentration = (mean / stddev) ** 2
+    rate = mean / stddev**2
+    prob = _gamma_pdf(dist.float().abs()[:, None], concentration, rate) + 1e-8
+    # The TensorFlow original normalises each basis function by its max over distances; enformer-pytorch
+    # (use_tf_gamma=False) normalises each distance by its max over basis functions.
+    return prob / prob.amax(dim=0 if tf_normalization else -1, keepdim=True)
+
+
+def positional_features(seq_len: int, n_features: int, use_tf_gamma: bool, device: torch.device) -> Tensor:
+    """``[2 * seq_len - 1, n_features]`` features for distances ``-(seq_len-1) .. seq_len-1`` (fp32).
+
+    ``use_tf_gamma`` reproduces the TensorFlow gamma normalisation; enformer-pytorch ships TF's float32 table
+    instead, from which this computation differs by at most ~0.2 % (TF's float32 lgamma rounding).
+    """
+    if n_features % 6:
+        raise ValueError(f"number of positional features {n_features} is not divisible by 6")
+    per = n_features // 6
+    dist = torch.arange(-seq_len + 1, seq_len, device=device)
+    emb = torch.cat(
+        [
+            _features_exponential(dist, per, seq_len),
+            _features_central_mask(dist, per),
+            _features_gamma(dist, per, seq_len, use_tf_gamma),
+        ],
+        dim=-1,
+    )
+    return torch.cat((emb, torch.sign(dist)[:, None] * emb), dim=-1)
+
+
+def relative_shift(x: Tensor) -> Tensor:
+    """``[..., n, 2n-1]`` logits indexed by distance -> ``[..., n, n]`` indexed by key position.
+
+    ``out[..., i, j] = x[..., i, j - i + n - 1]`` (distance ``j - i``), taken as a strided view.
+    """
+    *lead, n, m = x.shape
+    assert m == 2 * n - 1
+    x = x.contiguous()
+    strides = list(x.stride())
+    # Row i starts at offset (n - 1 - i) within row i of x: stride m - 1 along i, 1 along j.
+    view = x.as_strided((*lead, n, n), (*strides[:-2], m - 1, 1), x.storage_offset() + n - 1)
+    return view
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with Enformer/Transformer-XL relative position logits."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_rel_pos_features: int,
+        heads: int,
+        dim_key: int,
+        dim_value: int,
+        dropout: float = 0.0,
+        pos_dropout: float = 0.0,
+        use_tf_gamma: bool = False,
+    ) -> None:
+        super().__init__()
+        self.scale = dim_key**-0.5
+        self.heads = heads
+        self.dim_key = dim_key
+        self.to_q = nn.Linear(dim, dim_key * heads, bias=False)
+        self.to_k = nn.Linear(dim, dim_key * heads, bias=False)
+        self.to_v = nn.Linear(dim, dim_value * heads, bias=False)
+        self.to_out = nn.Linear(dim_value * heads, dim)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+        self.num_rel_pos_features = num_rel_pos_features
+        self.to_rel_k = nn.Linear(num_rel_pos_features, dim_key * heads, bias=False)
+        self.rel_content_bias = nn.Parameter(torch.randn(1, heads, 1, dim_key))
+        self.rel_pos_bias = nn.Parameter(torch.randn(1, heads, 1, dim_key))
+        self.pos_dropout = pos_dropout
+        self.attn_dropout = dropout
+        self.use_tf_gamma = use_tf_gamma
+        # Not a buffer: it is a pure function of (length, device) and must not appear in state_dict.
+        self._pos_cache: dict[tuple[int, str], Tensor] = {}
+
+    def _positions(self, n: int, device: torch.device) -> Tensor:
+        key = (n, str(device))
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            pos = positional_features(n, self.num_rel_pos_features, self.use_tf_gamma, device)
+            self._pos_cache = {key: pos}  # keep only the latest length
+        return pos
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        h = self.heads
+        q = self.to_q(x).view(b, n, h, -1).transpose(1, 2)
+        k = self.to_k(x).view(b, n, h, -1).transpose(1, 2)
+        v = self.to_v(x).view(b, n, h, -1).transpose(1, 2)
+        q = q * self.scale
+
+        positions = self._positions(n, x.device).to(self.to_rel_k.weight.dtype)
+        if self.training and self.pos_dropout:
+            positions = F.dropout(positions, self.pos_dropout)
+        rel_k = self.to_rel_k(positions).view(-1, h, self.dim_key).transpose(0, 1)  # [h, 2n-1, dk]
+        rel_logits = torch.matmul(q + self.rel_pos_bias, rel_k.transpose(-1, -2))  # [b, h, n, 2n-1]
+        bias = relative_shift(rel_logits)
+
+        qc = q + self.rel_content_bias
+        # SDPA computes softmax(qc k^T * scale + mask) v; with scale 1 that is exactly Enformer's
+        # softmax((q*s + r_c) k^T + rel_logits) v.
+        out = F.scaled_dot_product_attention(
+            qc, k, v, attn_mask=bias.to(qc.dtype), dropout_p=self.attn_dropout if self.training else 0.0, scale=1.0
+        )
+        out = out.transpose(1, 2).reshape(b, n, -1)
+        return self.to_out(out)
+
+
+class _TransformerBlock(nn.Sequential):
+    """``Sequential(Residual(LN, Attention, Dropout), Residual(LN, Linear, Dropout, ReLU, Linear, Dropout))``."""
+
+    def __init__(self, cfg: EnformerConfig) -> None:
+        attn = Attention(
+            cfg.dim,
+            heads=cfg.heads,
+            dim_key=cfg.attn_dim_key,
+            dim_value=cfg.dim // cfg.heads,
+            dropout=cfg.attn_dropout,
+            pos_dropout=cfg.pos_dropout,
+            num_rel_pos_features=cfg.dim // cfg.heads,
+            use_tf_gamma=cfg.use_tf_gamma,
+        )
+        super().__init__(
+            _Residual(nn.Sequential(nn.LayerNorm(cfg.dim), attn, nn.Dropout(cfg.dropout_rate))),
+            _Residual(
+                nn.Sequential(
+                    nn.LayerNorm(cfg.dim),
+                    nn.Linear(cfg.dim, cfg.dim * 2),
+                    nn.Dropout(cfg.dropout_rate),
+                    nn.ReLU(),
+                    nn.Linear(cfg.dim * 2, cfg.dim),
+                    nn.Dropout(cfg.dropout_rate),
+                )
+            ),
+        )
+
+
+class Enformer(nn.Module):
+    """Enformer. ``forward(x [B, L, 4]) -> {head: [B, target_length, n_tracks]}`` (or one head's tensor)."""
+
+    def __init__(self, config: EnformerConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        dim, half = config.dim, config.dim // 2
+        filters = config.filter_list()
+
+        self.stem = nn.Sequential(
+            nn.Conv1d(4, half, 15, padding=7),
+            _Residual(_conv_block(half, half, 1)),
+            AttentionPool(half),
+        )
+        self.conv_tower = nn.Sequential(
+            *[
+                nn.Sequential(
+                    _conv_block(d_in, d_out, 5),
+                    _Residual(_conv_block(d_out, d_out, 1)),
+                    AttentionPool(d_out),
+                )
+                for d_in, d_out in zip(filters[:-1], filters[1:])
+            ]
+        )
+        self.transformer = nn.Sequential(*[_TransformerBlock(config) for _ in range(config.depth)])
+        self.final_pointwise = nn.Sequential(
+            _Layout(), _conv_block(filters[-1], dim * 2, 1), _Layout(), nn.Dropout(config.dropout_rate / 8), _GELU()
+        )
+        # enformer-pytorch's trunk Sequential; it makes every parameter also appear as `_trunk.<i>.*` in
+        # state_dict, which checkpoints saved by torch.save(state_dict) carry.
+        self._trunk = nn.Sequential(
+            _Layout(), self.stem, self.conv_tower, _Layout(), self.transformer, _Layout(), self.final_pointwise
+        )
+        self._heads = nn.ModuleDict(
+            {name: nn.Sequential(nn.Linear(dim * 2, n), nn.Softplus()) for name, n in config.output_heads.items()}
+        )
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self._heads.keys())
+
+    def n_tracks(self, head: str) -> int:
+        return self.config.output_heads[head]
+
+    def _crop(self, x: Tensor) -> Tensor:
+        target = self.config.target_length
+        if target == -1:
+            return x
+        n = x.shape[1]
+        if n < target:
+            raise ValueError(f"sequence length {n} bins is less than target length {target}")
+        trim = (n - target) // 2
+        return x[:, trim : trim + target] if trim else x
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """One-hot ``[B, L, 4]`` -> embeddings ``[B, target_length, 2 * dim]``."""
+        x = x.transpose(1, 2)  # channels-first for the convolutions
+        x = self.stem(x)
+        x = self.conv_tower(x)
+        x = x.transpose(1, 2).contiguous()
+        x = self.transformer(x)
+        x = self._crop(x)
+        block = self.final_pointwise[1]
+        # Pointwise conv on channels-last is a Linear: avoids two transposes of the cropped activations.
+        bn, conv = block[0], block[2]
+        x = bn(x.transpose(1, 2)).transpose(1, 2)
+        x = F.linear(_gelu(x), conv.weight[:, :, 0], conv.bias)
+        x = self.final_pointwise[3](x)
+        return _gelu(x)
+
+    def forward(self, x: Tensor, head: str | None = None) -> Tensor | dict[str, Tensor]:
+        if x.ndim != 3 or x.shape[-1] != 4:
+            raise ValueError(f"expected one-hot input [batch, length, 4], got shape {tuple(x.shape)}")
+        emb = self.trunk(x)
+        if head is not None:
+            if head not in self._heads:
+                raise KeyError(f"unknown head {head!r}; model heads: {self.head_names}")
+            return self._heads[head](emb)
+        return {name: mod(emb) for name, mod in self._heads.items()}
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: Enformer, batches: list[Tensor]) -> None:
+    """Set every BatchNorm's running statistics to the statistics of ``batches`` (one-hot ``[B, L, 4]``).
+
+    A data-dependent initialisation for randomly initialised models (demo model, tests): with default
+    running statistics the signal shrinks through the conv tower and predictions become nearly constant
+    along the sequence. Only BatchNorm layers switch to training mode, so dropout stays off.
+    """
+    was_training = model.training
+    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+        m.train()
+    for x in batches:
+        model.trunk(x)
+    for m in norms:
+        m.momentum = 0.1
+        m.eval()
+    model.train(was_training)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+_TRUNK_ALIASES = {"_trunk.1.": "stem.", "_trunk.2.": "conv_tower.", "_trunk.4.": "transformer.",
+                  "_trunk.6.": "final_pointwise."}
+
+
+def canonical_state_dict(model: Enformer) -> dict[str, Tensor]:
+    """State dict without the ``_trunk.*`` aliases (what we save: safetensors refuses shared tensors)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("_trunk.")}
+
+
+def _canonical_key(key: str) -> str:
+    for prefix in ("module.", "enformer."):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    for alias, name in _TRUNK_ALIASES.items():
+        if key.startswith(alias):
+            return name + key[len(alias):]
+    return key
+
+
+def _summarize(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_state_dict_into(model: Enformer, state: dict[str, Tensor], origin: str = "checkpoint") -> None:
+    """Load enformer-pytorch-named weights (with or without ``_trunk.*`` aliases) or raise CheckpointError."""
+    canonical: dict[str, Tensor] = {}
+    for key, value in state.items():
+        ck = _canonical_key(key)
+        # The named module wins over its alias; both hold the same tensor in a consistent checkpoint.
+        if ck not in canonical or ck == key:
+            canonical[ck] = value
+    expected = canonical_state_dict(model)
+    missing = [k for k in expected if k not in canonical and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in canonical if k not in expected]
+    mis_shaped = [
+        f"{k} (checkpoint {tuple(canonical[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in canonical and tuple(canonical[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {_summarize(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {_summarize(unexpected)}")
+        if mis_shaped:
+            parts.append(f"mis-shaped {len(mis_shaped)}: {_summarize(mis_shaped)}")
+        raise CheckpointError(f"{origin} does not fit the model config: " + "; ".join(parts))
+    model.load_state_dict({k: v for k, v in canonical.items() if k in expected}, strict=False)
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt/truncated files surface as many exception types
+        raise CheckpointError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("ENFORMER_BATCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "enformer-batch" / "models"
+
+
+def _fetch_remote(url: str, storage_options: dict[str, Any] | None, cache_dir: str | None) -> Path:
+    """Download ``config.json``, the weights file and any ``targets_*.txt`` of ``url`` into the cache once."""
+    import fsspec
+
+    if url.startswith("hf://"):
+        try:
+            import huggingface_hub  # noqa: F401  (registers fsspec's hf:// protocol implementation)
+        except ImportError:
+            raise CheckpointError(
+                f"loading {url} needs huggingface_hub: pip install huggingface_hub"
+            ) from None
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    local = root / hashlib.sha256(url.encode()).hexdigest()[:32]
+    if (local / ".complete").exists():
+        return local
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    path = path.rstrip("/")
+    try:
+        listing = {Path(p).name for p in fs.ls(path, detail=False)}
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint location {url} does not exist") from None
+    if CONFIG_NAME not in listing:
+        raise CheckpointError(f"checkpoint {url} has no {CONFIG_NAME}")
+    weights = next((w for w in WEIGHTS_NAMES if w in listing), None)
+    if weights is None:
+        raise CheckpointError(f"checkpoint {url} has no weights file ({' or '.join(WEIGHTS_NAMES)})")
+    wanted = [CONFIG_NAME, weights] + sorted(n for n in listing if n.startswith("targets_") and n.endswith(".txt"))
+    local.mkdir(parents=True, exist_ok=True)
+    for name in wanted:
+        # Write to a temp file then rename, so an interrupted download never looks complete.
+        fd, tmp = tempfile.mkstemp(dir=local, prefix=f".{name}.")
+        os.close(fd)
+        with fs.open(f"{path}/{name}", "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.replace(tmp, local / name)
+    (local / ".complete").write_text(url + "\n")
+    return local
+
+
+@dataclass
+class LoadedModel:
+    model: Enformer
+    config: EnformerConfig
+    model_id: str
+    weights_sha256: str
+    tracks: dict[str, TrackTable | None]
+
+
+def _resolve_source(source: str, storage_options: dict[str, Any] | None, cache_dir: str | None) -> Path:
+    if source == "demo":
+        from importlib import resources
+
+        return Path(str(resources.files("enformer_batch") / "demo_model"))
+    if "://" in source:
+        return _fetch_remote(source, storage_options, cache_dir)
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {source} does not exist (or use a URL / 'demo')")
+    return path
+
+
+def load_model(
+    source: str = "demo",
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    use_tf_gamma: bool | None = None,
+) -> LoadedModel:
+    """Load an Enformer checkpoint directory/URL (``config.json`` + weights [+ ``targets_<head>.txt``]).
+
+    ``source`` is ``"demo"`` (the packaged demo model), a local directory or any fsspec URL, including
+    ``hf://EleutherAI/enformer-official-rough``; remote checkpoints are cached under
+    ``$ENFORMER_BATCH_CACHE`` (default ``~/.cache/enformer-batch/models``). Like enformer-pytorch's
+    ``from_pretrained``, the official-rough weights default to TensorFlow's gamma positional features
+    (``use_tf_gamma=None``); pass a bool to override the config. The model is returned in eval mode.
+    """
+    directory = _resolve_source(source, storage_options, cache_dir)
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"checkpoint {source} has no {CONFIG_NAME}")
+    weights_path = next((directory / w for w in WEIGHTS_NAMES if (directory / w).is_file()), None)
+    if weights_path is None:
+        raise CheckpointError(f"checkpoint {source} has no weights file ({' or '.join(WEIGHTS_NAMES)})")
+    try:
+        raw = json.loads(config_path.read_text())
+        if use_tf_gamma is None and "enformer-official-rough" in source:
+            use_tf_gamma = True
+        if use_tf_gamma is not None:
+            raw = {**raw, "use_tf_gamma": use_tf_gamma}
+        config = EnformerConfig.from_dict(raw)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"invalid {CONFIG_NAME} in {source}: {exc}") from exc
+    model = Enformer(config)
+    load_state_dict_into(model, _read_weights(weights_path), origin=f"checkpoint {source}")
+    model.to(device).eval()
+    tracks: dict[str, TrackTable | None] = {}
+    for head, n in config.output_heads.items():
+        table_path = directory / f"targets_{head}.txt"
+        table = read_track_table(table_path) if table_path.is_file() else None
+        if table is not None and len(table) != n:
+            raise CheckpointError(f"{table_path.name} has {len(table)} rows but head {head} has {n} tracks")
+        tracks[head] = table
+    return LoadedModel(model, config, source, _sha256(weights_path), tracks)

@@ -1,0 +1,498 @@
+"""Ray orchestration of a prediction run: plan → read/encode (tasks) → predict + write (actors) → commit.
+
+Owns the run: checking the request, planning parts from the FASTA index, resuming from the manifest,
+and streaming parts through Ray with a bounded number in flight, so a 3-Gb genome runs with the same
+driver and object-store footprint as the demo. Reader tasks turn a part's windows into uint8 base codes
+(≈ 0.2 MB per window); one actor per GPU (or one CPU actor) holds a model replica, predicts, stitches
+and writes the part itself, so predictions never travel through the object store. The driver only sees
+part records and is the single writer of the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import __version__
+from .genome import FastaSource, read_codes
+from .inference import InferenceSettings, ModelInfo, Predictor
+from .store import (
+    MANIFEST_FORMAT,
+    AtlasStore,
+    PartRecord,
+    StoreError,
+    manifest_parts,
+    part_table,
+    records_from_manifest,
+)
+from .windows import ENFORMER, BinRanges, Geometry, PartPlan, bins_of_interval, merge_ranges, plan_chromosome
+
+DEFAULT_WINDOWS_PER_PART = 16
+
+
+class RunError(RuntimeError):
+    """A run that stopped; committed parts are kept and the run is not marked complete."""
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """One prediction run, as the command line or a notebook describes it."""
+
+    fasta: str
+    out: str
+    model: str = "demo"
+    head: str = "human"
+    tracks: str | None = None
+    stride: int | None = None  # default: the model's output span (every bin predicted once)
+    regions: str | None = None  # BED path or URL
+    chroms: tuple[str, ...] | None = None
+    batch_size: int = 4
+    precision: str = "fp32"
+    dtype: str = "float16"
+    rc: bool = False
+    shifts: tuple[int, ...] = (0,)
+    n_encoding: str = "zeros"
+    workers: int | None = None  # default: one per GPU-share in the cluster, else one CPU worker
+    gpus_per_worker: float = 1.0
+    overwrite: bool = False
+    windows_per_part: int = DEFAULT_WINDOWS_PER_PART
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    progress: bool = True
+
+    def inference_settings(self) -> InferenceSettings:
+        return InferenceSettings(
+            model=self.model,
+            head=self.head,
+            tracks=self.tracks,
+            precision=self.precision,
+            rc=self.rc,
+            shifts=tuple(self.shifts),
+            n_encoding=self.n_encoding,
+            batch_size=self.batch_size,
+            dtype=self.dtype,
+            storage_options=dict(self.storage_options),
+        )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out: str
+    windows: int
+    windows_computed: int
+    rows: int
+    parts: int
+    seconds: float
+    resumed_parts: int
+
+    @property
+    def windows_per_second(self) -> float:
+        return self.windows_computed / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        return (
+            f"done: {self.windows} windows ({self.windows_computed} computed, {self.resumed_parts} parts resumed), "
+            f"{self.rows} bins in {self.parts} parts, {self.seconds:.1f} s, "
+            f"{self.windows_per_second:.2f} windows/s\natlas: {self.out}"
+        )
+
+
+# --- input checks ---------------------------------------------------------------------------------
+
+
+def read_bed(url: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None):
+    """BED intervals per chromosome (0-based half-open), checked against the FASTA's chromosomes."""
+    import fsspec
+
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    try:
+        with fsspec.open(url, "rt", **dict(storage_options or {})) as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, OSError) as e:
+        raise ValueError(f"cannot read --regions {url}: {e}") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        where = f"--regions {url} line {number}"
+        if len(fields) < 3:
+            raise ValueError(f"{where}: expected chrom, start, end; got {line!r}")
+        chrom = fields[0]
+        try:
+            start, end = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise ValueError(f"{where}: start and end must be integers; got {line!r}") from None
+        if chrom not in lengths:
+            raise ValueError(f"{where}: chromosome {chrom!r} is not in the FASTA")
+        if start < 0 or end <= start:
+            raise ValueError(f"{where}: needs 0 <= start < end; got {start}-{end}")
+        if end > lengths[chrom]:
+            raise ValueError(f"{where}: end {end} is past the end of {chrom} (length {lengths[chrom]})")
+        intervals.setdefault(chrom, []).append((start, end))
+    if not intervals:
+        raise ValueError(f"--regions {url} holds no intervals")
+    return intervals
+
+
+def select_bins(
+    config: PredictConfig, lengths: Mapping[str, int], bin_size: int
+) -> dict[str, BinRanges | None]:
+    """Chromosomes to run and, for region runs, the bins wanted on each (None = every bin)."""
+    if config.chroms:
+        unknown = [c for c in config.chroms if c not in lengths]
+        if unknown:
+            known = ", ".join(list(lengths)[:8]) + (", ..." if len(lengths) > 8 else "")
+            raise ValueError(f"--chroms: {', '.join(map(repr, unknown))} not in the FASTA (it has {known})")
+        chroms = [c for c in lengths if c in set(config.chroms)]  # FASTA order
+    else:
+        chroms = list(lengths)
+    if config.regions is None:
+        return {c: None for c in chroms}
+    intervals = read_bed(config.regions, lengths, config.storage_options)
+    selected = {}
+    for chrom in chroms:
+        if chrom in intervals:
+            selected[chrom] = merge_ranges(bins_of_interval(s, e, bin_size) for s, e in intervals[chrom])
+    if not selected:
+        raise ValueError("--regions and --chroms select no chromosome in common")
+    return selected
+
+
+def check_request(config: PredictConfig) -> None:
+    config.inference_settings().check()
+    if config.workers is not None and config.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {config.workers}")
+    if config.gpus_per_worker <= 0:
+        raise ValueError(f"--gpus-per-worker must be positive, got {config.gpus_per_worker}")
+    if config.windows_per_part < 1:
+        raise ValueError("windows_per_part must be at least 1")
+
+
+# --- the manifest ---------------------------------------------------------------------------------
+
+
+def run_identity(
+    config: PredictConfig,
+    info: ModelInfo,
+    fasta: FastaSource,
+    lengths: Mapping[str, int],
+    selection: Mapping[str, BinRanges | None],
+    stride: int,
+) -> dict:
+    """Everything that decides the atlas' contents; a resume must match it exactly."""
+    bins = {c: [list(r) for r in b] for c, b in selection.items() if b is not None}
+    return {
+        "engine_version": __version__,
+        "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head},
+        "fasta": {"name": fasta.name, "chromosomes": dict(lengths)},
+        "chromosomes": list(selection),
+        "regions": None
+        if config.regions is None
+        else {"source": os.path.basename(config.regions), "bins": bins},
+        "geometry": asdict(info.geometry),
+        "stride": stride,
+        "windows_per_part": config.windows_per_part,
+        "tracks": [
+            {"index": i, "name": n, "description": d}
+            for i, n, d in zip(info.track_indices, info.track_names, info.track_descriptions)
+        ],
+        "dtype": config.dtype,
+        "precision": config.precision,
+        "augmentation": {"rc": config.rc, "shifts": list(config.shifts)},
+        "n_encoding": config.n_encoding,
+    }
+
+
+def identity_digest(identity: Mapping) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_difference(old: Mapping, new: Mapping) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(keys) or "format"
+
+
+# --- Ray stages -----------------------------------------------------------------------------------
+
+
+def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> np.ndarray:
+    """Base codes ``[n_windows, input_length]`` for a part's windows (a Ray task runs this)."""
+    fasta = fasta_source.open()
+    try:
+        codes = np.empty((len(part.windows), input_length), dtype=np.uint8)
+        for i, w in enumerate(part.windows):
+            try:
+                codes[i] = read_codes(fasta, part.chrom, part.length, w.input_start, w.input_start + input_length)
+            except Exception as e:
+                raise RunError(f"reading {part.chrom} window {w.k}: {e}") from e
+        return codes
+    finally:
+        fasta.close()
+
+
+class PartWorker:
+    """A model replica that predicts parts and writes them where they were computed.
+
+    Several calls may run at once (the Ray actor is threaded): prediction is serialised by a lock so the
+    device runs one batch stream, while a finished part is stitched and written beside it.
+    """
+
+    def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None):
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.predictor = Predictor(settings)
+        self.store = store
+        self._device_lock = threading.Lock()
+
+    def describe(self) -> ModelInfo:
+        return self.predictor.info
+
+    def run_part(self, part: PartPlan, codes: np.ndarray) -> PartRecord:
+        from .inference import NonFiniteOutput
+
+        try:
+            with self._device_lock:
+                values, ran = self.predictor.predict(codes)
+        except NonFiniteOutput as e:
+            windows = [part.windows[i].k for i in e.window_indices]
+            raise RunError(f"{part.chrom} window(s) {windows}: the model returned NaN or infinity") from None
+        info = self.predictor.info
+        table = part_table(part, values, ran, info.track_names, self.predictor.settings.dtype, info.geometry.bin_size)
+        return self.store.write_part(part, table)
+
+
+def _ray_init() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def _worker_layout(config: PredictConfig) -> tuple[int, float, int]:
+    """(workers, gpus per worker, torch threads per worker) for the cluster Ray is connected to."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0.0)
+    cpus = int(resources.get("CPU", 1))
+    if gpus >= config.gpus_per_worker:
+        workers = config.workers or max(1, int(gpus // config.gpus_per_worker))
+        return workers, config.gpus_per_worker, max(1, (os.cpu_count() or 1) // max(1, workers))
+    workers = config.workers or 1
+    return workers, 0.0, max(1, min(cpus, os.cpu_count() or 1) // workers)
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=initial, unit="window", desc="predict", file=sys.stderr,
+                mininterval=1.0, dynamic_ncols=True,
+            )
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
+    """Run (or resume) a prediction job and return its summary. Raises on bad input or a failed part."""
+    import ray
+
+    t0 = time.perf_counter()
+    check_request(config)
+    fasta = FastaSource(config.fasta, dict(config.storage_options))
+    lengths = fasta.lengths()
+    # Fail fast, before Ray starts, on what can be checked without the model (re-checked against its geometry).
+    if config.stride is not None:
+        ENFORMER.check_stride(config.stride)
+    select_bins(config, lengths, ENFORMER.bin_size)
+    store = AtlasStore(config.out, config.storage_options)
+    previous = store.read_manifest()
+    if previous is None and not store.is_empty() and store.list_part_files() and not config.overwrite:
+        raise StoreError(f"--out {config.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
+    store.check_writable()
+
+    _ray_init()
+    n_workers, gpus, threads = _worker_layout(config)
+    settings = config.inference_settings()
+    actor_class = ray.remote(PartWorker).options(
+        num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2
+    )
+    actors = [actor_class.remote(settings, store, threads) for _ in range(n_workers)]
+    try:
+        return _run(config, fasta, lengths, store, previous, actors, t0, on_part)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _run(config, fasta, lengths, store, previous, actors, t0, on_part) -> RunSummary:
+    import ray
+
+    try:
+        info: ModelInfo = ray.get(actors[0].describe.remote())
+    except ray.exceptions.RayActorError as e:
+        raise RunError(f"the model could not be loaded: {_root_cause(e)}") from None
+    geometry: Geometry = info.geometry
+    stride = config.stride if config.stride is not None else geometry.output_span
+    geometry.check_stride(stride)
+    selection = select_bins(config, lengths, geometry.bin_size)
+    identity = run_identity(config, info, fasta, lengths, selection, stride)
+
+    committed: dict[str, PartRecord] = {}
+    if previous is not None:
+        if previous.get("format") != MANIFEST_FORMAT or previous.get("identity") != identity:
+            if not config.overwrite:
+                what = describe_difference(previous.get("identity") or {}, identity)
+                raise StoreError(
+                    f"--out {config.out} holds a run with another configuration ({what} differ); "
+                    "pass --overwrite to replace it, or choose another --out"
+                )
+            store.remove_all()
+        else:
+            for path, record in records_from_manifest(previous).items():
+                if store.exists(path) and store.size(path) == record.bytes:
+                    committed[path] = record
+    elif config.overwrite:
+        store.remove_all()
+    store.clear_success()
+
+    parts = [
+        part
+        for chrom, bins in selection.items()
+        for part in plan_chromosome(chrom, lengths[chrom], geometry, stride, config.windows_per_part, bins)
+    ]
+    expected_paths = {store.part_relpath(p.chrom, p.name) for p in parts}
+    committed = {k: v for k, v in committed.items() if k in expected_paths}
+    todo = deque(p for p in parts if store.part_relpath(p.chrom, p.name) not in committed)
+    total_windows = sum(len(p.windows) for p in parts)
+    done_windows = total_windows - sum(len(p.windows) for p in todo)
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "identity": identity,
+        "run": identity_digest(identity),
+        "status": "running",
+        "totals": {
+            "parts": len(parts),
+            "windows": total_windows,
+            "rows": sum(p.n_rows for p in parts),
+        },
+        "parts": manifest_parts(committed),
+    }
+    store.write_manifest(manifest)
+
+    def save(status: str = "running") -> None:
+        manifest["status"] = status
+        manifest["parts"] = manifest_parts(committed)
+        store.write_manifest(manifest)
+
+    progress = _Progress(total_windows, done_windows, config.progress)
+    resumed = len(committed)
+    computed_windows = 0
+    depth = 2  # parts queued per actor: one running, one ready so the device never waits on a read
+    load = [0] * len(actors)
+    retries: dict[str, int] = {}
+    in_flight: dict = {}
+    last_save = time.monotonic()
+    read_task = ray.remote(read_part).options(num_cpus=1, max_retries=3)
+    try:
+        while todo or in_flight:
+            while todo and min(load) < depth:
+                a = load.index(min(load))
+                part = todo.popleft()
+                codes = read_task.remote(fasta, part, geometry.input_length)
+                in_flight[actors[a].run_part.remote(part, codes)] = (part, a)
+                load[a] += 1
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=2.0)
+            for ref in ready:
+                part, a = in_flight.pop(ref)
+                load[a] -= 1
+                try:
+                    record: PartRecord = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    # The replica died (node lost, OOM, killed); Ray restarts it. The part's name is
+                    # deterministic, so recomputing it replaces whatever it may have written.
+                    key = f"{part.chrom}/{part.name}"
+                    retries[key] = retries.get(key, 0) + 1
+                    if retries[key] > 5:
+                        raise RunError(f"{part.chrom} windows {part.first_window}-{part.end_window}: "
+                                       "the worker died 5 times on this part") from None
+                    todo.appendleft(part)
+                    continue
+                committed[record.path] = record
+                computed_windows += len(part.windows)
+                progress.update(len(part.windows))
+                if on_part is not None:
+                    on_part(record)
+            if time.monotonic() - last_save > 10.0:
+                save()
+                last_save = time.monotonic()
+    except ray.exceptions.RayTaskError as e:
+        for ref in in_flight:
+            ray.cancel(ref, force=False)
+        save()
+        raise RunError(f"run stopped: {_root_cause(e)}; {len(committed)} committed parts kept, "
+                       "re-run the same command to resume") from None
+    except BaseException:
+        save()
+        raise
+    finally:
+        progress.close()
+    save("complete")
+    store.mark_success()
+    return RunSummary(
+        out=config.out,
+        windows=total_windows,
+        windows_computed=computed_windows,
+        rows=sum(r.rows for r in committed.values()),
+        parts=len(committed),
+        seconds=time.perf_counter() - t0,
+        resumed_parts=resumed,
+    )
+
+
+def _root_cause(error: BaseException) -> str:
+    """The user-facing message inside a Ray error (the innermost cause, without Ray's traceback)."""
+    cause = getattr(error, "cause", None)
+    while cause is not None and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    if cause is not None and not isinstance(cause, Exception.__class__):
+        return str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+    return str(error).strip().splitlines()[-1]
+
+
+def plan_parts(
+    fasta: str, geometry: Geometry, stride: int, windows_per_part: int = DEFAULT_WINDOWS_PER_PART,
+    chroms: Sequence[str] | None = None,
+) -> list[PartPlan]:
+    """The parts a whole-genome run would write (no model, no Ray)."""
+    lengths = FastaSource(fasta).lengths()
+    return [
+        p
+        for c, n in lengths.items()
+        if chroms is None or c in chroms
+        for p in plan_chromosome(c, n, geometry, stride, windows_per_part)
+    ]

@@ -1,0 +1,198 @@
+"""Tiling and stitching: which model windows cover a chromosome, and which bins each window writes.
+
+Owns the geometry of a model (input length, bin size, output bins) and the pure arithmetic of the
+contract: window ``k`` of a chromosome has output ``[k*stride, k*stride + output_span)`` and input
+``[k*stride - context, k*stride + output_span + context)``; windows run while ``k*stride < length``.
+A bin predicted by several windows is written by the window whose output centre is nearest the bin's
+centre (ties go to the lower ``k``), so every bin is written exactly once. No I/O, no Ray, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+BinRanges = tuple[tuple[int, int], ...]  # sorted, disjoint, half-open ranges of bin indices
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Input/output geometry of a sequence-to-function model (Enformer's by default)."""
+
+    input_length: int = 196_608
+    bin_size: int = 128
+    output_bins: int = 896
+
+    def __post_init__(self) -> None:
+        if self.input_length < self.output_span or (self.input_length - self.output_span) % 2:
+            raise ValueError(
+                f"input_length {self.input_length} must exceed output span {self.output_span} by an even number"
+            )
+
+    @property
+    def output_span(self) -> int:
+        return self.output_bins * self.bin_size
+
+    @property
+    def context(self) -> int:
+        return (self.input_length - self.output_span) // 2
+
+    def check_stride(self, stride: int) -> None:
+        """Raise ValueError unless ``stride`` is a multiple of the bin size within [bin_size, output_span]."""
+        if stride % self.bin_size or not self.bin_size <= stride <= self.output_span:
+            raise ValueError(
+                f"--stride {stride} must be a multiple of {self.bin_size} between {self.bin_size} "
+                f"and {self.output_span} (the output span); the default is {self.output_span}"
+            )
+
+
+ENFORMER = Geometry()
+
+
+def n_bins(length: int, bin_size: int) -> int:
+    """Bins of a chromosome of ``length`` bp: ``ceil(length / bin_size)``, the last one possibly short."""
+    return -(-length // bin_size)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """The windows of one chromosome at a given stride."""
+
+    geometry: Geometry
+    length: int
+    stride: int
+
+    def __post_init__(self) -> None:
+        self.geometry.check_stride(self.stride)
+        if self.length <= 0:
+            raise ValueError(f"chromosome length must be positive, got {self.length}")
+
+    @property
+    def n_windows(self) -> int:
+        return -(-self.length // self.stride)
+
+    @property
+    def n_bins(self) -> int:
+        return n_bins(self.length, self.geometry.bin_size)
+
+    @property
+    def stride_bins(self) -> int:
+        return self.stride // self.geometry.bin_size
+
+    def input_interval(self, k: int) -> tuple[int, int]:
+        """Input interval of window ``k``; it may extend past ``[0, length)`` (that part is padding)."""
+        start = k * self.stride - self.geometry.context
+        return start, start + self.geometry.input_length
+
+    def output_interval(self, k: int) -> tuple[int, int]:
+        start = k * self.stride
+        return start, start + self.geometry.output_span
+
+    def _boundary(self, k: int) -> int:
+        """First bin that window ``k`` no longer owns to the right (before clipping to the chromosome).
+
+        Window k owns bin b iff b + 1/2 <= k*s + B/2 + s/2 (s = stride in bins, B = output bins):
+        that midpoint between the centres of windows k and k+1 is where k+1 becomes nearer, and a bin
+        centred exactly on it goes to the lower k. Solved in integers: b <= floor((2ks + B + s - 1) / 2).
+        """
+        s, big_b = self.stride_bins, self.geometry.output_bins
+        return (2 * k * s + big_b + s - 1) // 2 + 1
+
+    def owned_bins(self, k: int) -> tuple[int, int]:
+        """Half-open range of bins that window ``k`` writes (most-central prediction rule)."""
+        if not 0 <= k < self.n_windows:
+            raise IndexError(f"window {k} out of range [0, {self.n_windows})")
+        lo = 0 if k == 0 else self._boundary(k - 1)
+        hi = self.n_bins if k == self.n_windows - 1 else self._boundary(k)
+        return lo, min(hi, self.n_bins)
+
+    def window_of_bin(self, b: int) -> int:
+        """The window that writes bin ``b``."""
+        s, big_b = self.stride_bins, self.geometry.output_bins
+        # The smallest k whose right boundary (see _boundary) lies beyond b, clamped to real windows.
+        k = -(-(2 * b + 1 - big_b - s) // (2 * s))
+        return min(max(k, 0), self.n_windows - 1)
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> BinRanges:
+    """Sort and merge half-open integer ranges, dropping empty ones."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[1] > r[0]):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def intersect_ranges(a: Sequence[tuple[int, int]], lo: int, hi: int) -> BinRanges:
+    """Ranges of ``a`` clipped to ``[lo, hi)``."""
+    return tuple((max(x, lo), min(y, hi)) for x, y in a if min(y, hi) > max(x, lo))
+
+
+def bins_of_interval(start: int, end: int, bin_size: int) -> tuple[int, int]:
+    """Bins overlapping the bp interval ``[start, end)``."""
+    return start // bin_size, n_bins(end, bin_size)
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """One window to predict, and the bins (global indices) it writes."""
+
+    k: int
+    first_bin: int  # global index of the window's first output bin
+    input_start: int  # bp; the input may start before 0 or end past the chromosome (padding)
+    emit: BinRanges
+
+    @property
+    def n_rows(self) -> int:
+        return sum(hi - lo for lo, hi in self.emit)
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """A group of consecutive windows of one chromosome, written as one Parquet part.
+
+    The part's name depends only on ``(chrom, first_window, last_window)``: the full window range of
+    the group, whether or not a region run needs every window in it.
+    """
+
+    chrom: str
+    length: int
+    first_window: int
+    end_window: int
+    windows: tuple[WindowTask, ...]
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.first_window:06d}-{self.end_window:06d}.parquet"
+
+    @property
+    def n_rows(self) -> int:
+        return sum(w.n_rows for w in self.windows)
+
+
+def plan_chromosome(
+    chrom: str,
+    length: int,
+    geometry: Geometry,
+    stride: int,
+    windows_per_part: int,
+    bins: BinRanges | None = None,
+) -> list[PartPlan]:
+    """Parts for one chromosome: all of its bins, or only ``bins`` (sorted disjoint bin ranges)."""
+    if windows_per_part < 1:
+        raise ValueError("windows_per_part must be >= 1")
+    tiling = Tiling(geometry, length, stride)
+    wanted = ((0, tiling.n_bins),) if bins is None else intersect_ranges(bins, 0, tiling.n_bins)
+    parts: list[PartPlan] = []
+    for first in range(0, tiling.n_windows, windows_per_part):
+        end = min(first + windows_per_part, tiling.n_windows)
+        tasks = []
+        for k in range(first, end):
+            emit = intersect_ranges(wanted, *tiling.owned_bins(k))
+            if emit:
+                tasks.append(WindowTask(k, k * tiling.stride_bins, tiling.input_interval(k)[0], emit))
+        if tasks:
+            parts.append(PartPlan(chrom, length, first, end, tuple(tasks)))
+    return parts

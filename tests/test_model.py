@@ -1,0 +1,222 @@
+"""Enformer architecture and checkpoint loading, checked against enformer-pytorch as an oracle.
+
+All forwards use the full 196,608-bp input at small widths; the full-size config is only constructed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from enformer_batch.model import (
+    SEQUENCE_LENGTH,
+    CheckpointError,
+    Enformer,
+    EnformerConfig,
+    calibrate_batchnorm,
+    canonical_state_dict,
+    load_model,
+)
+
+SMALL = dict(dim=48, depth=1, heads=2, attn_dim_key=16, dim_divisible_by=16, output_heads={"human": 8, "mouse": 4})
+# use_tf_gamma needs TF's table shape (32 gamma features = dim // heads = 192).
+SMALL_TF = dict(SMALL, dim=192, heads=1, use_tf_gamma=True)
+
+
+def _onehot(batch: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.one_hot(torch.randint(0, 4, (batch, SEQUENCE_LENGTH), generator=g), 4).float()
+
+
+def _random_model(kw: dict, seed: int = 0) -> Enformer:
+    """Our model with every parameter random (incl. attention output, zero at init) and calibrated BN."""
+    torch.manual_seed(seed)
+    model = Enformer(EnformerConfig.from_dict(kw))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in canonical_state_dict(model).items():
+            if name.endswith(("to_out.weight", "bias")) and p.is_floating_point():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    calibrate_batchnorm(model, [_onehot(1, seed + 100)])
+    return model.eval()
+
+
+def _reference(kw: dict):
+    ep = pytest.importorskip("enformer_pytorch")
+    return ep.Enformer.from_hparams(**kw).eval()
+
+
+def _max_rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a - ref).abs().max() / ref.abs().max())
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    ours = _random_model(SMALL)
+    ref = _reference(SMALL)
+    ref.load_state_dict(ours.state_dict())  # strict: our state_dict (with _trunk aliases) fits theirs
+    return ours, ref
+
+
+def test_full_size_parameter_names_and_shapes_equal_reference():
+    ep = pytest.importorskip("enformer_pytorch")
+    with torch.device("meta"):
+        ours = Enformer(EnformerConfig())
+        ref = ep.Enformer.from_hparams()
+    a = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    b = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert a == b
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("kw", [SMALL, SMALL_TF], ids=["pytorch_gamma", "tf_gamma"])
+def test_forward_matches_reference(kw):
+    ours = _random_model(kw)
+    ref = _reference(kw)
+    ref.load_state_dict(ours.state_dict())
+    x = _onehot(1, 1)
+    with torch.no_grad():
+        out, expected = ours(x), ref(x)
+    assert set(out) == {"human", "mouse"}
+    for head in out:
+        assert out[head].shape == (1, 896, kw["output_heads"][head])
+        assert float(expected[head].std(dim=1).mean()) > 1e-3, "degenerate test model"
+        assert _max_rel_err(out[head], expected[head]) <= 1e-4
+    with torch.no_grad():
+        single = ours(x, head="mouse")
+    torch.testing.assert_close(single, out["mouse"], rtol=0, atol=0)
+
+
+def test_checkpoint_saved_by_reference_loads(small_pair, tmp_path):
+    ours, ref = small_pair
+    x = _onehot(2, 2)
+    with torch.no_grad():
+        expected = ref(x)
+    from safetensors.torch import save_model
+
+    # save_pretrained (transformers refuses safetensors for the aliased trunk) writes pytorch_model.bin with
+    # both the named modules and the _trunk.* aliases, plus an HF config.json.
+    ref.save_pretrained(tmp_path / "hf", safe_serialization=False)
+    # safetensors' save_model keeps one name per shared tensor (often the _trunk.* alias).
+    (tmp_path / "st").mkdir()
+    save_model(ref, str(tmp_path / "st" / "model.safetensors"))
+    ref.config.to_json_file(str(tmp_path / "st" / "config.json"))
+    # torch.save of the raw state_dict + a hand-written config with unknown fields.
+    (tmp_path / "bin").mkdir()
+    torch.save(ref.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    (tmp_path / "bin" / "config.json").write_text(json.dumps(dict(SMALL, architectures=["Enformer"], foo=1)))
+    for sub in ("hf", "st", "bin"):
+        loaded = load_model(str(tmp_path / sub))
+        assert not loaded.model.training
+        assert loaded.config.output_heads == SMALL["output_heads"]
+        assert len(loaded.weights_sha256) == 64
+        assert loaded.tracks == {"human": None, "mouse": None}
+        with torch.no_grad():
+            out = loaded.model(x)
+        for head in expected:
+            assert _max_rel_err(out[head], expected[head]) <= 1e-4
+
+
+def _save_ours(model: Enformer, directory, fmt: str = "safetensors") -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(model.config.to_dict()))
+    state = {k: v.contiguous() for k, v in canonical_state_dict(model).items()}
+    if fmt == "safetensors":
+        save_file(state, str(directory / "model.safetensors"))
+    else:
+        torch.save(state, directory / "pytorch_model.bin")
+
+
+def test_load_from_file_and_memory_urls(small_pair, tmp_path, monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    ours, _ = small_pair
+    _save_ours(ours, tmp_path / "ckpt", fmt="bin")
+    (tmp_path / "ckpt" / "targets_mouse.txt").write_text(
+        "index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription\n"
+        + "".join(f"{i}\tID{i}\tf\t32\t2\tsum\tCAGE:x{i}\n" for i in range(4))
+    )
+    monkeypatch.setenv("ENFORMER_BATCH_CACHE", str(tmp_path / "cache"))
+    mem = fsspec.filesystem("memory")
+    for f in (tmp_path / "ckpt").iterdir():
+        mem.pipe(f"/enf-test/{f.name}", f.read_bytes())
+    x = _onehot(1, 3)
+    with torch.no_grad():
+        expected = ours(x)["human"]
+    sha = None
+    for url in (f"file://{tmp_path / 'ckpt'}", "memory://enf-test"):
+        loaded = load_model(url)
+        assert loaded.model_id == url
+        assert loaded.tracks["mouse"] is not None and loaded.tracks["mouse"].identifiers[3] == "ID3"
+        assert loaded.tracks["human"] is None
+        sha = sha or loaded.weights_sha256
+        assert loaded.weights_sha256 == sha
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.model(x)["human"], expected, rtol=0, atol=0)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one cache entry per URL
+    # Second load comes from the cache even when the source is gone.
+    mem.rm("/enf-test", recursive=True)
+    assert load_model("memory://enf-test").weights_sha256 == sha
+
+
+def test_wrong_shape_checkpoint_is_one_clear_error(small_pair, tmp_path):
+    ours, _ = small_pair
+    _save_ours(ours, tmp_path / "ckpt")
+    bigger = dict(SMALL, output_heads={"human": 9, "mouse": 4})
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(bigger))
+    with pytest.raises(CheckpointError, match=r"mis-shaped 2: _heads\.human\.0\.weight .*\(checkpoint \(8, 96\)"):
+        load_model(str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(dict(SMALL, depth=2)))
+    with pytest.raises(CheckpointError, match=r"missing \d+: transformer\.1\."):
+        load_model(str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(dict(SMALL, output_heads={"human": 8})))
+    with pytest.raises(CheckpointError, match=r"unexpected 2: _heads\.mouse"):
+        load_model(str(tmp_path / "ckpt"))
+
+
+def test_missing_files_are_checkpoint_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_model(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text(json.dumps(SMALL))
+    with pytest.raises(CheckpointError, match="no weights file"):
+        load_model(str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(str(tmp_path / "nope"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(f"file://{tmp_path / 'nothing-here'}", cache_dir=str(tmp_path / "c"))
+
+
+def test_config_roundtrip_ignores_unknown_fields():
+    cfg = EnformerConfig.from_dict(dict(SMALL, transformers_version="4.0", model_type="enformer"))
+    assert EnformerConfig.from_dict(cfg.to_dict()) == cfg
+    assert EnformerConfig().filter_list() == [768, 768, 896, 1024, 1152, 1280, 1536]
+
+
+def _pearson_per_track(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_close_to_fp32(small_pair, precision):
+    from enformer_batch.augment import autocast_context
+
+    ours, _ = small_pair
+    x = _onehot(1, 4)
+    with torch.no_grad():
+        ref = ours(x, head="human")[0].numpy()
+        with autocast_context(precision, "cpu"):
+            low = ours(x, head="human")[0].float().numpy()
+    max_err = float(np.abs(low - ref).max())
+    rel = max_err / float(np.abs(ref).max())
+    r = _pearson_per_track(low, ref)
+    print(f"\n{precision}: max abs err {max_err:.3e} (rel {rel:.3e}), per-track Pearson min {r.min():.5f} "
+          f"mean {r.mean():.5f}")
+    assert r.min() > 0.99
+    assert rel < (0.1 if precision == "bf16" else 0.02)

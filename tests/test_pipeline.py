@@ -1,0 +1,145 @@
+"""End to end on a real local Ray cluster: genome → atlas, read back by DuckDB and pyarrow.dataset."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from enformer_batch import PredictConfig, predict
+from enformer_batch.atlas import validate
+from enformer_batch.model import load_model
+
+from .conftest import TEST_GENOME
+from .reference import BIN, SPAN, onehot, owner_of_bins, parse_fasta, window_input
+
+
+def read_atlas(out: str):
+    return duckdb.sql(
+        f"select * from read_parquet('{out}/*/*.parquet', hive_partitioning=true) order by chrom, start"
+    ).fetchnumpy()
+
+
+def values(rows, col) -> np.ndarray:
+    """A track column as float64 with NaN for nulls (DuckDB returns nulls as a masked array)."""
+    return np.ma.filled(np.ma.asarray(rows[col]).astype(np.float64), np.nan)
+
+
+def track_columns(rows) -> list[str]:
+    return [k for k in rows if k not in ("chrom", "start", "end")]
+
+
+def run(test_fasta, out, **kw) -> dict:
+    config = PredictConfig(fasta=test_fasta, out=str(out), progress=False, **kw)
+    predict(config)
+    report = validate(str(out), fasta=test_fasta)
+    assert report.ok, report.table()
+    return read_atlas(str(out))
+
+
+@pytest.fixture(scope="module")
+def genome_run(ray_cluster, test_fasta, tmp_path_factory):
+    out = tmp_path_factory.mktemp("atlas") / "genome"
+    return out, run(test_fasta, out, dtype="float32", batch_size=2)
+
+
+def test_every_bin_written_exactly_once(genome_run):
+    _, rows = genome_run
+    for chrom in TEST_GENOME:
+        mine = rows["chrom"] == chrom.name
+        starts = rows["start"][mine]
+        n = -(-chrom.length // BIN)
+        assert len(starts) == n
+        assert np.array_equal(starts, np.arange(n) * BIN)  # sorted, no duplicate, none missing
+        assert rows["end"][mine][-1] == chrom.length
+        assert np.array_equal(rows["end"][mine][:-1], starts[1:])
+
+
+def test_values_equal_the_model_on_the_contract_windows(genome_run, test_fasta):
+    """Every row equals a direct model call on the window the contract assigns to its bin."""
+    _, rows = genome_run
+    model = load_model("demo").model.eval()
+    seqs = parse_fasta(test_fasta)
+    for chrom in TEST_GENOME:
+        mine = rows["chrom"] == chrom.name
+        block = np.stack([values(rows, c)[mine] for c in track_columns(rows)], axis=1)
+        owners = owner_of_bins(chrom.length, SPAN)
+        for k in sorted(set(owners)):
+            window = window_input(seqs[chrom.name], k, SPAN)
+            bins = [b for b, o in enumerate(owners) if o == k]
+            if set(window) == {"N"}:
+                assert np.isnan(block[bins]).all(), f"{chrom.name} window {k} is all N: nulls expected"
+                continue
+            with torch.no_grad():
+                ref = model(torch.from_numpy(onehot(window))[None], head="human")[0].numpy()
+            expected = ref[[b - k * (SPAN // BIN) for b in bins]]
+            np.testing.assert_allclose(block[bins], expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_skipped_windows_are_null_and_others_are_not(genome_run):
+    _, rows = genome_run
+    for col in track_columns(rows):
+        v = values(rows, col)
+        on_a = rows["chrom"] == "chrA"
+        # chrA is N from 60,000 on: windows 1 and 2 (inputs from 73,728) are skipped, window 0 is not.
+        assert not np.isnan(v[on_a & (rows["start"] < SPAN)]).any()
+        assert np.isnan(v[on_a & (rows["start"] >= SPAN)]).all()
+        assert not np.isnan(v[rows["chrom"] != "chrA"]).any()
+
+
+def test_manifest_records_the_run(genome_run, test_fasta):
+    out, _ = genome_run
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["status"] == "complete" and (out / "_SUCCESS").exists()
+    identity = manifest["identity"]
+    assert identity["fasta"]["chromosomes"] == {c.name: c.length for c in TEST_GENOME}
+    assert identity["geometry"] == {"input_length": 196_608, "bin_size": 128, "output_bins": 896}
+    assert identity["stride"] == SPAN and identity["dtype"] == "float32" and identity["precision"] == "fp32"
+    assert identity["model"]["weights_sha256"] == load_model("demo").weights_sha256
+    assert sum(p["rows"] for p in manifest["parts"]) == sum(-(-c.length // BIN) for c in TEST_GENOME)
+    assert all(p["path"].startswith(f"chrom={p['chrom']}/part-") for p in manifest["parts"])
+
+
+def test_pyarrow_dataset_reads_the_hive_layout(genome_run):
+    out, rows = genome_run
+    table = ds.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == len(rows["start"])
+    assert set(table.column("chrom").to_pylist()) == {c.name for c in TEST_GENOME}
+    assert table.schema.field("start").type == "int64"
+
+
+def test_region_run_gives_the_genome_rows_for_its_bins(genome_run, test_fasta, tmp_path):
+    _, whole = genome_run
+    bed = tmp_path / "regions.bed"
+    bed.write_text("chrB\t1000\t1300\nchrB\t120000\t130000\nchrA\t0\t129\n")
+    rows = run(test_fasta, tmp_path / "regions", dtype="float32", regions=str(bed), batch_size=3)
+    keys = set(zip(rows["chrom"], rows["start"]))
+    expected = {("chrB", s) for s in range(896, 1300, BIN)} | {("chrB", s) for s in range(119_936, 130_000, BIN)}
+    expected |= {("chrA", 0), ("chrA", 128)}
+    assert keys == expected
+    index = {(c, s): i for i, (c, s) in enumerate(zip(whole["chrom"], whole["start"]))}
+    for col in track_columns(rows):
+        theirs = values(whole, col)[[index[k] for k in zip(rows["chrom"], rows["start"])]]
+        np.testing.assert_array_equal(values(rows, col), theirs)
+
+
+def test_workers_and_batch_size_do_not_change_predictions(genome_run, test_fasta, tmp_path):
+    _, whole = genome_run
+    rows = run(test_fasta, tmp_path / "w2b1", dtype="float32", workers=2, batch_size=1, chroms=("chrA", "chrB"))
+    mine = np.isin(whole["chrom"], ["chrA", "chrB"])
+    for col in track_columns(rows):
+        np.testing.assert_array_equal(values(rows, col), values(whole, col)[mine])
+
+
+def test_float16_atlas_is_the_rounded_float32_atlas(genome_run, test_fasta, tmp_path):
+    _, whole = genome_run
+    rows = run(test_fasta, tmp_path / "f16", chroms=("chrB",), batch_size=3)
+    table = ds.dataset(str(tmp_path / "f16"), format="parquet", partitioning="hive").to_table()
+    mine = whole["chrom"] == "chrB"
+    for col in track_columns(rows):
+        assert str(table.schema.field(col).type) == "halffloat"
+        np.testing.assert_array_equal(values(rows, col), values(whole, col)[mine].astype(np.float16))
