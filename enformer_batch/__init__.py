@@ -10,5 +10,9 @@ __version__ = "0.1.0"
 # The function `predict` shadows the module of the same name on purpose: `enformer_batch.predict(...)`.
 from .atlas import ValidationReport, validate  # noqa: E402
 from .predict import PredictConfig, RunSummary, predict  # noqa: E402
+from .query import Atlas, open_atlas  # noqa: E402
 
-__all__ = ["PredictConfig", "RunSummary", "ValidationReport", "predict", "validate", "__version__"]
+__all__ = [
+    "Atlas", "PredictConfig", "RunSummary", "ValidationReport", "open_atlas", "predict", "validate",
+    "__version__",
+]

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-hot row for N, IUPAC codes and padding")
     p.add_argument("--workers", type=int, default=None, help="model replicas (default: one per GPU share, else 1)")
     p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per replica (fractions share a GPU)")
+    p.add_argument("--threads-per-worker", type=int, default=None,
+                   help="torch threads per replica (default: the node's cores divided among its replicas)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
     p.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for FASTA, BED, model and --out URLs (repeatable)")
@@ -86,6 +88,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tracks", help="list a model's tracks")
     t.add_argument("model", nargs="?", default="demo", help="'demo', a checkpoint directory or URL")
+
+    # --- atlas access (enformer_batch.query / enformer_batch.export) ---
+    region_help = ("CHROM:START-END, 0-based half-open like the atlas (bins overlapping [START, END) are "
+                   "returned; commas allowed: chr1:1,000,000-2,000,000); a bare CHROM means all of it")
+    q = sub.add_parser("query", help="print or save the atlas rows overlapping a region",
+                       description="Rows (chrom, start, end, tracks) of the bins overlapping a region, read "
+                       "from only the parts and columns needed. Coordinates are 0-based half-open.")
+    q.add_argument("url", help="atlas directory or URL")
+    q.add_argument("region", help=region_help)
+    q.add_argument("--tracks", default=None, help="track selection: head indices '0,5', ranges '0-9', "
+                   "identifiers or a description regex (as for predict); default all")
+    q.add_argument("--format", default="tsv", choices=["tsv", "csv", "parquet"], help="output format; "
+                   "parquet needs --output")
+    q.add_argument("--output", default=None, help="write to this file instead of standard output")
+    e = sub.add_parser("export-bigwig", help="write one bigWig per track (needs the 'atlas' extra)",
+                       description="One <track>.bw per selected track, with the FASTA's chromosome sizes; "
+                       "bins without a value (skipped all-N windows) are left as gaps.")
+    e.add_argument("url", help="atlas directory or URL")
+    e.add_argument("--tracks", default=None, help="track selection (as for query); default all")
+    e.add_argument("--out", required=True, help="local directory for the .bw files")
+    g = sub.add_parser("plot", help="draw tracks over a region into a PNG (needs the 'atlas' extra)",
+                       description="One labelled row per track over the region, x axis in bp (0-based); "
+                       "bins without a value are drawn as gaps.")
+    g.add_argument("url", help="atlas directory or URL")
+    g.add_argument("region", help=region_help)
+    g.add_argument("--tracks", required=True, help="track selection (as for query)")
+    g.add_argument("--out", required=True, help="PNG file to write")
+    g.add_argument("--width", type=int, default=1200, help="image width in pixels")
+    for a in (q, e, g):
+        a.add_argument("--allow-incomplete", action="store_true",
+                       help="read an atlas whose run has not finished (only its committed parts)")
+        a.add_argument("--storage-option", type=_storage_option, action="append", default=[],
+                       metavar="KEY=VALUE", help="fsspec storage option for the atlas URL (repeatable)")
+
+    # --- dry-run planning (enformer_batch.plan) ---
+    pl = sub.add_parser("plan", help="dry run: windows, bins, output size, GPU-hours and cost of a run",
+                        description="Tile FASTA exactly as predict would (no model weights loaded, no Ray) "
+                        "and estimate the atlas size and the GPU time and cost on a named GPU type. "
+                        "Throughput and prices are labelled estimates; override them with measured or quoted "
+                        "figures.",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl.add_argument("fasta", help="FASTA path or URL (read through its .fai), or a .fai / chrom.sizes file")
+    pl.add_argument("--model", default="demo", help="'enformer' (the official heads: human 5,313, mouse "
+                    "1,643 tracks; nothing read), 'demo', or a checkpoint directory/URL (reads config.json)")
+    pl.add_argument("--head", default="human", help="output head")
+    pl.add_argument("--tracks", default=None, help="track selection, as for predict; default all")
+    pl.add_argument("--n-tracks", type=int, default=None, help="plan for this many tracks, not --tracks")
+    pl.add_argument("--stride", type=int, default=None, help="bp between windows (default: the output span)")
+    pl.add_argument("--regions", default=None, help="BED file: only bins overlapping these intervals")
+    pl.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (all)")
+    pl.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
+    pl.add_argument("--rc", action="store_true", help="reverse-complement averaging (2 passes per window)")
+    pl.add_argument("--shifts", type=_int_list, default=(0,), help="input shifts (one pass each)")
+    pl.add_argument("--gpu", default="A100", help="GPU type for the default throughput/price figures "
+                    "(see --list-gpus)")
+    pl.add_argument("--windows-per-second", type=float, default=None, help="measured throughput per GPU")
+    pl.add_argument("--price-per-hour", type=float, default=None, help="USD per GPU-hour")
+    pl.add_argument("--list-gpus", action="store_true", help="print the default per-GPU figures and exit")
+    pl.add_argument("--storage-option", type=_storage_option, action="append", default=[],
+                    metavar="KEY=VALUE", help="fsspec storage option for FASTA, BED and model URLs")
     return parser
 
 
@@ -109,6 +171,7 @@ def _predict(args: argparse.Namespace) -> int:
         n_encoding=args.n_encoding,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
+        threads_per_worker=args.threads_per_worker,
         overwrite=args.overwrite,
         storage_options=dict(args.storage_option),
         progress=not args.no_progress,
@@ -135,9 +198,89 @@ def _tracks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_atlas(args: argparse.Namespace):
+    from .query import open_atlas
+
+    return open_atlas(args.url, dict(args.storage_option), allow_incomplete=args.allow_incomplete)
+
+
+def _query(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from .query import parse_region
+
+    if args.format == "parquet" and not args.output:
+        raise ValueError("--format parquet writes binary data: give --output FILE")
+    chrom, start, end = parse_region(args.region)
+    table = _open_atlas(args).query(chrom, start, end, tracks=args.tracks)
+    if args.format == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, args.output, compression="zstd")
+        return 0
+    import pyarrow.csv as pacsv
+
+    # float16 has no text form in Arrow's CSV writer; float32 prints every float16 value exactly.
+    text = table.cast(pa.schema([f.with_type(pa.float32()) if pa.types.is_float16(f.type) else f
+                                 for f in table.schema]))
+    # TSV unquoted for cut/awk (chromosome and track names hold no tabs); empty field = no value.
+    tsv = args.format == "tsv"
+    delimiter = "\t" if tsv else ","
+    options = pacsv.WriteOptions(
+        delimiter=delimiter, quoting_style="none" if tsv else "needed", include_header=False
+    )
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(text, sink, write_options=options)
+    # Arrow quotes header names even with quoting_style="none"; a plain header reads better in a shell.
+    body = delimiter.join(text.column_names) + "\n" + sink.getvalue().to_pybytes().decode()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(body)
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
+def _export_bigwig(args: argparse.Namespace) -> int:
+    from .export import export_bigwig
+
+    for path in export_bigwig(_open_atlas(args), args.out, tracks=args.tracks):
+        print(path)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .export import plot_region
+    from .query import parse_region
+
+    chrom, start, end = parse_region(args.region)
+    atlas = _open_atlas(args)
+    start, end = atlas.check_range(chrom, start, end)
+    width, height = plot_region(atlas, chrom, start, end, args.tracks, args.out, width_px=args.width)
+    print(f"{args.out}: {width}x{height} px")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import gpu_table, plan_run
+
+    if args.list_gpus:
+        print(gpu_table())
+        return 0
+    print(plan_run(
+        args.fasta, stride=args.stride, chroms=args.chroms, regions=args.regions, model=args.model,
+        head=args.head, tracks=args.tracks, n_tracks=args.n_tracks, dtype=args.dtype, rc=args.rc,
+        shifts=args.shifts, gpu=args.gpu, windows_per_second=args.windows_per_second,
+        price_per_hour=args.price_per_hour, storage_options=dict(args.storage_option),
+    ))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"predict": _predict, "validate": _validate, "tracks": _tracks}
+    handlers.update({"query": _query, "export-bigwig": _export_bigwig, "plot": _plot})
+    handlers["plan"] = _plan
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -32,8 +32,17 @@ from torch import Tensor, nn
 
 from .tracks import TrackTable, read_track_table
 
-__all__ = ["EnformerConfig", "Enformer", "LoadedModel", "CheckpointError", "load_model", "DEMO_MODEL_DIR",
-           "calibrate_batchnorm", "canonical_state_dict", "load_state_dict_into"]
+__all__ = [
+    "EnformerConfig",
+    "Enformer",
+    "LoadedModel",
+    "CheckpointError",
+    "load_model",
+    "DEMO_MODEL_DIR",
+    "calibrate_batchnorm",
+    "canonical_state_dict",
+    "load_state_dict_into",
+]
 
 SEQUENCE_LENGTH = 196_608
 TARGET_LENGTH = 896
@@ -92,7 +101,9 @@ class EnformerConfig:
         if self.dim % 2 or self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be even and divisible by heads {self.heads}")
         if (self.dim // self.heads) % 6:
-            raise ValueError(f"dim // heads = {self.dim // self.heads} must be divisible by 6 (positional features)")
+            raise ValueError(
+                f"dim // heads = {self.dim // self.heads} must be divisible by 6 (positional features)"
+            )
         if self.num_downsamples < 3:
             raise ValueError("num_downsamples must be >= 3")
         if not self.output_heads:
@@ -149,7 +160,7 @@ def _conv_block(dim: int, dim_out: int, kernel_size: int) -> nn.Sequential:
 
 
 class AttentionPool(nn.Module):
-    """Softmax-weighted pooling over pairs of positions, logits from a 1x1 conv (``[B, C, L] -> [B, C, L/2]``)."""
+    """Softmax-weighted pooling over pairs of positions with 1x1-conv logits: ``[B, C, L] -> [B, C, L/2]``."""
 
     def __init__(self, dim: int, pool_size: int = 2) -> None:
         super().__init__()
@@ -309,14 +320,19 @@ class Attention(nn.Module):
         # SDPA computes softmax(qc k^T * scale + mask) v; with scale 1 that is exactly Enformer's
         # softmax((q*s + r_c) k^T + rel_logits) v.
         out = F.scaled_dot_product_attention(
-            qc, k, v, attn_mask=bias.to(qc.dtype), dropout_p=self.attn_dropout if self.training else 0.0, scale=1.0
+            qc,
+            k,
+            v,
+            attn_mask=bias.to(qc.dtype),
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            scale=1.0,
         )
         out = out.transpose(1, 2).reshape(b, n, -1)
         return self.to_out(out)
 
 
 class _TransformerBlock(nn.Sequential):
-    """``Sequential(Residual(LN, Attention, Dropout), Residual(LN, Linear, Dropout, ReLU, Linear, Dropout))``."""
+    """Residual(LN, Attention, Dropout) then Residual(LN, Linear, Dropout, ReLU, Linear, Dropout)."""
 
     def __init__(self, cfg: EnformerConfig) -> None:
         attn = Attention(
@@ -366,20 +382,33 @@ class Enformer(nn.Module):
                     _Residual(_conv_block(d_out, d_out, 1)),
                     AttentionPool(d_out),
                 )
-                for d_in, d_out in zip(filters[:-1], filters[1:])
+                for d_in, d_out in zip(filters[:-1], filters[1:], strict=True)
             ]
         )
         self.transformer = nn.Sequential(*[_TransformerBlock(config) for _ in range(config.depth)])
         self.final_pointwise = nn.Sequential(
-            _Layout(), _conv_block(filters[-1], dim * 2, 1), _Layout(), nn.Dropout(config.dropout_rate / 8), _GELU()
+            _Layout(),
+            _conv_block(filters[-1], dim * 2, 1),
+            _Layout(),
+            nn.Dropout(config.dropout_rate / 8),
+            _GELU(),
         )
         # enformer-pytorch's trunk Sequential; it makes every parameter also appear as `_trunk.<i>.*` in
         # state_dict, which checkpoints saved by torch.save(state_dict) carry.
         self._trunk = nn.Sequential(
-            _Layout(), self.stem, self.conv_tower, _Layout(), self.transformer, _Layout(), self.final_pointwise
+            _Layout(),
+            self.stem,
+            self.conv_tower,
+            _Layout(),
+            self.transformer,
+            _Layout(),
+            self.final_pointwise,
         )
         self._heads = nn.ModuleDict(
-            {name: nn.Sequential(nn.Linear(dim * 2, n), nn.Softplus()) for name, n in config.output_heads.items()}
+            {
+                name: nn.Sequential(nn.Linear(dim * 2, n), nn.Softplus())
+                for name, n in config.output_heads.items()
+            }
         )
 
     @property
@@ -452,8 +481,12 @@ def calibrate_batchnorm(model: Enformer, batches: list[Tensor]) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints
 
-_TRUNK_ALIASES = {"_trunk.1.": "stem.", "_trunk.2.": "conv_tower.", "_trunk.4.": "transformer.",
-                  "_trunk.6.": "final_pointwise."}
+_TRUNK_ALIASES = {
+    "_trunk.1.": "stem.",
+    "_trunk.2.": "conv_tower.",
+    "_trunk.4.": "transformer.",
+    "_trunk.6.": "final_pointwise.",
+}
 
 
 def canonical_state_dict(model: Enformer) -> dict[str, Tensor]:
@@ -464,10 +497,10 @@ def canonical_state_dict(model: Enformer) -> dict[str, Tensor]:
 def _canonical_key(key: str) -> str:
     for prefix in ("module.", "enformer."):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     for alias, name in _TRUNK_ALIASES.items():
         if key.startswith(alias):
-            return name + key[len(alias):]
+            return name + key[len(alias) :]
     return key
 
 
@@ -554,7 +587,9 @@ def _fetch_remote(url: str, storage_options: dict[str, Any] | None, cache_dir: s
     weights = next((w for w in WEIGHTS_NAMES if w in listing), None)
     if weights is None:
         raise CheckpointError(f"checkpoint {url} has no weights file ({' or '.join(WEIGHTS_NAMES)})")
-    wanted = [CONFIG_NAME, weights] + sorted(n for n in listing if n.startswith("targets_") and n.endswith(".txt"))
+    wanted = [CONFIG_NAME, weights] + sorted(
+        n for n in listing if n.startswith("targets_") and n.endswith(".txt")
+    )
     local.mkdir(parents=True, exist_ok=True)
     for name in wanted:
         # Write to a temp file then rename, so an interrupted download never looks complete.

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from .store import (
 from .windows import ENFORMER, BinRanges, Geometry, PartPlan, bins_of_interval, merge_ranges, plan_chromosome
 
 DEFAULT_WINDOWS_PER_PART = 16
+WORKER_NAME_PREFIX = "enformer-batch-worker-"
 
 
 class RunError(RuntimeError):
@@ -63,10 +65,14 @@ class PredictConfig:
     n_encoding: str = "zeros"
     workers: int | None = None  # default: one per GPU-share in the cluster, else one CPU worker
     gpus_per_worker: float = 1.0
+    # Torch threads per replica; default: the node's cores divided among its replicas. On CPUs the
+    # reduction order, hence the last bits of fp32 results, depends on it: pin it to compare runs bit-wise.
+    threads_per_worker: int | None = None
     overwrite: bool = False
     windows_per_part: int = DEFAULT_WINDOWS_PER_PART
     storage_options: Mapping[str, str] = field(default_factory=dict)
     progress: bool = True
+    manifest_interval_s: float = 10.0  # how often the driver commits finished parts to the manifest
 
     def inference_settings(self) -> InferenceSettings:
         return InferenceSettings(
@@ -170,6 +176,8 @@ def check_request(config: PredictConfig) -> None:
     config.inference_settings().check()
     if config.workers is not None and config.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {config.workers}")
+    if config.threads_per_worker is not None and config.threads_per_worker < 1:
+        raise ValueError(f"--threads-per-worker must be at least 1, got {config.threads_per_worker}")
     if config.gpus_per_worker <= 0:
         raise ValueError(f"--gpus-per-worker must be positive, got {config.gpus_per_worker}")
     if config.windows_per_part < 1:
@@ -254,8 +262,8 @@ class PartWorker:
         self.store = store
         self._device_lock = threading.Lock()
 
-    def describe(self) -> ModelInfo:
-        return self.predictor.info
+    def ping(self) -> bool:
+        return True
 
     def run_part(self, part: PartPlan, codes: np.ndarray) -> PartRecord:
         from .inference import NonFiniteOutput
@@ -276,24 +284,25 @@ def _ray_init() -> None:
 
     if ray.is_initialized():
         return
+    # Ray's start-up chatter would bury our one-line errors and the progress bar; its errors still show.
+    quiet = {"logging_level": "ERROR", "log_to_driver": True}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(**quiet)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, **quiet)
 
 
 def _worker_layout(config: PredictConfig) -> tuple[int, float, int]:
     """(workers, gpus per worker, torch threads per worker) for the cluster Ray is connected to."""
     import ray
 
-    resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0.0)
-    cpus = int(resources.get("CPU", 1))
+    gpus = ray.cluster_resources().get("GPU", 0.0)
     if gpus >= config.gpus_per_worker:
         workers = config.workers or max(1, int(gpus // config.gpus_per_worker))
-        return workers, config.gpus_per_worker, max(1, (os.cpu_count() or 1) // max(1, workers))
+        # A GPU replica's CPU threads only launch kernels; writing runs in pyarrow's own pool.
+        return workers, config.gpus_per_worker, config.threads_per_worker or 4
     workers = config.workers or 1
-    return workers, 0.0, max(1, min(cpus, os.cpu_count() or 1) // workers)
+    return workers, 0.0, config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
 
 
 class _Progress:
@@ -316,67 +325,104 @@ class _Progress:
             self.bar.close()
 
 
+def describe_model(settings: InferenceSettings) -> ModelInfo:
+    """Load the model once on the CPU and report what the run needs to know (a Ray task runs this)."""
+    return Predictor(settings, device="cpu").info
+
+
+def _remote_error(error: BaseException) -> BaseException:
+    """The exception raised inside a Ray task or actor call, unwrapped from Ray's wrappers."""
+    import ray
+
+    while isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None:
+        error = error.cause
+    return error
+
+
+class _WorkerPool:
+    """The model actors and their health: parts go only to replicas known to be alive.
+
+    A replica that dies (killed, OOM, node lost) is restarted by Ray (``max_restarts=-1``); until a ping
+    answers it gets no parts, so a replica waiting for a replacement node does not hold work hostage.
+    """
+
+    def __init__(self, settings: InferenceSettings, store: AtlasStore, workers: int, gpus: float, threads: int):
+        import ray
+
+        actor_class = ray.remote(PartWorker)
+        options = dict(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2)
+        # Named so that operators (and the fault tests) can find a run's replicas: `ray list actors`.
+        run = uuid.uuid4().hex[:8]
+        self.actors = [
+            actor_class.options(name=f"{WORKER_NAME_PREFIX}{run}-{i}", **options).remote(settings, store, threads)
+            for i in range(workers)
+        ]
+        self.load = [0] * workers
+        self.healthy = [False] * workers
+        self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
+
+    def free_slot(self, depth: int) -> int | None:
+        candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < depth]
+        return min(candidates, key=lambda i: self.load[i]) if candidates else None
+
+    def mark_dead(self, i: int) -> None:
+        if self.healthy[i]:
+            self.healthy[i] = False
+            self.pings[self.actors[i].ping.remote()] = i
+
+    def on_ping(self, ref) -> None:
+        import ray
+
+        i = self.pings.pop(ref)
+        try:
+            ray.get(ref)
+            self.healthy[i] = True
+        except ray.exceptions.RayActorError:
+            self.pings[self.actors[i].ping.remote()] = i
+        except ray.exceptions.RayTaskError as e:  # __init__ failed: the model cannot load on this replica
+            raise _remote_error(e) from None
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+
+
 def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
-    """Run (or resume) a prediction job and return its summary. Raises on bad input or a failed part."""
+    """Run (or resume) a prediction job and return its summary.
+
+    Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
+    RunError when a part fails; committed parts are kept and re-running the same call resumes.
+    """
     import ray
 
     t0 = time.perf_counter()
     check_request(config)
     fasta = FastaSource(config.fasta, dict(config.storage_options))
     lengths = fasta.lengths()
-    # Fail fast, before Ray starts, on what can be checked without the model (re-checked against its geometry).
+    # Fail fast, before Ray starts, on what needs no model (re-checked below against the model's geometry).
     if config.stride is not None:
         ENFORMER.check_stride(config.stride)
     select_bins(config, lengths, ENFORMER.bin_size)
     store = AtlasStore(config.out, config.storage_options)
     previous = store.read_manifest()
-    if previous is None and not store.is_empty() and store.list_part_files() and not config.overwrite:
+    if previous is None and store.list_part_files() and not config.overwrite:
         raise StoreError(f"--out {config.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
     store.check_writable()
 
     _ray_init()
-    n_workers, gpus, threads = _worker_layout(config)
     settings = config.inference_settings()
-    actor_class = ray.remote(PartWorker).options(
-        num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2
-    )
-    actors = [actor_class.remote(settings, store, threads) for _ in range(n_workers)]
     try:
-        return _run(config, fasta, lengths, store, previous, actors, t0, on_part)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-
-
-def _run(config, fasta, lengths, store, previous, actors, t0, on_part) -> RunSummary:
-    import ray
-
-    try:
-        info: ModelInfo = ray.get(actors[0].describe.remote())
-    except ray.exceptions.RayActorError as e:
-        raise RunError(f"the model could not be loaded: {_root_cause(e)}") from None
+        info: ModelInfo = ray.get(ray.remote(describe_model).options(num_cpus=1, max_retries=0).remote(settings))
+    except ray.exceptions.RayTaskError as e:
+        raise _remote_error(e) from None
     geometry: Geometry = info.geometry
     stride = config.stride if config.stride is not None else geometry.output_span
     geometry.check_stride(stride)
     selection = select_bins(config, lengths, geometry.bin_size)
     identity = run_identity(config, info, fasta, lengths, selection, stride)
-
-    committed: dict[str, PartRecord] = {}
-    if previous is not None:
-        if previous.get("format") != MANIFEST_FORMAT or previous.get("identity") != identity:
-            if not config.overwrite:
-                what = describe_difference(previous.get("identity") or {}, identity)
-                raise StoreError(
-                    f"--out {config.out} holds a run with another configuration ({what} differ); "
-                    "pass --overwrite to replace it, or choose another --out"
-                )
-            store.remove_all()
-        else:
-            for path, record in records_from_manifest(previous).items():
-                if store.exists(path) and store.size(path) == record.bytes:
-                    committed[path] = record
-    elif config.overwrite:
-        store.remove_all()
+    committed = _resumable_parts(config, store, previous, identity)
     store.clear_success()
 
     parts = [
@@ -384,89 +430,50 @@ def _run(config, fasta, lengths, store, previous, actors, t0, on_part) -> RunSum
         for chrom, bins in selection.items()
         for part in plan_chromosome(chrom, lengths[chrom], geometry, stride, config.windows_per_part, bins)
     ]
-    expected_paths = {store.part_relpath(p.chrom, p.name) for p in parts}
-    committed = {k: v for k, v in committed.items() if k in expected_paths}
+    planned = {store.part_relpath(p.chrom, p.name) for p in parts}
+    committed = {k: v for k, v in committed.items() if k in planned}
     todo = deque(p for p in parts if store.part_relpath(p.chrom, p.name) not in committed)
-    total_windows = sum(len(p.windows) for p in parts)
-    done_windows = total_windows - sum(len(p.windows) for p in todo)
-
     manifest = {
         "format": MANIFEST_FORMAT,
         "identity": identity,
         "run": identity_digest(identity),
         "status": "running",
-        "totals": {
-            "parts": len(parts),
-            "windows": total_windows,
-            "rows": sum(p.n_rows for p in parts),
-        },
+        "totals": {"parts": len(parts), "windows": sum(len(p.windows) for p in parts),
+                   "rows": sum(p.n_rows for p in parts)},
         "parts": manifest_parts(committed),
     }
     store.write_manifest(manifest)
+    resumed = len(committed)
 
     def save(status: str = "running") -> None:
         manifest["status"] = status
         manifest["parts"] = manifest_parts(committed)
         store.write_manifest(manifest)
 
-    progress = _Progress(total_windows, done_windows, config.progress)
-    resumed = len(committed)
-    computed_windows = 0
-    depth = 2  # parts queued per actor: one running, one ready so the device never waits on a read
-    load = [0] * len(actors)
-    retries: dict[str, int] = {}
-    in_flight: dict = {}
-    last_save = time.monotonic()
-    read_task = ray.remote(read_part).options(num_cpus=1, max_retries=3)
+    workers, gpus, threads = _worker_layout(config)
+    pool = _WorkerPool(settings, store, workers, gpus, threads)
+    total_windows = manifest["totals"]["windows"]
+    progress = _Progress(total_windows, total_windows - sum(len(p.windows) for p in todo), config.progress)
+    computed = 0
     try:
-        while todo or in_flight:
-            while todo and min(load) < depth:
-                a = load.index(min(load))
-                part = todo.popleft()
-                codes = read_task.remote(fasta, part, geometry.input_length)
-                in_flight[actors[a].run_part.remote(part, codes)] = (part, a)
-                load[a] += 1
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=2.0)
-            for ref in ready:
-                part, a = in_flight.pop(ref)
-                load[a] -= 1
-                try:
-                    record: PartRecord = ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    # The replica died (node lost, OOM, killed); Ray restarts it. The part's name is
-                    # deterministic, so recomputing it replaces whatever it may have written.
-                    key = f"{part.chrom}/{part.name}"
-                    retries[key] = retries.get(key, 0) + 1
-                    if retries[key] > 5:
-                        raise RunError(f"{part.chrom} windows {part.first_window}-{part.end_window}: "
-                                       "the worker died 5 times on this part") from None
-                    todo.appendleft(part)
-                    continue
-                committed[record.path] = record
-                computed_windows += len(part.windows)
-                progress.update(len(part.windows))
-                if on_part is not None:
-                    on_part(record)
-            if time.monotonic() - last_save > 10.0:
-                save()
-                last_save = time.monotonic()
-    except ray.exceptions.RayTaskError as e:
-        for ref in in_flight:
-            ray.cancel(ref, force=False)
-        save()
-        raise RunError(f"run stopped: {_root_cause(e)}; {len(committed)} committed parts kept, "
-                       "re-run the same command to resume") from None
+        for record, part in _stream_parts(todo, pool, fasta, geometry, save, config.manifest_interval_s):
+            committed[record.path] = record
+            computed += len(part.windows)
+            progress.update(len(part.windows))
+            if on_part is not None:
+                on_part(record)
     except BaseException:
-        save()
+        save()  # whatever committed so far stays committed; the run is not complete
         raise
     finally:
         progress.close()
+        pool.shutdown()
     save("complete")
     store.mark_success()
     return RunSummary(
         out=config.out,
         windows=total_windows,
-        windows_computed=computed_windows,
+        windows_computed=computed,
         rows=sum(r.rows for r in committed.values()),
         parts=len(committed),
         seconds=time.perf_counter() - t0,
@@ -474,14 +481,75 @@ def _run(config, fasta, lengths, store, previous, actors, t0, on_part) -> RunSum
     )
 
 
-def _root_cause(error: BaseException) -> str:
-    """The user-facing message inside a Ray error (the innermost cause, without Ray's traceback)."""
-    cause = getattr(error, "cause", None)
-    while cause is not None and getattr(cause, "cause", None) is not None:
-        cause = cause.cause
-    if cause is not None and not isinstance(cause, Exception.__class__):
-        return str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
-    return str(error).strip().splitlines()[-1]
+def _resumable_parts(config: PredictConfig, store: AtlasStore, previous: Mapping | None, identity: Mapping):
+    """Committed parts of an earlier run with the same identity (present with the recorded size)."""
+    if previous is None:
+        if config.overwrite:
+            store.remove_all()
+        return {}
+    if previous.get("format") != MANIFEST_FORMAT or previous.get("identity") != identity:
+        if not config.overwrite:
+            what = describe_difference(previous.get("identity") or {}, identity)
+            raise StoreError(
+                f"--out {config.out} holds a run with another configuration ({what} differ); "
+                "pass --overwrite to replace it, or choose another --out"
+            )
+        store.remove_all()
+        return {}
+    # A part whose file is gone or has another size (truncated) is recomputed; checksums are left to validate,
+    # which reads every byte, so that resuming a large atlas does not.
+    return {
+        path: record
+        for path, record in records_from_manifest(previous).items()
+        if store.exists(path) and store.size(path) == record.bytes
+    }
+
+
+def _stream_parts(todo: deque, pool: _WorkerPool, fasta: FastaSource, geometry: Geometry, save, interval: float):
+    """Yield ``(record, part)`` as parts commit, keeping at most ``depth`` parts queued per replica."""
+    import ray
+
+    depth = 2  # one running, one read and waiting, so the device never waits on a read
+    read_task = ray.remote(read_part).options(num_cpus=1, max_retries=3)
+    in_flight: dict = {}
+    deaths: dict[str, int] = {}
+    last_save = time.monotonic()
+    while todo or in_flight:
+        while todo and (slot := pool.free_slot(depth)) is not None:
+            part = todo.popleft()
+            codes = read_task.remote(fasta, part, geometry.input_length)
+            in_flight[pool.actors[slot].run_part.remote(part, codes)] = (part, slot)
+            pool.load[slot] += 1
+        ready, _ = ray.wait(list(in_flight) + list(pool.pings), num_returns=1, timeout=1.0)
+        for ref in ready:
+            if ref in pool.pings:
+                pool.on_ping(ref)
+                continue
+            part, slot = in_flight.pop(ref)
+            pool.load[slot] -= 1
+            try:
+                record: PartRecord = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                # The replica died mid-part; its part is recomputed elsewhere. The name is deterministic,
+                # so whatever it may have published is replaced, never duplicated.
+                pool.mark_dead(slot)
+                key = f"{part.chrom}/{part.name}"
+                deaths[key] = deaths.get(key, 0) + 1
+                if deaths[key] > 3:
+                    raise RunError(f"{part.chrom} windows {part.first_window}-{part.end_window - 1}: "
+                                   "a worker died on this part 4 times; see the Ray logs") from None
+                todo.appendleft(part)
+                continue
+            except ray.exceptions.RayTaskError as e:
+                for other in in_flight:
+                    ray.cancel(other)
+                error = _remote_error(e)
+                raise RunError(f"run stopped: {error}; committed parts are kept and the run is not complete; "
+                               "fix the cause and re-run the same command to resume") from None
+            yield record, part
+        if time.monotonic() - last_save >= interval:
+            save()
+            last_save = time.monotonic()
 
 
 def plan_parts(

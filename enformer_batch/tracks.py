@@ -1,4 +1,4 @@
-"""Output-track tables and track selection.
+r"""Output-track tables and track selection.
 
 This module owns the description of a model head's output tracks: parsing the Basenji/Enformer
 ``targets_<head>.txt`` table, turning a user's ``--tracks`` specification into head indices, and naming
@@ -16,8 +16,8 @@ head-index order without duplicates. Each item is, tried in this order:
 * ``re:PATTERN``: a regular expression searched (``re.search``) in the description column.
 * anything else: a regular expression searched in the description column (so ``^CAGE:`` works).
 
-Because items are split on commas, a regex containing a comma cannot be given (use ``{2}``-free
-patterns or ``[,]``-free alternatives). Identifiers and regexes need a table; without one only indices and
+Because items are split on commas, a regex cannot contain a literal comma: write ``\x2c`` instead
+(e.g. ``re:aorta\x2c adult``). Identifiers and regexes need a table; without one only indices and
 ranges are accepted. An index out of range, a bad range, an invalid regex or an item that selects
 nothing raises ``ValueError`` with a one-line message.
 """
@@ -100,10 +100,17 @@ def write_track_table(table: TrackTable, path: str | os.PathLike[str]) -> None:
     """Write ``table`` in the Basenji ``targets_*.txt`` layout (used by the demo-model generator)."""
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write("\t".join(_COLUMNS) + "\n")
-        for i, (ident, desc) in enumerate(zip(table.identifiers, table.descriptions)):
+        for i, (ident, desc) in enumerate(zip(table.identifiers, table.descriptions, strict=True)):
             extra = table.extra[i] if i < len(table.extra) else {}
-            vals = [str(i), ident, extra.get("file", f"{ident}.w5"), extra.get("clip", "32"),
-                    extra.get("scale", "2"), extra.get("sum_stat", "sum"), desc]
+            vals = [
+                str(i),
+                ident,
+                extra.get("file", f"{ident}.w5"),
+                extra.get("clip", "32"),
+                extra.get("scale", "2"),
+                extra.get("sum_stat", "sum"),
+                desc,
+            ]
             fh.write("\t".join(vals) + "\n")
 
 
@@ -111,7 +118,9 @@ def _parse_item(item: str, n_tracks: int, table: TrackTable | None) -> list[int]
     if _INDEX_RE.match(item):
         idx = int(item)
         if idx >= n_tracks:
-            raise ValueError(f"track index {idx} out of range: the head has {n_tracks} tracks (0-{n_tracks - 1})")
+            raise ValueError(
+                f"track index {idx} out of range: the head has {n_tracks} tracks (0-{n_tracks - 1})"
+            )
         return [idx]
     m = _RANGE_RE.match(item)
     if m:
@@ -119,11 +128,13 @@ def _parse_item(item: str, n_tracks: int, table: TrackTable | None) -> list[int]
         if lo > hi:
             raise ValueError(f"track range {item!r} is empty: start {lo} > end {hi} (ranges are inclusive)")
         if hi >= n_tracks:
-            raise ValueError(f"track range {item!r} out of range: the head has {n_tracks} tracks (0-{n_tracks - 1})")
+            raise ValueError(
+                f"track range {item!r} out of range: the head has {n_tracks} tracks (0-{n_tracks - 1})"
+            )
         return list(range(lo, hi + 1))
     if table is None:
         raise ValueError(
-            f"track selector {item!r} needs a track table (this model has none); use indices or ranges like 0-9"
+            f"track selector {item!r} needs a track table (this model has none); use indices or ranges (0-9)"
         )
     if item in table.identifiers:
         return [i for i, ident in enumerate(table.identifiers) if ident == item]
@@ -131,14 +142,18 @@ def _parse_item(item: str, n_tracks: int, table: TrackTable | None) -> list[int]
     try:
         rx = re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"track selector {item!r} is neither an index, range, identifier nor valid regex: {exc}") from None
+        raise ValueError(
+            f"track selector {item!r} is neither an index, range, identifier nor valid regex: {exc}"
+        ) from None
     hits = [i for i, desc in enumerate(table.descriptions) if rx.search(desc)]
     if not hits:
         raise ValueError(f"track selector {item!r} matches no track identifier or description")
     return hits
 
 
-def select_tracks(spec: str | Iterable[int] | None, n_tracks: int, table: TrackTable | None = None) -> list[int]:
+def select_tracks(
+    spec: str | Iterable[int] | None, n_tracks: int, table: TrackTable | None = None
+) -> list[int]:
     """Resolve a track specification (see the module docstring) to sorted, unique head indices."""
     if table is not None and len(table) != n_tracks:
         raise ValueError(f"track table has {len(table)} rows but the head has {n_tracks} tracks")
@@ -148,7 +163,9 @@ def select_tracks(spec: str | Iterable[int] | None, n_tracks: int, table: TrackT
         out = sorted({int(i) for i in spec})
         bad = [i for i in out if not 0 <= i < n_tracks]
         if bad:
-            raise ValueError(f"track index {bad[0]} out of range: the head has {n_tracks} tracks (0-{n_tracks - 1})")
+            raise ValueError(
+                f"track index {bad[0]} out of range: the head has {n_tracks} tracks (0-{n_tracks - 1})"
+            )
         if not out:
             raise ValueError("track selection is empty")
         return out
@@ -183,7 +200,7 @@ def render_track_table(
             continue
         width = max(len(ident) for ident in table.identifiers) if len(table) else 10
         lines.append(f"  {'index':>6}  {'identifier':<{width}}  description")
-        for i, (ident, desc) in enumerate(zip(table.identifiers, table.descriptions)):
+        for i, (ident, desc) in enumerate(zip(table.identifiers, table.descriptions, strict=True)):
             if len(desc) > max_description:
                 desc = desc[: max_description - 1] + "…"
             lines.append(f"  {i:>6}  {ident:<{width}}  {desc}")

@@ -39,3 +39,34 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def test_fasta(tmp_path_factory) -> str:
     return write_demo_genome(str(tmp_path_factory.mktemp("genome") / "test.fa"), TEST_GENOME)
+
+
+def run_and_validate(fasta: str, out, **kw):
+    """Predict into ``out`` with the session cluster and check the atlas with ``validate``."""
+    from enformer_batch import PredictConfig, predict, validate
+
+    summary = predict(PredictConfig(fasta=fasta, out=str(out), progress=False, **kw))
+    report = validate(str(out), fasta=fasta)
+    assert report.ok, report.table()
+    return summary
+
+
+@pytest.fixture(scope="session")
+def reference_atlas(ray_cluster, test_fasta, tmp_path_factory):
+    """The whole test genome in float32, run once per session; other runs compare against it.
+
+    One torch thread per replica: on CPUs the thread count changes the reduction order (the last bits of
+    fp32 results), so runs compared bit-for-bit pin it.
+    """
+    out = tmp_path_factory.mktemp("atlas") / "reference"
+    run_and_validate(test_fasta, out, dtype="float32", batch_size=2, threads_per_worker=1)
+    return out
+
+
+def read_atlas(out) -> dict:
+    """Every row of an atlas via DuckDB (an independent reader), ordered by chrom and start."""
+    import duckdb
+
+    return duckdb.sql(
+        f"select * from read_parquet('{out}/*/*.parquet', hive_partitioning=true) order by chrom, start"
+    ).fetchnumpy()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import fsspec
-import numpy as np
 import pytest
 
 from enformer_batch.demo import DEMO_GENOME, write_demo_genome, write_fasta

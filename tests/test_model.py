@@ -21,7 +21,9 @@ from enformer_batch.model import (
     load_model,
 )
 
-SMALL = dict(dim=48, depth=1, heads=2, attn_dim_key=16, dim_divisible_by=16, output_heads={"human": 8, "mouse": 4})
+SMALL = dict(
+    dim=48, depth=1, heads=2, attn_dim_key=16, dim_divisible_by=16, output_heads={"human": 8, "mouse": 4}
+)
 # use_tf_gamma needs TF's table shape (32 gamma features = dim // heads = 192).
 SMALL_TF = dict(SMALL, dim=192, heads=1, use_tf_gamma=True)
 
@@ -168,7 +170,9 @@ def test_wrong_shape_checkpoint_is_one_clear_error(small_pair, tmp_path):
     _save_ours(ours, tmp_path / "ckpt")
     bigger = dict(SMALL, output_heads={"human": 9, "mouse": 4})
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(bigger))
-    with pytest.raises(CheckpointError, match=r"mis-shaped 2: _heads\.human\.0\.weight .*\(checkpoint \(8, 96\)"):
+    with pytest.raises(
+        CheckpointError, match=r"mis-shaped 2: _heads\.human\.0\.weight .*\(checkpoint \(8, 96\)"
+    ):
         load_model(str(tmp_path / "ckpt"))
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(dict(SMALL, depth=2)))
     with pytest.raises(CheckpointError, match=r"missing \d+: transformer\.1\."):
@@ -216,7 +220,9 @@ def test_reduced_precision_close_to_fp32(small_pair, precision):
     max_err = float(np.abs(low - ref).max())
     rel = max_err / float(np.abs(ref).max())
     r = _pearson_per_track(low, ref)
-    print(f"\n{precision}: max abs err {max_err:.3e} (rel {rel:.3e}), per-track Pearson min {r.min():.5f} "
-          f"mean {r.mean():.5f}")
+    print(
+        f"\n{precision}: max abs err {max_err:.3e} (rel {rel:.3e}), per-track Pearson min {r.min():.5f} "
+        f"mean {r.mean():.5f}"
+    )
     assert r.min() > 0.99
     assert rel < (0.1 if precision == "bf16" else 0.02)

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import torch
 
-from enformer_batch import PredictConfig, predict
-from enformer_batch.atlas import validate
 from enformer_batch.model import load_model
 
-from .conftest import TEST_GENOME
+from .conftest import TEST_GENOME, read_atlas, run_and_validate
 from .reference import BIN, SPAN, onehot, owner_of_bins, parse_fasta, window_input
-
-
-def read_atlas(out: str):
-    return duckdb.sql(
-        f"select * from read_parquet('{out}/*/*.parquet', hive_partitioning=true) order by chrom, start"
-    ).fetchnumpy()
 
 
 def values(rows, col) -> np.ndarray:
@@ -34,17 +25,13 @@ def track_columns(rows) -> list[str]:
 
 
 def run(test_fasta, out, **kw) -> dict:
-    config = PredictConfig(fasta=test_fasta, out=str(out), progress=False, **kw)
-    predict(config)
-    report = validate(str(out), fasta=test_fasta)
-    assert report.ok, report.table()
-    return read_atlas(str(out))
+    run_and_validate(test_fasta, out, **kw)
+    return read_atlas(out)
 
 
 @pytest.fixture(scope="module")
-def genome_run(ray_cluster, test_fasta, tmp_path_factory):
-    out = tmp_path_factory.mktemp("atlas") / "genome"
-    return out, run(test_fasta, out, dtype="float32", batch_size=2)
+def genome_run(reference_atlas):
+    return reference_atlas, read_atlas(reference_atlas)
 
 
 def test_every_bin_written_exactly_once(genome_run):
@@ -116,7 +103,8 @@ def test_region_run_gives_the_genome_rows_for_its_bins(genome_run, test_fasta, t
     _, whole = genome_run
     bed = tmp_path / "regions.bed"
     bed.write_text("chrB\t1000\t1300\nchrB\t120000\t130000\nchrA\t0\t129\n")
-    rows = run(test_fasta, tmp_path / "regions", dtype="float32", regions=str(bed), batch_size=3)
+    rows = run(test_fasta, tmp_path / "regions", dtype="float32", regions=str(bed), batch_size=3,
+               threads_per_worker=1)
     keys = set(zip(rows["chrom"], rows["start"]))
     expected = {("chrB", s) for s in range(896, 1300, BIN)} | {("chrB", s) for s in range(119_936, 130_000, BIN)}
     expected |= {("chrA", 0), ("chrA", 128)}
@@ -129,15 +117,20 @@ def test_region_run_gives_the_genome_rows_for_its_bins(genome_run, test_fasta, t
 
 def test_workers_and_batch_size_do_not_change_predictions(genome_run, test_fasta, tmp_path):
     _, whole = genome_run
-    rows = run(test_fasta, tmp_path / "w2b1", dtype="float32", workers=2, batch_size=1, chroms=("chrA", "chrB"))
+    # The reference ran 2 replicas at batch 2; this is 1 replica at batch 1, then 2 replicas at batch 3.
+    rows = run(test_fasta, tmp_path / "w1b1", dtype="float32", workers=1, batch_size=1, chroms=("chrA", "chrB"),
+               threads_per_worker=1)
     mine = np.isin(whole["chrom"], ["chrA", "chrB"])
     for col in track_columns(rows):
         np.testing.assert_array_equal(values(rows, col), values(whole, col)[mine])
+    rows = run(test_fasta, tmp_path / "w2b3", dtype="float32", workers=2, batch_size=3, threads_per_worker=1)
+    for col in track_columns(rows):
+        np.testing.assert_array_equal(values(rows, col), values(whole, col))
 
 
 def test_float16_atlas_is_the_rounded_float32_atlas(genome_run, test_fasta, tmp_path):
     _, whole = genome_run
-    rows = run(test_fasta, tmp_path / "f16", chroms=("chrB",), batch_size=3)
+    rows = run(test_fasta, tmp_path / "f16", chroms=("chrB",), batch_size=3, threads_per_worker=1)
     table = ds.dataset(str(tmp_path / "f16"), format="parquet", partitioning="hive").to_table()
     mine = whole["chrom"] == "chrB"
     for col in track_columns(rows):

@@ -56,6 +56,7 @@ def test_pandas_style_header_with_unnamed_index_column():
         ("^CAGE:", [2, 3]),
         ("re:^DNASE", [0, 1]),
         ("re:adult$", [0, 1, 3]),
+        (r"re:aorta\x2c adult", [2]),
         ("0,^CAGE:", [0, 2, 3]),
         ([2, 0, 2], [0, 2]),
     ],

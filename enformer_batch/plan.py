@@ -1,0 +1,311 @@
+"""Dry-run planning: what a prediction run would compute, write and cost, without running it.
+
+Owns the estimate behind ``enformer-batch plan``: windows, bins and parts come from the same code a run
+uses (``predict.select_bins`` and ``windows.plan_chromosome`` over the FASTA index), so they are exact;
+output bytes, GPU-hours and cost are estimates from a few measured or published figures kept here, each
+labelled with where it comes from and each overridable. No model weights are loaded: the track count
+comes from the checkpoint's ``config.json`` (and its ``targets_<head>.txt`` for named track selections).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .windows import Geometry, plan_chromosome
+
+# Enformer's FLOPs per window (one forward pass at full geometry), measured with enformer-pytorch
+# (../shared/notes-ray-parquet.md); the default windows/s per GPU below are derived from it.
+ENFORMER_TFLOP_PER_WINDOW = 3.29
+# Share of the peak dense tensor throughput a convolution+attention model like Enformer sustains in
+# inference at batch 4-8 under bf16 autocast. An assumption, not a measurement: calibrate with
+# `python benchmarks/pipeline.py` on the real GPU and pass --windows-per-second.
+ASSUMED_UTILISATION = 0.30
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """Published figures for one GPU type, and the throughput estimate derived from them."""
+
+    name: str
+    peak_bf16_tflops: float  # dense (no sparsity) tensor-core peak from the vendor's datasheet
+    price_per_gpu_hour: float  # USD, on-demand list price per GPU of the named instance (see `instance`)
+    instance: str
+
+    @property
+    def windows_per_second(self) -> float:
+        """ESTIMATE: peak × assumed utilisation / FLOPs per window (bf16 autocast, full Enformer)."""
+        return self.peak_bf16_tflops * ASSUMED_UTILISATION / ENFORMER_TFLOP_PER_WINDOW
+
+
+# Peaks: NVIDIA datasheets (dense bf16 tensor TFLOP/s). Prices: AWS us-east-1 / GCP us-central1 on-demand
+# list prices per GPU (instance price / GPUs per instance) as published in 2024-2025; spot/preemptible is
+# typically 60-70 % cheaper. All of them are ESTIMATES to be overridden with --windows-per-second and
+# --price-per-hour once measured/quoted for your account.
+GPU_PROFILES: dict[str, GpuProfile] = {
+    p.name: p
+    for p in (
+        GpuProfile("T4", 65.0, 0.53, "AWS g4dn.xlarge (fp16 peak; T4 has no bf16)"),
+        GpuProfile("A10G", 70.0, 1.01, "AWS g5.xlarge"),
+        GpuProfile("L4", 121.0, 0.80, "AWS g6.xlarge"),
+        GpuProfile("A100", 312.0, 4.10, "AWS p4d.24xlarge / 8"),
+        GpuProfile("A100-GCP", 312.0, 3.67, "GCP a2-highgpu-1g"),
+        GpuProfile("H100", 989.0, 6.88, "AWS p5.48xlarge / 8"),
+        GpuProfile("H100-GCP", 989.0, 11.06, "GCP a3-highgpu-8g / 8"),
+    )
+}
+
+# Parquet bytes per stored value relative to its raw width, measured with store.serialise_table's settings
+# (zstd, no dictionary, byte-stream-split on float32) on smooth positive synthetic tracks (lognormal,
+# 8-bin runs) at 12-5,313 tracks and 896-14,336 rows per part: 0.90-1.16 for float16, 0.81-0.94 for
+# float32. Real predictions compress about as well; all-null (skipped) windows compress to almost nothing,
+# so the estimate is an upper bound for genomes with long N runs.
+VALUE_BYTES_RATIO = {"float16": 1.0, "float32": 0.86}
+VALUE_BYTES = {"float16": 2, "float32": 4}
+ROW_OVERHEAD_BYTES = 4  # start/end int64 columns after zstd (consecutive multiples of the bin size)
+FOOTER_BYTES_PER_COLUMN = 160  # Parquet footer per column per file (~0.8 MiB at 5,313 columns)
+
+# The official Enformer heads, so a whole-genome cost can be planned without downloading the checkpoint.
+ENFORMER_HEADS = {"human": 5313, "mouse": 1643}
+
+
+@dataclass(frozen=True)
+class ChromPlan:
+    chrom: str
+    length: int
+    windows: int
+    bins: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run would do, and the estimated bytes and GPU time; ``str()`` renders it as a table."""
+
+    fasta: str
+    geometry: Geometry
+    stride: int
+    tracks: int
+    dtype: str
+    passes_per_window: int  # forward passes per window (reverse complement × shifts)
+    gpu: str
+    windows_per_second: float
+    price_per_hour: float
+    throughput_source: str
+    chroms: tuple[ChromPlan, ...] = field(default=())
+
+    @property
+    def windows(self) -> int:
+        return sum(c.windows for c in self.chroms)
+
+    @property
+    def bins(self) -> int:
+        return sum(c.bins for c in self.chroms)
+
+    @property
+    def parts(self) -> int:
+        return sum(c.parts for c in self.chroms)
+
+    @property
+    def output_bytes(self) -> int:
+        return estimate_bytes(self.bins, self.parts, self.tracks, self.dtype)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.windows * self.passes_per_window / self.windows_per_second / 3600
+
+    @property
+    def cost(self) -> float:
+        return self.gpu_hours * self.price_per_hour
+
+    def __str__(self) -> str:
+        rows = [("chrom", "length", "windows", "bins", "parts")]
+        rows += [(c.chrom, f"{c.length:,}", f"{c.windows:,}", f"{c.bins:,}", f"{c.parts:,}")
+                 for c in self.chroms]
+        total = sum(c.length for c in self.chroms)
+        rows.append(("total", f"{total:,}", f"{self.windows:,}", f"{self.bins:,}", f"{self.parts:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        shown = rows if len(rows) <= 42 else rows[:21] + [("...",) + ("",) * 4] + rows[-20:]
+        lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+                 for r in shown]
+        lines += [
+            "",
+            f"FASTA            {self.fasta}",
+            f"geometry         {self.geometry.input_length:,} bp in, {self.geometry.output_bins} bins of "
+            f"{self.geometry.bin_size} bp out; stride {self.stride:,} bp",
+            f"tracks           {self.tracks:,} × {self.dtype}",
+            f"output (est.)    {human_bytes(self.output_bytes)} of Parquet "
+            f"({self.bins:,} rows; upper bound where windows are all N)",
+            f"forward passes   {self.windows * self.passes_per_window:,} "
+            f"({self.passes_per_window} per window: reverse complement × shifts)",
+            f"GPU              {self.gpu}: {self.windows_per_second:.1f} windows/s per GPU",
+            *(f"                 {line}" for line in self.throughput_source.split("; ")),
+            f"GPU time (est.)  {self.gpu_hours:,.2f} GPU-hours ({self.gpu_hours * 60:,.1f} GPU-minutes)",
+            f"cost (est.)      ${self.cost:,.2f} at ${self.price_per_hour:.2f}/GPU-hour",
+        ]
+        return "\n".join(lines)
+
+
+def estimate_bytes(rows: int, parts: int, tracks: int, dtype: str) -> int:
+    """Parquet bytes of ``rows`` rows × ``tracks`` track columns of ``dtype`` in ``parts`` files."""
+    values = rows * tracks * VALUE_BYTES[dtype] * VALUE_BYTES_RATIO[dtype]
+    return int(values + rows * ROW_OVERHEAD_BYTES + parts * (tracks + 2) * FOOTER_BYTES_PER_COLUMN)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def read_lengths(fasta: str, storage_options: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Chromosome lengths from a FASTA's index, or directly from a ``.fai`` / ``chrom.sizes`` file."""
+    if fasta.endswith((".fai", ".sizes", ".chrom.sizes")):
+        import fsspec
+
+        lengths: dict[str, int] = {}
+        with fsspec.open(fasta, "rt", **dict(storage_options or {})) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 2 and not line.startswith("#"):
+                    lengths[fields[0]] = int(fields[1])
+        if not lengths:
+            raise ValueError(f"{fasta} lists no sequences")
+        return lengths
+    from .genome import FastaSource
+
+    return FastaSource(fasta, dict(storage_options or {})).lengths()
+
+
+def model_tracks(
+    model: str, head: str, tracks: str | None, storage_options: Mapping[str, str] | None = None
+) -> tuple[Geometry, int]:
+    """Geometry and selected track count from a checkpoint's config.json (no weights are read).
+
+    ``model`` is ``enformer`` (the official checkpoint's heads, nothing read), ``demo``, a directory or URL.
+    """
+    from .tracks import read_track_table, select_tracks
+
+    if model == "enformer":
+        if head not in ENFORMER_HEADS:
+            raise ValueError(f"--head {head!r}: Enformer has heads {', '.join(ENFORMER_HEADS)}")
+        return Geometry(), len(select_tracks(tracks, ENFORMER_HEADS[head]))
+    import fsspec
+
+    if model == "demo":
+        from importlib import resources
+
+        root = str(resources.files("enformer_batch") / "demo_model")
+    else:
+        root = model.rstrip("/")
+    options = dict(storage_options or {}) if "://" in root else {}
+    try:
+        with fsspec.open(f"{root}/config.json", "rt", **options) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--model {model}: no config.json there") from None
+    heads = config.get("output_heads", {})
+    if head not in heads:
+        raise ValueError(f"--head {head!r}: the model has heads {', '.join(heads) or 'none'}")
+    table = None
+    if tracks is not None:
+        try:
+            with fsspec.open(f"{root}/targets_{head}.txt", "rt", **options) as f:
+                table = read_track_table(f)
+        except FileNotFoundError:
+            pass  # indices and ranges need no table; select_tracks says so for anything else
+    # Same rule as inference.geometry_of, without importing torch for a dry run.
+    geometry = Geometry(bin_size=2 ** int(config.get("num_downsamples", 7)),
+                        output_bins=int(config.get("target_length", 896)))
+    return geometry, len(select_tracks(tracks, int(heads[head]), table))
+
+
+def plan_run(
+    fasta: str,
+    *,
+    stride: int | None = None,
+    chroms: Sequence[str] | None = None,
+    regions: str | None = None,
+    model: str = "demo",
+    head: str = "human",
+    tracks: str | None = None,
+    n_tracks: int | None = None,
+    dtype: str = "float16",
+    rc: bool = False,
+    shifts: Sequence[int] = (0,),
+    gpu: str = "A100",
+    windows_per_second: float | None = None,
+    price_per_hour: float | None = None,
+    windows_per_part: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> RunPlan:
+    """Plan a run exactly as ``predict`` would tile it, and estimate its output size, GPU time and cost."""
+    from .predict import DEFAULT_WINDOWS_PER_PART, PredictConfig, select_bins
+
+    if dtype not in VALUE_BYTES:
+        raise ValueError(f"--dtype must be one of {', '.join(VALUE_BYTES)}, got {dtype!r}")
+    if gpu not in GPU_PROFILES and (windows_per_second is None or price_per_hour is None):
+        raise ValueError(f"--gpu {gpu!r} has no default figures (known: {', '.join(GPU_PROFILES)}); "
+                         "give --windows-per-second and --price-per-hour")
+    if n_tracks is not None:
+        if n_tracks < 1:
+            raise ValueError(f"--n-tracks must be at least 1, got {n_tracks}")
+        geometry, _ = model_tracks(model, head, None, storage_options)
+    else:
+        geometry, n_tracks = model_tracks(model, head, tracks, storage_options)
+    stride = geometry.output_span if stride is None else stride
+    geometry.check_stride(stride)
+    lengths = read_lengths(fasta, storage_options)
+    config = PredictConfig(fasta=fasta, out="", chroms=tuple(chroms) if chroms else None, regions=regions,
+                           storage_options=dict(storage_options or {}))
+    per_part = windows_per_part or DEFAULT_WINDOWS_PER_PART
+    chrom_plans = []
+    for chrom, bins in select_bins(config, lengths, geometry.bin_size).items():
+        parts = plan_chromosome(chrom, lengths[chrom], geometry, stride, per_part, bins)
+        chrom_plans.append(ChromPlan(chrom, lengths[chrom], sum(len(p.windows) for p in parts),
+                                     sum(p.n_rows for p in parts), len(parts)))
+    profile = GPU_PROFILES.get(gpu)
+    if windows_per_second is not None:
+        if windows_per_second <= 0:
+            raise ValueError("--windows-per-second must be positive")
+        source = "throughput: given"
+    else:
+        assert profile is not None
+        windows_per_second = profile.windows_per_second
+        source = (f"throughput ESTIMATE: {profile.peak_bf16_tflops:g} TFLOP/s bf16 peak × "
+                  f"{ASSUMED_UTILISATION:.0%} / {ENFORMER_TFLOP_PER_WINDOW} TFLOP per Enformer window")
+    if price_per_hour is None:
+        assert profile is not None
+        price_per_hour = profile.price_per_gpu_hour
+        source += f"; price ESTIMATE: {profile.instance} on-demand list price per GPU"
+    passes = (2 if rc else 1) * max(1, len(shifts))
+    return RunPlan(
+        fasta=os.path.basename(fasta.rstrip("/")) or fasta,
+        geometry=geometry,
+        stride=stride,
+        tracks=n_tracks,
+        dtype=dtype,
+        passes_per_window=passes,
+        gpu=gpu,
+        windows_per_second=windows_per_second,
+        price_per_hour=price_per_hour,
+        throughput_source=source,
+        chroms=tuple(chrom_plans),
+    )
+
+
+def gpu_table() -> str:
+    """The default per-GPU figures, for ``plan --list-gpus``."""
+    lines = [f"{'gpu':<9} {'bf16 TFLOP/s':>12} {'windows/s':>9} {'$/GPU-h':>8}  instance (price source)"]
+    for p in GPU_PROFILES.values():
+        lines.append(f"{p.name:<9} {p.peak_bf16_tflops:>12g} {p.windows_per_second:>9.1f} "
+                     f"{p.price_per_gpu_hour:>8.2f}  {p.instance}")
+    lines.append(f"windows/s = peak × {ASSUMED_UTILISATION:.0%} assumed utilisation / "
+                 f"{ENFORMER_TFLOP_PER_WINDOW} TFLOP per Enformer window: ESTIMATES; measure and pass "
+                 "--windows-per-second.")
+    return "\n".join(lines)
+

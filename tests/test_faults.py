@@ -1,0 +1,218 @@
+"""Exactly once under faults: killed replicas, a killed driver, damaged parts, failing windows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from enformer_batch import PredictConfig, predict, validate
+from enformer_batch.demo import write_demo_genome
+from enformer_batch.predict import WORKER_NAME_PREFIX, RunError
+
+from .conftest import TEST_GENOME, read_atlas, run_and_validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def assert_same_rows(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        left, right = np.ma.asarray(a[key]), np.ma.asarray(b[key])
+        assert np.array_equal(np.ma.getmaskarray(left), np.ma.getmaskarray(right)), key
+        assert np.array_equal(left.compressed(), right.compressed()), key
+
+
+def part_files(out) -> dict[str, bytes]:
+    return {
+        os.path.relpath(os.path.join(d, f), out): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(out)
+        for f in files
+        if f.endswith(".parquet")
+    }
+
+
+def test_a_replica_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, test_fasta, reference_atlas, tmp_path):
+    killed = []
+
+    def kill_one_replica(record) -> None:
+        if not killed:
+            names = [a["name"] for a in ray_cluster.util.list_named_actors(all_namespaces=True)
+                     if a["name"].startswith(WORKER_NAME_PREFIX)]
+            victim = sorted(names)[0]
+            ray_cluster.kill(ray_cluster.get_actor(victim), no_restart=False)  # a crash: Ray restarts it
+            killed.append(victim)
+
+    out = tmp_path / "atlas"
+    config = PredictConfig(fasta=test_fasta, out=str(out), dtype="float32", batch_size=2, workers=2,
+                           windows_per_part=1, threads_per_worker=1, progress=False)
+    summary = predict(config, on_part=kill_one_replica)
+    assert killed and summary.parts == summary.windows == 6
+    report = validate(str(out), fasta=test_fasta)
+    assert report.ok, report.table()
+    assert_same_rows(read_atlas(out), read_atlas(reference_atlas))
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, ray
+    from enformer_batch import PredictConfig, predict
+    ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, logging_level="ERROR")
+    predict(PredictConfig(fasta=sys.argv[1], out=sys.argv[2], dtype="float32", batch_size=1, stride=57_344,
+                          windows_per_part=1, threads_per_worker=1, manifest_interval_s=0, progress=False))
+    """
+)
+
+
+def session_processes(sid: int) -> list[str]:
+    """Live processes of a session (zombies are excluded: they are exit records waiting to be reaped)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 3) for line in ps.splitlines() if line.strip()]
+    return [" ".join(r) for r in rows if int(r[1]) == sid and not r[2].startswith("Z")]
+
+
+def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fasta, tmp_path):
+    out = tmp_path / "interrupted"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, test_fasta, str(out)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        manifest = None
+        while time.monotonic() < deadline and driver.poll() is None:
+            try:
+                manifest = json.loads((out / "_manifest.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                manifest = None
+            if manifest and len(manifest["parts"]) >= 2:
+                break
+            time.sleep(0.05)
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        # Ray's GCS, raylet and workers die with the driver within seconds; its dashboard and runtime-env
+        # agents notice only after about a minute, so the test ends whatever is left rather than leave it.
+        deadline = time.monotonic() + 15
+        while session_processes(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        for line in session_processes(driver.pid):
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    assert session_processes(driver.pid) == []
+
+    interrupted = json.loads((out / "_manifest.json").read_text())
+    assert interrupted["status"] == "running" and not (out / "_SUCCESS").exists()
+    kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
+    assert 2 <= len(kept) < interrupted["totals"]["parts"]
+    assert not validate(str(out)).ok
+
+    config = dict(dtype="float32", batch_size=1, stride=57_344, windows_per_part=1, threads_per_worker=1)
+    resumed = run_and_validate(test_fasta, out, **config)
+    assert resumed.resumed_parts >= len(kept) and resumed.windows_computed < resumed.windows
+    final = json.loads((out / "_manifest.json").read_text())
+    assert all(p["sha256"] == kept[p["path"]] for p in final["parts"] if p["path"] in kept)
+
+    straight = tmp_path / "straight"
+    run_and_validate(test_fasta, straight, **config)
+    assert_same_rows(read_atlas(out), read_atlas(straight))
+    assert part_files(out) == part_files(straight)  # byte-identical parts
+
+
+def test_damaged_parts_are_named_by_validate_and_rewritten_by_a_rerun(ray_cluster, test_fasta, reference_atlas,
+                                                                     tmp_path):
+    out = tmp_path / "atlas"
+    shutil.copytree(reference_atlas, out)
+    original = part_files(out)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    truncated, deleted, flipped = (p["path"] for p in manifest["parts"])
+    with open(out / truncated, "r+b") as f:
+        f.truncate(100)
+    os.remove(out / deleted)
+    data = bytearray((out / flipped).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / flipped).write_bytes(bytes(data))
+    stray = out / "chrom=chrB" / "part-000099-000100.parquet"
+    stray.write_bytes(b"not a part")
+
+    report = validate(str(out), fasta=test_fasta)
+    text = "\n".join(report.problems)
+    assert f"{truncated}: 100 bytes" in text and "truncated" in text
+    assert f"{deleted} is listed in the manifest but missing" in text
+    assert f"{flipped}: checksum" in text
+    assert "stray part chrom=chrB/part-000099-000100.parquet" in text
+
+    stray.unlink()
+    summary = run_and_validate_expecting_problem(test_fasta, out, flipped)
+    # Resume trusts a committed part whose size matches (checking every checksum would re-read the whole
+    # atlas); a part that validate reports as corrupt is repaired by deleting it and re-running.
+    os.remove(out / flipped)
+    summary = run_and_validate(test_fasta, out, dtype="float32", batch_size=2, threads_per_worker=1)
+    assert summary.resumed_parts == len(original) - 1  # only the removed part is recomputed
+    assert part_files(out) == original
+
+
+def run_and_validate_expecting_problem(fasta, out, corrupt_path):
+    summary = predict(PredictConfig(fasta=fasta, out=str(out), dtype="float32", batch_size=2, threads_per_worker=1,
+                                    progress=False))
+    problems = validate(str(out), fasta=fasta).problems
+    assert summary.resumed_parts == 1 and summary.windows_computed == 5  # truncated + deleted recomputed
+    chrom = corrupt_path.split("/")[0].removeprefix("chrom=")
+    assert problems[0] == f"part {corrupt_path}: checksum does not match the manifest"
+    assert all(chrom in p for p in problems), problems  # its bins are not counted as written either
+    return summary
+
+
+def test_an_unreadable_stretch_stops_the_run_naming_chromosome_and_window(ray_cluster, tmp_path):
+    fasta = write_demo_genome(str(tmp_path / "g.fa"), TEST_GENOME)
+    from enformer_batch.genome import FastaSource
+
+    FastaSource(fasta).lengths()  # index the intact file
+    text = open(fasta).read()
+    at = text.index(">chrB")
+    lines = text[at:].split("\n")
+    lines[1500] = lines[1500][:30]  # a short line in the middle of chrB: the .fai no longer matches
+    with open(fasta, "w") as f:
+        f.write(text[:at] + "\n".join(lines))
+    out = tmp_path / "atlas"
+    with pytest.raises(RunError) as error:
+        predict(PredictConfig(fasta=fasta, out=str(out), windows_per_part=1, workers=1, progress=False))
+    message = str(error.value)
+    assert "chrB window" in message and "re-run" in message
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["status"] == "running" and not (out / "_SUCCESS").exists()
+    report = validate(str(out))
+    assert not report.ok
+    expected = ("missing part", "not complete", "bins missing")
+    assert all(any(e in p for e in expected) for p in report.problems), report.problems
+    assert all(p["chrom"] != "chrB" or p["first_window"] < 1 for p in manifest["parts"])
+
+
+def test_a_nan_from_the_model_stops_the_run_naming_the_windows(ray_cluster, test_fasta, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model_dir = tmp_path / "nan-model"
+    shutil.copytree(os.path.join(REPO, "enformer_batch", "demo_model"), model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    bias = next(k for k in weights if k.startswith("_heads.human") and k.endswith("bias"))
+    weights[bias] = torch.full_like(weights[bias], float("nan"))
+    save_file(weights, str(model_dir / "model.safetensors"))
+    out = tmp_path / "atlas"
+    with pytest.raises(RunError, match=r"run stopped: chr\w+ window\(s\) \[\d+.*NaN"):
+        predict(PredictConfig(fasta=test_fasta, out=str(out), model=str(model_dir), progress=False))
+    assert json.loads((out / "_manifest.json").read_text())["status"] == "running"
+    assert not (out / "_SUCCESS").exists()
