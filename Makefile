@@ -30,7 +30,7 @@ demo: install
 	@echo "  $(PY) -c \"import duckdb; print(duckdb.sql(\\\"select chrom, count(*) bins, avg(track_0000) from read_parquet('$(DEMO_DIR)/atlas/*/*.parquet', hive_partitioning=true) group by chrom order by chrom\\\"))\""
 
 test: install
-	$(VENV)/bin/ruff check enformer_batch tests benchmarks jobs
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 lint: install

@@ -88,26 +88,46 @@ class FastaSource:
             fs, path = fsspec.core.url_to_fs(self.url, **dict(self.storage_options))
             if not fs.exists(path):
                 raise GenomeError(f"FASTA not found: {self.url}")
-            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-            fasta_file = fsspec.open(self.url, "rb", **dict(self.storage_options))
-            index_file = fsspec.open(f"{protocol}://{path}.fai", "rb", **dict(self.storage_options))
-            return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
+            fasta_file = fsspec.core.OpenFile(fs, path, "rb")
+            index_file = fsspec.core.OpenFile(fs, path + ".fai", "rb")
+            if fs.exists(path + ".fai"):
+                return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
+            try:  # pyfaidx writes the index beside the FASTA through the same file system
+                return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
+            except Exception as e:
+                raise GenomeError(
+                    f"{self.url} has no index (.fai) and one cannot be written there ({type(e).__name__}); "
+                    "create it with `samtools faidx` and put it beside the FASTA"
+                ) from e
         except GenomeError:
             raise
         except pyfaidx.FastaIndexingError as e:
             raise GenomeError(f"cannot index FASTA {self.url}: {e}") from e
         except ValueError as e:
             if "Duplicate key" in str(e):
-                raise GenomeError(f"FASTA {self.url} has duplicate sequence names: {e}") from e
+                raise GenomeError(
+                    f"FASTA {self.url} has duplicate sequence names ({e}); names must be unique"
+                ) from e
             raise GenomeError(f"cannot read FASTA {self.url}: {e}") from e
         except OSError as e:
             raise GenomeError(f"cannot read FASTA {self.url}: {e}") from e
+
+    def _check_index(self, fasta) -> None:
+        if self.url.endswith((".gz", ".bgz")):  # offsets are into the decompressed stream
+            return
+        problem = _index_mismatch(fasta)
+        if problem:
+            raise GenomeError(
+                f"the index {self.url}.fai does not match the FASTA: {problem}; delete the .fai so it is "
+                "rebuilt, or run `samtools faidx` again"
+            )
 
     def lengths(self) -> dict[str, int]:
         """Chromosome names (as in the FASTA, in file order) and lengths, from the index alone."""
         fasta = self.open()
         try:
             lengths = {name: int(rec.rlen) for name, rec in fasta.faidx.index.items()}
+            self._check_index(fasta)
         finally:
             fasta.close()
         if not lengths:
@@ -116,6 +136,25 @@ class FastaSource:
         if empty:
             raise GenomeError(f"FASTA {self.url} has empty sequences: {', '.join(empty[:5])}")
         return lengths
+
+
+def _index_mismatch(fasta) -> str | None:
+    """Where an uncompressed FASTA's ``.fai`` disagrees with the file, or None.
+
+    Each record must end (offset + bases + newlines) right where the next header's '>' starts, or at the end
+    of the file: two one-byte reads per sequence catch an index left over from another version of the FASTA.
+    """
+    handle = fasta.faidx.file
+    records = list(fasta.faidx.index.items())
+    for i, (name, rec) in enumerate(records):
+        handle.seek(rec.offset - 1)
+        before = handle.read(1)
+        handle.seek(rec.bend)
+        after = handle.read(1)
+        allowed_after = (b">",) if i + 1 < len(records) else (b"", b"\n", b"\r")
+        if before not in (b"\n", b"\r") or after not in allowed_after:
+            return f"sequence {name!r} (length {rec.rlen}) does not end where the index says"
+    return None
 
 
 def read_codes(fasta, chrom: str, length: int, start: int, end: int) -> np.ndarray:

@@ -233,17 +233,19 @@ def describe_difference(old: Mapping, new: Mapping) -> str:
 
 def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> np.ndarray:
     """Base codes ``[n_windows, input_length]`` for a part's windows (a Ray task runs this)."""
-    fasta = fasta_source.open()
+    codes = np.empty((len(part.windows), input_length), dtype=np.uint8)
+    window = part.windows[0].k
     try:
-        codes = np.empty((len(part.windows), input_length), dtype=np.uint8)
-        for i, w in enumerate(part.windows):
-            try:
+        fasta = fasta_source.open()
+        try:
+            for i, w in enumerate(part.windows):
+                window = w.k
                 codes[i] = read_codes(fasta, part.chrom, part.length, w.input_start, w.input_start + input_length)
-            except Exception as e:
-                raise RunError(f"reading {part.chrom} window {w.k}: {e}") from e
-        return codes
-    finally:
-        fasta.close()
+        finally:
+            fasta.close()
+    except Exception as e:
+        raise RunError(f"reading {part.chrom} window {window}: {e}") from e
+    return codes
 
 
 class PartWorker:

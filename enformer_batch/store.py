@@ -30,7 +30,7 @@ MANIFEST_FORMAT = 1
 ROW_GROUP_ROWS = 4096
 
 
-class StoreError(RuntimeError):
+class StoreError(ValueError):
     """The output location cannot be used as asked; the message says why and what to do."""
 
 
@@ -175,14 +175,23 @@ class AtlasStore:
     def read_bytes(self, relative: str) -> bytes:
         return self.fs.cat_file(self.path(relative))
 
+    def _forget_listings(self) -> None:
+        # Parts are written by worker processes, so listings this process cached (s3fs, gcsfs) go stale
+        # without fsspec knowing: a later exists() or glob would miss them. Ask the store every time.
+        if not self.local:
+            self.fs.invalidate_cache()
+
     def exists(self, relative: str) -> bool:
+        self._forget_listings()
         return self.fs.exists(self.path(relative))
 
     def size(self, relative: str) -> int:
+        self._forget_listings()
         return int(self.fs.size(self.path(relative)))
 
     def list_part_files(self) -> list[str]:
         """Every ``*.parquet`` under a ``chrom=`` directory, relative to the root."""
+        self._forget_listings()
         found = []
         for path in self.fs.glob(f"{self.root}/chrom=*/*.parquet"):
             found.append(os.path.relpath(path, self.root) if self.local else path[len(self.root) + 1 :])

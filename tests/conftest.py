@@ -25,6 +25,7 @@ def ray_cluster():
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     ray.init(
+        address="local",  # a new cluster even if a `ray start` head (the jobs test's) is running
         num_cpus=4,
         num_gpus=2,
         object_store_memory=160 * 1024**2,

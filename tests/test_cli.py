@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
 from enformer_batch.cli import main
 from enformer_batch.demo import write_fasta
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -27,52 +33,87 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-@pytest.fixture()
-def bed(tmp_path):
-    def write(text: str) -> str:
-        path = tmp_path / "r.bed"
-        path.write_text(text)
-        return str(path)
-
-    return write
+def _bed(tmp_path, text: str) -> str:
+    path = tmp_path / "r.bed"
+    path.write_text(text)
+    return str(path)
 
 
-@pytest.mark.parametrize(
-    "extra, needles",
-    [
-        (["--stride", "1000"], ["--stride 1000", "multiple of 128"]),
-        (["--stride", str(896 * 128 + 128)], ["--stride", "output span"]),
-        (["--chroms", "chrA,chr99"], ["'chr99'", "not in the FASTA"]),
-        (["--batch-size", "0"], ["--batch-size"]),
-    ],
-)
-def test_bad_options(capsys, test_fasta, tmp_path, extra, needles):
-    code, _, err = run_cli(capsys, "predict", test_fasta, "--out", str(tmp_path / "o"), *extra)
+def _fasta(tmp_path, content: bytes, name: str = "bad.fa") -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def _read_only_fasta(tmp_path, fasta) -> str:
+    """A FASTA without an index inside a zip archive: a place where no .fai can be written."""
+    archive = tmp_path / "genome.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(fasta, "genome.fa")
+    return f"zip://genome.fa::{archive}"
+
+
+def _stale_index(tmp_path, fasta) -> str:
+    from enformer_batch.genome import FastaSource
+
+    FastaSource(fasta).lengths()  # make sure the original is indexed
+    copy = tmp_path / "edited.fa"
+    shutil.copy(fasta, copy)
+    shutil.copy(fasta + ".fai", str(copy) + ".fai")
+    with open(copy, "r+b") as f:  # the FASTA was edited after indexing: a few bases fewer on chrA
+        data = f.read().replace(b"\n", b"", 3)
+        f.seek(0)
+        f.write(data)
+        f.truncate()
+    return str(copy)
+
+
+def _misshapen_checkpoint(tmp_path, _fasta_path) -> str:
+    model = tmp_path / "model"
+    shutil.copytree(os.path.join(REPO, "enformer_batch", "demo_model"), model)
+    config = json.loads((model / "config.json").read_text())
+    config["output_heads"]["human"] += 1  # the weights have 12 human tracks, the config says 13
+    (model / "config.json").write_text(json.dumps(config))
+    return str(model)
+
+
+# (case, FASTA or a builder of it, extra arguments (callables get tmp_path and the FASTA), words of the message)
+BAD_INPUTS = [
+    ("missing FASTA", lambda t, f: str(t / "nope.fa"), [], ["FASTA not found", "nope.fa"]),
+    ("FASTA without .fai in a read-only place", _read_only_fasta, [], ["no index", "samtools faidx"]),
+    (".fai that does not match its FASTA", _stale_index, [], ["does not match the FASTA", "delete the .fai"]),
+    ("duplicate sequence names", lambda t, f: _fasta(t, b">a\nACGT\n>a\nACGT\n"), [], ["duplicate", "a"]),
+    ("empty FASTA", lambda t, f: _fasta(t, b""), [], ["empty"]),
+    ("stride not a multiple of 128", None, ["--stride", "1000"], ["--stride 1000", "multiple of 128"]),
+    ("stride past the output span", None, ["--stride", str(896 * 128 + 128)], ["--stride", "output span"]),
+    ("BED end before start", None, ["--regions", lambda t, f: _bed(t, "chrB\t10\t100\nchrB\t500\t400\n")],
+     ["line 2", "start < end"]),
+    ("BED past the chromosome end", None, ["--regions", lambda t, f: _bed(t, "chrB\t0\t130001\n")],
+     ["past the end of chrB", "130000"]),
+    ("BED with text coordinates", None, ["--regions", lambda t, f: _bed(t, "chrB\tten\t100\n")], ["integers"]),
+    ("unknown chromosome in --chroms", None, ["--chroms", "chrA,chr99"], ["'chr99'", "not in the FASTA"]),
+    ("unknown chromosome in BED", None, ["--regions", lambda t, f: _bed(t, "chr99\t0\t100\n")],
+     ["'chr99' is not in the FASTA", "line 1"]),
+    ("checkpoint with wrong shapes", None, ["--model", _misshapen_checkpoint], ["_heads.human", "shape"]),
+    ("track selection matching nothing", None, ["--tracks", "^NOSUCH:"], ["NOSUCH", "matches no track"]),
+    ("track index out of range", None, ["--tracks", "0,99"], ["99", "out of range", "12 tracks"]),
+    ("batch size 0", None, ["--batch-size", "0"], ["--batch-size"]),
+    ("unwritable --out", None, ["--out", lambda t, f: str(t / "a-file" / "atlas")], ["--out", "not writable"]),
+]
+
+
+@pytest.mark.parametrize("case, fasta_builder, extra, needles", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gives_one_line_naming_the_problem(capsys, ray_cluster, test_fasta, tmp_path, case,
+                                                      fasta_builder, extra, needles):
+    (tmp_path / "a-file").write_text("not a directory")
+    fasta = fasta_builder(tmp_path, test_fasta) if fasta_builder else test_fasta
+    args = [a(tmp_path, test_fasta) if callable(a) else a for a in extra]
+    out = args[args.index("--out") + 1] if "--out" in args else str(tmp_path / "out")
+    if "--out" not in args:
+        args += ["--out", out]
+    code, _, err = run_cli(capsys, "predict", fasta, *args, "--no-progress")
     assert_one_line_error(code, err, *needles)
-    assert not (tmp_path / "o" / "_SUCCESS").exists()
-
-
-@pytest.mark.parametrize(
-    "bed_text, needles",
-    [
-        ("chr99\t0\t100\n", ["chromosome 'chr99' is not in the FASTA", "line 1"]),
-        ("chrB\t0\t130001\n", ["past the end of chrB", "130000"]),
-        ("chrB\t10\t100\nchrB\t500\t400\n", ["line 2", "start < end"]),
-        ("chrB\tten\t100\n", ["integers"]),
-    ],
-)
-def test_bad_bed(capsys, test_fasta, tmp_path, bed, bed_text, needles):
-    code, _, err = run_cli(capsys, "predict", test_fasta, "--out", str(tmp_path / "o"), "--regions", bed(bed_text))
-    assert_one_line_error(code, err, *needles)
-
-
-def test_missing_and_empty_fasta(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "predict", str(tmp_path / "nope.fa"), "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, "FASTA not found", "nope.fa")
-    empty = tmp_path / "empty.fa"
-    empty.write_bytes(b"")
-    code, _, err = run_cli(capsys, "predict", str(empty), "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, "empty")
+    assert not os.path.exists(os.path.join(out, "_SUCCESS"))
 
 
 def test_out_holding_another_run_is_refused_unless_overwrite(capsys, ray_cluster, tmp_path):
