@@ -11,33 +11,36 @@ DEMO_DIR ?= demo_out
 
 .PHONY: install demo test lint bench clean
 
+# Torch first, from the pinned spec, so that no other requirement pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -c "from enformer_batch.demo import write_demo_genome; print(write_demo_genome('$(DEMO_DIR)/genome.fa'))"
+	$(PY) -m enformer_batch.demo write $(DEMO_DIR)/genome.fa
 	rm -rf $(DEMO_DIR)/atlas
 	$(VENV)/bin/enformer-batch predict $(DEMO_DIR)/genome.fa --out $(DEMO_DIR)/atlas
 	$(VENV)/bin/enformer-batch validate $(DEMO_DIR)/atlas --fasta $(DEMO_DIR)/genome.fa
-	@echo
-	@echo "Atlas written to $(DEMO_DIR)/atlas (demo model: the values are meaningless). Read it with DuckDB:"
-	@echo "  $(PY) -c \"import duckdb; print(duckdb.sql(\\\"select chrom, count(*) bins, avg(track_0000) from read_parquet('$(DEMO_DIR)/atlas/*/*.parquet', hive_partitioning=true) group by chrom order by chrom\\\"))\""
+	@$(PY) -m enformer_batch.demo show $(DEMO_DIR)/atlas
 
-test: install
+test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
-lint: install
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . || true
 
-bench: install
+bench: $(VENV)/.installed-test
 	$(PY) benchmarks/pipeline.py
 
 clean:

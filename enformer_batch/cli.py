@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
     p.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
-    p.add_argument("--shifts", type=_int_list, default=(0,), help="average over these input shifts, e.g. -1,0,1")
+    p.add_argument("--shifts", type=_int_list, default=(0,),
+                   help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
     p.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
                    help="one-hot row for N, IUPAC codes and padding")
     p.add_argument("--workers", type=int, default=None, help="model replicas (default: one per GPU share, else 1)")

@@ -67,3 +67,37 @@ def write_fasta(path: str, records: Sequence[tuple[str, bytes]], line_width: int
 def write_demo_genome(path: str, chroms: Sequence[DemoChrom] = DEMO_GENOME, seed: int = 7) -> str:
     """Write the demo genome (or another set of synthetic chromosomes) to ``path``; returns the path."""
     return write_fasta(path, [(c.name, chrom_sequence(c, seed)) for c in chroms])
+
+
+def show_atlas(atlas: str) -> str:
+    """A few lines about an atlas for the end of ``make demo``: rows per chromosome and how to query it."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(atlas, format="parquet", partitioning="hive").to_table()
+    first_track = table.schema.names[2]
+    lines = [f"{atlas}: {table.num_rows:,} bins x {table.num_columns - 3} tracks (demo model: meaningless values)"]
+    chroms = sorted(set(table.column("chrom").to_pylist()))
+    for chrom in chroms:
+        rows = table.filter(pc.equal(table["chrom"], chrom))
+        nulls = rows[first_track].null_count
+        lines.append(f"  {chrom}: {rows.num_rows:,} bins, last ends at {rows['end'][-1].as_py():,}"
+                     + (f", {nulls:,} null (all-N windows)" if nulls else ""))
+    lines += [
+        "Read it with DuckDB (pip install duckdb):",
+        f"  python -c \"import duckdb; print(duckdb.sql(\\\"select chrom, count(*) bins, avg({first_track}) "
+        f"from read_parquet('{atlas}/*/*.parquet', hive_partitioning=true) group by chrom\\\"))\"",
+        f"or: enformer-batch query {atlas} {chroms[0]}:0-2,000",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "write":
+        print(write_demo_genome(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "show":
+        print(show_atlas(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m enformer_batch.demo write FASTA | show ATLAS")

@@ -2,8 +2,9 @@
 
 Owns the layout ``<out>/chrom=<name>/part-<first>-<end>.parquet`` plus ``<out>/_manifest.json`` and
 ``<out>/_SUCCESS``, on a local file system or any fsspec URL. A part is serialised in memory, checksummed,
-then published under its deterministic name in one step (a rename of a hidden temporary file locally,
-a single PUT on object stores), so readers never see a partial part and a retry replaces rather than adds.
+then published under its deterministic name in one step (a rename of a hidden temporary file locally, a
+single upload on object stores, whose object appears only when complete), so readers never see a partial
+part and a retry replaces rather than adds.
 The manifest, written only by the driver, is the commit point: a part counts once the manifest lists it,
 and the run is complete only when the manifest says so and ``_SUCCESS`` exists.
 """

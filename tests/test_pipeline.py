@@ -136,3 +136,26 @@ def test_float16_atlas_is_the_rounded_float32_atlas(genome_run, test_fasta, tmp_
     for col in track_columns(rows):
         assert str(table.schema.field(col).type) == "halffloat"
         np.testing.assert_array_equal(values(rows, col), values(whole, col)[mine].astype(np.float16))
+
+
+def test_rc_run_on_the_reverse_complemented_chromosome_is_the_mirror_image(ray_cluster, tmp_path):
+    """--rc makes predictions strand-symmetric: the reverse-complement chromosome gives the mirrored track."""
+    from enformer_batch.demo import DemoChrom, chrom_sequence, write_fasta
+
+    length = 2 * SPAN  # whole windows, so the tiling of the reversed chromosome mirrors the forward one
+    forward = chrom_sequence(DemoChrom("fwd", length, ((150_000, 152_000),)), seed=3)
+    reverse = forward[::-1].translate(bytes.maketrans(b"ACGTacgtN", b"TGCAtgcaN"))
+    fasta = write_fasta(str(tmp_path / "pair.fa"), [("fwd", forward), ("rev", reverse)])
+    rows = run(fasta, tmp_path / "rc", dtype="float32", rc=True, threads_per_worker=1)
+    fwd, rev = rows["chrom"] == "fwd", rows["chrom"] == "rev"
+    for col in track_columns(rows):
+        np.testing.assert_allclose(values(rows, col)[rev], values(rows, col)[fwd][::-1], rtol=1e-5, atol=1e-6)
+
+
+def test_demo_summary_describes_the_atlas(genome_run):
+    from enformer_batch.demo import show_atlas
+
+    out, _ = genome_run
+    text = show_atlas(str(out))
+    assert "chrA: 2,344 bins, last ends at 300,007, 1,448 null (all-N windows)" in text
+    assert "contig_s: 8 bins, last ends at 1,000" in text and "read_parquet(" in text
