@@ -267,6 +267,14 @@ class PartWorker:
     def ping(self) -> bool:
         return True
 
+    def placement(self) -> dict:
+        """Where this replica runs: node, Ray's GPU ids, and the torch device it predicts on."""
+        import ray
+
+        context = ray.get_runtime_context()
+        return {"node": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "device": str(self.predictor.device)}
+
     def run_part(self, part: PartPlan, codes: np.ndarray) -> PartRecord:
         from .inference import NonFiniteOutput
 

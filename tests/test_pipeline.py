@@ -159,3 +159,22 @@ def test_demo_summary_describes_the_atlas(genome_run):
     text = show_atlas(str(out))
     assert "chrA: 2,344 bins, last ends at 300,007, 1,448 null (all-N windows)" in text
     assert "contig_s: 8 bins, last ends at 1,000" in text and "read_parquet(" in text
+
+
+def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
+    """With GPUs in the cluster (two fake ones here), the default is one replica per GPU, each given its own."""
+    from enformer_batch.predict import PredictConfig, _worker_layout, _WorkerPool
+    from enformer_batch.store import AtlasStore
+
+    config = PredictConfig(fasta="unused.fa", out=str(tmp_path))
+    workers, gpus, _ = _worker_layout(config)
+    assert (workers, gpus) == (2, 1.0)
+    pool = _WorkerPool(config.inference_settings(), AtlasStore(str(tmp_path)), workers, gpus, threads=1)
+    try:
+        placements = ray_cluster.get([a.placement.remote() for a in pool.actors])
+    finally:
+        pool.shutdown()
+    assert sorted(p["gpu_ids"][0] for p in placements) == ["0", "1"]
+    assert all(len(p["gpu_ids"]) == 1 for p in placements)
+    half = PredictConfig(fasta="unused.fa", out=str(tmp_path), gpus_per_worker=0.5)
+    assert _worker_layout(half)[:2] == (4, 0.5)  # fractional shares put several replicas on one GPU
