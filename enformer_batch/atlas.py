@@ -87,9 +87,14 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
         report.problems.append(f"no _manifest.json at {url}: not an atlas, or the run never started")
         return report
     report.status = manifest.get("status", "?")
-    identity = manifest["identity"]
-    lengths: dict[str, int] = identity["fasta"]["chromosomes"]
-    geometry = Geometry(**identity["geometry"])
+    try:
+        identity = manifest["identity"]
+        lengths: dict[str, int] = identity["fasta"]["chromosomes"]
+        geometry = Geometry(**identity["geometry"])
+        identity["chromosomes"], identity["stride"], identity["windows_per_part"], identity["tracks"]
+    except (KeyError, TypeError, ValueError) as e:
+        report.problems.append(f"_manifest.json is malformed ({type(e).__name__}: {e}); re-run with --overwrite")
+        return report
     if report.status != "complete":
         report.problems.append(f"run is not complete (status {report.status!r}); re-run the same command to resume")
     if report.status == "complete" and not store.exists(SUCCESS):

@@ -71,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
     p.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
                    help="one-hot row for N, IUPAC codes and padding")
+    p.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"],
+                   help="auto: GPUs if the cluster has them now; gpu: ask for GPUs even before any node has "
+                   "them (autoscaling clusters; give --workers); cpu: never")
     p.add_argument("--workers", type=int, default=None, help="model replicas (default: one per GPU share, else 1)")
     p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per replica (fractions share a GPU)")
     p.add_argument("--threads-per-worker", type=int, default=None,
-                   help="torch threads per replica (default: the node's cores divided among its replicas)")
+                   help="torch threads per replica (default: 2 on GPUs; on CPUs the cores divided among replicas)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
     p.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for FASTA, BED, model and --out URLs (repeatable)")
@@ -170,6 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
         rc=args.rc,
         shifts=args.shifts,
         n_encoding=args.n_encoding,
+        device=args.device,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
         threads_per_worker=args.threads_per_worker,

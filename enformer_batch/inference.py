@@ -82,13 +82,50 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def auto_batch_size(
+    free_bytes: int,
+    config: Mapping,
+    precision: str = "bf16",
+    input_length: int = ENFORMER.input_length,
+    augment_passes: int = 1,
+    fraction: float = 0.8,
+    max_batch: int = 64,
+) -> int:
+    """The largest batch whose activations fit in ``fraction`` of ``free_bytes`` (a pure estimate, ≥ 1).
+
+    ``config`` is the model config dict (``ModelInfo.config``). Per window the peak is set by the conv tower's
+    first blocks at full length (input, BatchNorm/GELU output, conv output and residual of ``dim/2`` channels
+    at ``input_length`` positions live at once) or by attention (relative logits ``[heads, n, 2n-1]`` plus
+    logits ``[heads, n, n]`` at ``n = input_length / 128`` positions), whichever is larger. Weights are in
+    fp32 in memory either way. ``augment_passes`` does not multiply memory: passes run one after another.
+    On a GPU, ``free_bytes`` is ``torch.cuda.mem_get_info()[0]`` after the model is loaded.
+    """
+    del augment_passes  # documented above: sequential passes reuse the same memory
+    act = 4 if precision == "fp32" else 2
+    dim = int(config.get("dim", 1536))
+    heads = int(config.get("heads", 8))
+    n = input_length // 2 ** int(config.get("num_downsamples", 7))
+    conv_peak = 4 * (dim // 2) * input_length * act
+    # Attention logits stay fp32 under autocast's softmax; count them at 4 bytes.
+    attn_peak = heads * n * (3 * n - 1) * 4 + 4 * n * dim * act
+    per_window = max(conv_peak, attn_peak)
+    budget = int(free_bytes * fraction)
+    return int(max(1, min(max_batch, budget // per_window)))
+
+
 class Predictor:
     """One model replica on one device; ``predict(codes)`` runs a part's windows in batches."""
 
-    def __init__(self, settings: InferenceSettings, device: str | torch.device | None = None):
+    def __init__(
+        self, settings: InferenceSettings, device: str | torch.device | None = None, compile_model: bool = False
+    ):
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
+        if settings.precision == "fp32" and self.device.type == "cuda":
+            # fp32 means fp32: Ampere+ GPUs would otherwise run convolutions (cuDNN's default) in TF32.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         loaded = load_model(settings.model, storage_options=dict(settings.storage_options), device=self.device)
         self.model = loaded.model.eval()
         heads = dict(loaded.config.output_heads)
@@ -112,25 +149,41 @@ class Predictor:
         self._n_value = float(self._onehot[N_CODE, 0])
         self._tracks = torch.tensor(indices, dtype=torch.long, device=self.device)
         self._out_dtype = {"float16": torch.float16, "float32": torch.float32}[settings.dtype]
+        # Reused page-locked staging buffer for host→device copies: pinning per batch (cudaHostAlloc) costs
+        # more than the copy it enables.
+        self._pinned: torch.Tensor | None = None
+        # torch.compile pays only over many batches of one shape (every window has the same length, and the
+        # last, smaller batch costs one more compilation); off by default: compilation takes minutes.
+        self._model_fn = torch.compile(self.model, dynamic=False) if compile_model else self.model
 
     def _forward(self, onehot: torch.Tensor) -> torch.Tensor:
-        return self.model(onehot, head=self.settings.head)
+        return self._model_fn(onehot, head=self.settings.head)
+
+    def _to_device(self, codes: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(codes))
+        if self.device.type != "cuda":
+            return x
+        if self._pinned is None or self._pinned.shape[0] < x.shape[0] or self._pinned.shape[1:] != x.shape[1:]:
+            self._pinned = torch.empty(x.shape, dtype=x.dtype).pin_memory()
+        staged = self._pinned[: x.shape[0]]
+        staged.copy_(x)
+        # Safe to reuse the buffer next batch: predict_batch ends with a synchronising copy back.
+        return staged.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def predict_batch(self, codes: np.ndarray) -> np.ndarray:
         """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
-        x = torch.from_numpy(np.ascontiguousarray(codes))
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = self._to_device(codes)
         onehot = self._onehot[x.long()]
         s = self.settings
         with autocast_context(s.precision, self.device.type):
             y = predict_augmented(self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value)
-        y = y.index_select(-1, self._tracks).float()
+        # Checked after the cast, so that a value float16 cannot hold (> 65504) is an error, not a stored inf.
+        y = y.index_select(-1, self._tracks).to(self._out_dtype)
         bad = ~torch.isfinite(y).flatten(1).all(dim=1)
         if bool(bad.any()):
             raise NonFiniteOutput(torch.nonzero(bad).flatten().tolist())
-        return y.to(self._out_dtype).cpu().numpy()
+        return y.cpu().numpy()
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict every window of ``codes`` ``[n, input_length]`` that is not all padding/N.

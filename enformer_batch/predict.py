@@ -63,6 +63,7 @@ class PredictConfig:
     rc: bool = False
     shifts: tuple[int, ...] = (0,)
     n_encoding: str = "zeros"
+    device: str = "auto"  # "gpu": replicas ask Ray for GPUs even before any exists (autoscaling clusters)
     workers: int | None = None  # default: one per GPU-share in the cluster, else one CPU worker
     gpus_per_worker: float = 1.0
     # Torch threads per replica; default: the node's cores divided among its replicas. On CPUs the
@@ -73,6 +74,7 @@ class PredictConfig:
     storage_options: Mapping[str, str] = field(default_factory=dict)
     progress: bool = True
     manifest_interval_s: float = 10.0  # how often the driver commits finished parts to the manifest
+    replica_patience_s: float = 900.0  # fail when no replica has run this long (e.g. no GPU node comes up)
 
     def inference_settings(self) -> InferenceSettings:
         return InferenceSettings(
@@ -176,6 +178,8 @@ def check_request(config: PredictConfig) -> None:
     config.inference_settings().check()
     if config.workers is not None and config.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {config.workers}")
+    if config.device not in ("auto", "gpu", "cpu"):
+        raise ValueError(f"--device must be auto, gpu or cpu, got {config.device!r}")
     if config.threads_per_worker is not None and config.threads_per_worker < 1:
         raise ValueError(f"--threads-per-worker must be at least 1, got {config.threads_per_worker}")
     if config.gpus_per_worker <= 0:
@@ -199,7 +203,8 @@ def run_identity(
     bins = {c: [list(r) for r in b] for c, b in selection.items() if b is not None}
     return {
         "engine_version": __version__,
-        "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head},
+        "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
+                  "config": info.config},
         "fasta": {"name": fasta.name, "chromosomes": dict(lengths)},
         "chromosomes": list(selection),
         "regions": None
@@ -283,7 +288,8 @@ class PartWorker:
                 values, ran = self.predictor.predict(codes)
         except NonFiniteOutput as e:
             windows = [part.windows[i].k for i in e.window_indices]
-            raise RunError(f"{part.chrom} window(s) {windows}: the model returned NaN or infinity") from None
+            raise RunError(f"{part.chrom} window(s) {windows}: the model returned NaN or infinity, or a value "
+                           f"too large for --dtype {self.predictor.settings.dtype}") from None
         info = self.predictor.info
         table = part_table(part, values, ran, info.track_names, self.predictor.settings.dtype, info.geometry.bin_size)
         return self.store.write_part(part, table)
@@ -303,14 +309,19 @@ def _ray_init() -> None:
 
 
 def _worker_layout(config: PredictConfig) -> tuple[int, float, int]:
-    """(workers, gpus per worker, torch threads per worker) for the cluster Ray is connected to."""
+    """(workers, gpus per worker, torch threads per worker) for the cluster Ray is connected to.
+
+    ``device="auto"`` uses GPUs when the cluster has some now; ``"gpu"`` asks for them regardless, so an
+    autoscaler starts GPU nodes for ``--workers`` replicas; ``"cpu"`` never uses them.
+    """
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0.0)
-    if gpus >= config.gpus_per_worker:
+    use_gpus = config.device == "gpu" or (config.device == "auto" and gpus >= config.gpus_per_worker)
+    if use_gpus:
         workers = config.workers or max(1, int(gpus // config.gpus_per_worker))
         # A GPU replica's CPU threads only launch kernels; writing runs in pyarrow's own pool.
-        return workers, config.gpus_per_worker, config.threads_per_worker or 4
+        return workers, config.gpus_per_worker, config.threads_per_worker or 2
     workers = config.workers or 1
     return workers, 0.0, config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
 
@@ -338,6 +349,15 @@ class _Progress:
 def describe_model(settings: InferenceSettings) -> ModelInfo:
     """Load the model once on the CPU and report what the run needs to know (a Ray task runs this)."""
     return Predictor(settings, device="cpu").info
+
+
+def _actor_error_message(error: BaseException) -> str:
+    """The last line of the exception an actor's __init__ raised, from Ray's ActorDiedError text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error:" in line or "Error(" in line:
+            return line
+    return lines[-1] if lines else type(error).__name__
 
 
 def _remote_error(error: BaseException) -> BaseException:
@@ -369,6 +389,7 @@ class _WorkerPool:
         ]
         self.load = [0] * workers
         self.healthy = [False] * workers
+        self.all_down_since: float | None = time.monotonic()
         self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
 
     def free_slot(self, depth: int) -> int | None:
@@ -376,9 +397,19 @@ class _WorkerPool:
         return min(candidates, key=lambda i: self.load[i]) if candidates else None
 
     def mark_dead(self, i: int) -> None:
+        """Take replica ``i`` out of rotation until a ping answers.
+
+        It is killed (and so restarted by Ray) first: a replica that is only unreachable could otherwise
+        still be writing the part that is about to be recomputed elsewhere.
+        """
+        import ray
+
         if self.healthy[i]:
             self.healthy[i] = False
+            ray.kill(self.actors[i], no_restart=False)
             self.pings[self.actors[i].ping.remote()] = i
+            if not any(self.healthy):
+                self.all_down_since = time.monotonic()
 
     def on_ping(self, ref) -> None:
         import ray
@@ -387,10 +418,22 @@ class _WorkerPool:
         try:
             ray.get(ref)
             self.healthy[i] = True
-        except ray.exceptions.RayActorError:
+            self.all_down_since = None
+        except ray.exceptions.RayActorError as e:
+            if getattr(e, "actor_init_failed", False):  # the model cannot load on this replica
+                raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
+            time.sleep(0.1)  # it is restarting (or waiting for a node): ask again shortly
             self.pings[self.actors[i].ping.remote()] = i
-        except ray.exceptions.RayTaskError as e:  # __init__ failed: the model cannot load on this replica
+        except ray.exceptions.RayTaskError as e:
             raise _remote_error(e) from None
+
+    def check_progress(self, patience_s: float) -> None:
+        """Fail, rather than wait forever, when no replica has been alive for ``patience_s`` seconds."""
+        if self.all_down_since is not None and time.monotonic() - self.all_down_since > patience_s:
+            raise RunError(
+                f"no model replica has been running for {patience_s:.0f} s: the cluster lacks the resources "
+                "they ask for (GPUs, CPUs) or they keep dying; see `ray status` and the Ray logs"
+            )
 
     def shutdown(self) -> None:
         import ray
@@ -416,7 +459,12 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
         ENFORMER.check_stride(config.stride)
     select_bins(config, lengths, ENFORMER.bin_size)
     store = AtlasStore(config.out, config.storage_options)
-    previous = store.read_manifest()
+    try:
+        previous = store.read_manifest()
+    except StoreError:
+        if not config.overwrite:
+            raise
+        previous = None
     if previous is None and store.list_part_files() and not config.overwrite:
         raise StoreError(f"--out {config.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
     store.check_writable()
@@ -466,14 +514,20 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     progress = _Progress(total_windows, total_windows - sum(len(p.windows) for p in todo), config.progress)
     computed = 0
     try:
-        for record, part in _stream_parts(todo, pool, fasta, geometry, save, config.manifest_interval_s):
+        for record, part in _stream_parts(
+            todo, pool, fasta, geometry, save, config.manifest_interval_s, config.replica_patience_s
+        ):
             committed[record.path] = record
             computed += len(part.windows)
             progress.update(len(part.windows))
             if on_part is not None:
                 on_part(record)
     except BaseException:
-        save()  # whatever committed so far stays committed; the run is not complete
+        pool.shutdown()  # first, so that no replica publishes a part after the manifest is saved
+        try:
+            save()  # whatever committed so far stays committed; the run is not complete
+        except Exception as e:  # noqa: BLE001 - the original failure is the one to report
+            print(f"enformer-batch: could not save the manifest after the failure: {e}", file=sys.stderr)
         raise
     finally:
         progress.close()
@@ -515,14 +569,18 @@ def _resumable_parts(config: PredictConfig, store: AtlasStore, previous: Mapping
     }
 
 
-def _stream_parts(todo: deque, pool: _WorkerPool, fasta: FastaSource, geometry: Geometry, save, interval: float):
+def _stream_parts(
+    todo: deque, pool: _WorkerPool, fasta: FastaSource, geometry: Geometry, save, interval: float, patience_s: float
+):
     """Yield ``(record, part)`` as parts commit, keeping at most ``depth`` parts queued per replica."""
     import ray
 
     depth = 2  # one running, one read and waiting, so the device never waits on a read
-    read_task = ray.remote(read_part).options(num_cpus=1, max_retries=3)
+    # Reads need no CPU reservation: at most `depth` per replica are in flight, and reserving a CPU could
+    # deadlock a cluster whose CPUs are all held by CPU replicas.
+    read_task = ray.remote(read_part).options(num_cpus=0, max_retries=3)
     in_flight: dict = {}
-    deaths: dict[str, int] = {}
+    attempts: dict[str, int] = {}
     last_save = time.monotonic()
     while todo or in_flight:
         while todo and (slot := pool.free_slot(depth)) is not None:
@@ -539,26 +597,28 @@ def _stream_parts(todo: deque, pool: _WorkerPool, fasta: FastaSource, geometry: 
             pool.load[slot] -= 1
             try:
                 record: PartRecord = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                # The replica died mid-part; its part is recomputed elsewhere. The name is deterministic,
-                # so whatever it may have published is replaced, never duplicated.
-                pool.mark_dead(slot)
+            except ray.exceptions.RayTaskError as e:  # the part itself failed: stop, naming it
+                raise RunError(f"run stopped: {_remote_error(e)}; committed parts are kept and the run is not "
+                               "complete; fix the cause and re-run the same command to resume") from None
+            except ray.exceptions.RayError as e:
+                # The system failed the part (replica died or unreachable, an object or node lost): recompute
+                # it. The name is deterministic, so whatever it may have published is replaced, not duplicated.
+                if isinstance(e, ray.exceptions.RayActorError):
+                    pool.mark_dead(slot)
                 key = f"{part.chrom}/{part.name}"
-                deaths[key] = deaths.get(key, 0) + 1
-                if deaths[key] > 3:
-                    raise RunError(f"{part.chrom} windows {part.first_window}-{part.end_window - 1}: "
-                                   "a worker died on this part 4 times; see the Ray logs") from None
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] > 3:
+                    raise RunError(f"{part.chrom} windows {part.first_window}-{part.end_window - 1} failed 4 "
+                                   f"times ({type(e).__name__}); see the Ray logs") from None
                 todo.appendleft(part)
                 continue
-            except ray.exceptions.RayTaskError as e:
-                for other in in_flight:
-                    ray.cancel(other)
-                error = _remote_error(e)
-                raise RunError(f"run stopped: {error}; committed parts are kept and the run is not complete; "
-                               "fix the cause and re-run the same command to resume") from None
             yield record, part
+        pool.check_progress(patience_s)
         if time.monotonic() - last_save >= interval:
-            save()
+            try:
+                save()
+            except Exception as e:  # noqa: BLE001 - a store hiccup; parts stay committable at the next save
+                print(f"enformer-batch: manifest update failed, will retry: {e}", file=sys.stderr)
             last_save = time.monotonic()
 
 

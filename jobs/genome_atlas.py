@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"],
+                   help="gpu: ask for GPUs even before the autoscaler has started any (give --workers)")
     p.add_argument("--workers", type=int, default=None, help="model replicas (default: one per GPU)")
     p.add_argument("--gpus-per-worker", type=float, default=1.0)
     p.add_argument("--overwrite", action="store_true")
@@ -59,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         precision=args.precision,
         dtype=args.dtype,
+        device=args.device,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
         overwrite=args.overwrite,

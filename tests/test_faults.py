@@ -44,11 +44,15 @@ def part_files(out) -> dict[str, bytes]:
 def test_a_replica_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, test_fasta, reference_atlas, tmp_path):
     killed = []
 
+    def worker_names() -> set[str]:
+        return {a["name"] for a in ray_cluster.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith(WORKER_NAME_PREFIX)}
+
+    earlier_runs = worker_names()
+
     def kill_one_replica(record) -> None:
         if not killed:
-            names = [a["name"] for a in ray_cluster.util.list_named_actors(all_namespaces=True)
-                     if a["name"].startswith(WORKER_NAME_PREFIX)]
-            victim = sorted(names)[0]
+            victim = sorted(worker_names() - earlier_runs)[0]  # a replica of this run
             ray_cluster.kill(ray_cluster.get_actor(victim), no_restart=False)  # a crash: Ray restarts it
             killed.append(victim)
 
@@ -217,3 +221,21 @@ def test_a_nan_from_the_model_stops_the_run_naming_the_windows(ray_cluster, test
         predict(PredictConfig(fasta=test_fasta, out=str(out), model=str(model_dir), progress=False))
     assert json.loads((out / "_manifest.json").read_text())["status"] == "running"
     assert not (out / "_SUCCESS").exists()
+
+
+def test_a_replica_that_cannot_load_the_model_fails_the_run_instead_of_hanging(ray_cluster, tmp_path):
+    """E.g. a model path that exists where the run was planned but not on a worker node."""
+    from enformer_batch.inference import InferenceSettings
+    from enformer_batch.predict import _WorkerPool
+    from enformer_batch.store import AtlasStore
+
+    pool = _WorkerPool(InferenceSettings(model=str(tmp_path / "no-model")), AtlasStore(str(tmp_path)), 1, 0.0, 1)
+    try:
+        with pytest.raises(RunError, match="a model replica failed to start: .*no-model"):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                ready, _ = ray_cluster.wait(list(pool.pings), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    pool.on_ping(ref)
+    finally:
+        pool.shutdown()

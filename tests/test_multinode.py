@@ -45,6 +45,10 @@ SCRIPT = textwrap.dedent('''
     def on_part(record):
         result["parts_seen"] += 1
         if result["parts_seen"] == 1:
+            # The other replica may still be loading its model on a loaded machine: wait for both.
+            deadline = time.time() + 60
+            while len(worker_actor_nodes()) < 2 and time.time() < deadline:
+                time.sleep(0.2)
             result["actor_nodes"] = worker_actor_nodes()
             if scenario == "remove":
                 cluster.remove_node(workers[1], allow_graceful=False)

@@ -178,3 +178,15 @@ def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
     assert all(len(p["gpu_ids"]) == 1 for p in placements)
     half = PredictConfig(fasta="unused.fa", out=str(tmp_path), gpus_per_worker=0.5)
     assert _worker_layout(half)[:2] == (4, 0.5)  # fractional shares put several replicas on one GPU
+
+
+def test_device_choice_decides_gpu_requests(ray_cluster, tmp_path):
+    from enformer_batch.predict import PredictConfig, _worker_layout
+
+    def layout(**kw):
+        return _worker_layout(PredictConfig(fasta="unused.fa", out=str(tmp_path), **kw))[:2]
+
+    assert layout(device="cpu") == (1, 0.0)
+    assert layout(device="cpu", workers=2) == (2, 0.0)
+    assert layout(device="gpu", workers=8) == (8, 1.0)  # more than exist now: an autoscaler adds nodes
+    assert layout(device="auto") == (2, 1.0)
