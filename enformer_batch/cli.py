@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .predict import PredictConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -32,6 +36,69 @@ def _storage_option(text: str) -> tuple[str, str]:
     return key, value
 
 
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
+    parser.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
+    parser.add_argument("--out", required=True, help="atlas directory or object-store prefix")
+    parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
+                        "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
+    parser.add_argument("--head", default="human", help="output head")
+    parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
+                        "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
+    parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
+                        "at most the output span (default: the output span, 114,688 for Enformer)")
+    parser.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
+    parser.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per model call")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
+    parser.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
+    parser.add_argument("--shifts", type=_int_list, default=(0,),
+                        help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
+    parser.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
+                        help="one-hot row for N, IUPAC codes and padding")
+    parser.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"],
+                        help="auto: GPUs if the cluster has them now; gpu: ask for GPUs even before any node has "
+                        "them (autoscaling clusters; give --workers); cpu: never")
+    parser.add_argument("--workers", type=int, default=None, help="model replicas (default: one per GPU share, else 1)")
+    parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per replica (fractions share a GPU)")
+    parser.add_argument("--threads-per-worker", type=int, default=None,
+                        help="torch threads per replica (default: 2 on GPUs; on CPUs the cores divided among replicas)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
+    parser.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="fsspec storage option for FASTA, BED, model and --out URLs (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def predict_config(args: argparse.Namespace) -> PredictConfig:
+    """The run that parsed ``predict`` arguments describe."""
+    from .predict import PredictConfig
+
+    return PredictConfig(
+        fasta=args.fasta,
+        out=args.out,
+        model=args.model,
+        head=args.head,
+        tracks=args.tracks,
+        stride=args.stride,
+        regions=args.regions,
+        chroms=args.chroms,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        dtype=args.dtype,
+        rc=args.rc,
+        shifts=args.shifts,
+        n_encoding=args.n_encoding,
+        device=args.device,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        threads_per_worker=args.threads_per_worker,
+        overwrite=args.overwrite,
+        storage_options=dict(args.storage_option),
+        progress=not args.no_progress,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enformer-batch",
@@ -52,36 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
-    p.add_argument("--out", required=True, help="atlas directory or object-store prefix")
-    p.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
-                   "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
-    p.add_argument("--head", default="human", help="output head")
-    p.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
-                   "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
-    p.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
-                   "at most the output span (default: the output span, 114,688 for Enformer)")
-    p.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
-    p.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per model call")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
-    p.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
-    p.add_argument("--shifts", type=_int_list, default=(0,),
-                   help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
-    p.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
-                   help="one-hot row for N, IUPAC codes and padding")
-    p.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"],
-                   help="auto: GPUs if the cluster has them now; gpu: ask for GPUs even before any node has "
-                   "them (autoscaling clusters; give --workers); cpu: never")
-    p.add_argument("--workers", type=int, default=None, help="model replicas (default: one per GPU share, else 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per replica (fractions share a GPU)")
-    p.add_argument("--threads-per-worker", type=int, default=None,
-                   help="torch threads per replica (default: 2 on GPUs; on CPUs the cores divided among replicas)")
-    p.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
-    p.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="fsspec storage option for FASTA, BED, model and --out URLs (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_predict_arguments(p)
 
     v = sub.add_parser("validate", help="check an atlas: manifest, parts, checksums, exactly-once coverage",
                        description="Exit 0 when the atlas is complete and sound; otherwise list each defect "
@@ -156,33 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import PredictConfig, predict
+    from .predict import predict
 
-    config = PredictConfig(
-        fasta=args.fasta,
-        out=args.out,
-        model=args.model,
-        head=args.head,
-        tracks=args.tracks,
-        stride=args.stride,
-        regions=args.regions,
-        chroms=args.chroms,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        dtype=args.dtype,
-        rc=args.rc,
-        shifts=args.shifts,
-        n_encoding=args.n_encoding,
-        device=args.device,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        threads_per_worker=args.threads_per_worker,
-        overwrite=args.overwrite,
-        storage_options=dict(args.storage_option),
-        progress=not args.no_progress,
-    )
-    summary = predict(config)
-    print(summary)
+    print(predict(predict_config(args)))
     return 0
 
 
