@@ -1,0 +1,75 @@
+"""The fast paths added for throughput give the same results as the plain ones (no Ray, no GPU needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from enformer_batch.inference import InferenceSettings, Predictor, auto_batch_size
+from enformer_batch.model import EnformerConfig
+from enformer_batch.store import part_table
+from enformer_batch.windows import ENFORMER, plan_chromosome
+
+FULL = EnformerConfig().to_dict()
+
+
+def test_auto_batch_size_is_monotonic_and_bounded() -> None:
+    sizes = [auto_batch_size(gib * 2**30, FULL, "bf16") for gib in (1, 8, 40, 80, 140)]
+    assert sizes == sorted(sizes)
+    assert sizes[0] == 1  # never below one window, even when nothing fits
+    assert 8 <= sizes[3] <= 64  # an 80-GB GPU holds a real batch of full-size windows at bf16
+    assert auto_batch_size(80 * 2**30, FULL, "fp32") < sizes[3]
+    assert auto_batch_size(10**15, FULL, "bf16", max_batch=16) == 16
+
+
+def test_part_table_matches_column_by_column_construction() -> None:
+    rng = np.random.default_rng(0)
+    names = [f"t{i}" for i in range(5)]
+    for dtype in ("float16", "float32"):
+        for part in plan_chromosome("c", 5 * ENFORMER.output_span + 777, ENFORMER, ENFORMER.output_span // 4, 4):
+            n = len(part.windows)
+            predictions = rng.random((n, ENFORMER.output_bins, len(names))).astype(dtype)
+            ran = rng.random(n) < 0.6
+            table = part_table(part, predictions, ran, names, dtype, ENFORMER.bin_size)
+            # The straightforward construction: one strided column at a time, nulls from a mask.
+            rows = [(i, lo, hi) for i, w in enumerate(part.windows) for lo, hi in w.emit]
+            block = np.concatenate([predictions[i, lo - part.windows[i].first_bin : hi - part.windows[i].first_bin]
+                                    for i, lo, hi in rows])
+            nulls = np.concatenate([np.full(hi - lo, not ran[i]) for i, lo, hi in rows])
+            for j, name in enumerate(names):
+                mask = nulls if nulls.any() else None
+                expected = pa.array(block[:, j], type=table.schema.field(name).type, mask=mask)
+                assert table.column(name).combine_chunks().equals(expected)
+
+
+def test_fused_conv_block_matches_plain_composition() -> None:
+    """The eval-mode BatchNorm+GELU fusion equals BatchNorm -> GELU -> Conv1d with non-trivial statistics.
+
+    (The CPU attention path is covered by the enformer-pytorch oracle tests in test_model.py.)
+    """
+    from enformer_batch.model import _conv_block, _gelu
+
+    torch.manual_seed(0)
+    block = _conv_block(24, 32, 5).eval()
+    bn = block[0]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.2, 0.2)
+    h = torch.randn(2, 24, 300)
+    with torch.inference_mode():
+        plain = block[2](_gelu(bn(h)))
+        fused = block(h)
+    assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-5)
+    # With autograd recording, the fused path must not modify tensors in place that backward needs.
+    h.requires_grad_(True)
+    block(h).sum().backward()
+    assert h.grad is not None and torch.isfinite(h.grad).all()
+
+
+def test_predictor_accepts_compile_flag_off() -> None:
+    predictor = Predictor(InferenceSettings(batch_size=2), device="cpu", compile_model=False)
+    codes = np.full((1, ENFORMER.input_length), 4, dtype=np.uint8)
+    values, ran = predictor.predict(codes)
+    assert not ran.any() and np.isnan(values).all()
