@@ -15,12 +15,12 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from sampling import Sampler, rss_bytes  # noqa: E402  (benchmarks/, the script's own directory)
 
 from enformer_batch import PredictConfig, predict  # noqa: E402
 from enformer_batch.demo import write_demo_genome  # noqa: E402
@@ -28,38 +28,6 @@ from enformer_batch.genome import FastaSource  # noqa: E402
 from enformer_batch.inference import InferenceSettings, Predictor  # noqa: E402
 from enformer_batch.predict import read_part  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def object_store_used() -> int:
-    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
-
-    reply = get_memory_info_reply(get_state_from_address())
-    return int(reply.store_stats.object_store_bytes_used)
-
-
-class Sampler(threading.Thread):
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.rss_peak = 0
-        self.store_peak = 0
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.rss_peak = max(self.rss_peak, rss_bytes())
-            try:
-                self.store_peak = max(self.store_peak, object_store_used())
-            except Exception:  # noqa: BLE001 - the store may be between states; keep sampling
-                pass
-            time.sleep(0.05)
 
 
 def main() -> None:
