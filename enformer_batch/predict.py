@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -620,17 +620,3 @@ def _stream_parts(
             except Exception as e:  # noqa: BLE001 - a store hiccup; parts stay committable at the next save
                 print(f"enformer-batch: manifest update failed, will retry: {e}", file=sys.stderr)
             last_save = time.monotonic()
-
-
-def plan_parts(
-    fasta: str, geometry: Geometry, stride: int, windows_per_part: int = DEFAULT_WINDOWS_PER_PART,
-    chroms: Sequence[str] | None = None,
-) -> list[PartPlan]:
-    """The parts a whole-genome run would write (no model, no Ray)."""
-    lengths = FastaSource(fasta).lengths()
-    return [
-        p
-        for c, n in lengths.items()
-        if chroms is None or c in chroms
-        for p in plan_chromosome(c, n, geometry, stride, windows_per_part)
-    ]

@@ -27,16 +27,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_and_validate(args: argparse.Namespace) -> int:
+    """Predict what the parsed ``predict`` options describe, then validate; 0 only for a sound atlas."""
     from enformer_batch import predict, validate
     from enformer_batch.cli import predict_config
 
-    args = parse_args(argv)
     config = dataclasses.replace(predict_config(args), progress=False)  # job logs are not a terminal
     print(predict(config), flush=True)
     report = validate(args.out, fasta=args.fasta, storage_options=config.storage_options)
     print(report.table(), flush=True)
     return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_and_validate(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Re-submitting the same command resumes. Exits 0 only when the atlas validates.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -31,15 +30,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from enformer_batch import predict, validate
-    from enformer_batch.cli import predict_config
+    from genome_atlas import run_and_validate  # jobs/ is the script's directory, hence on sys.path
 
-    args = parse_args(argv)
-    config = dataclasses.replace(predict_config(args), progress=False)  # job logs are not a terminal
-    print(predict(config), flush=True)
-    report = validate(args.out, fasta=args.fasta, storage_options=config.storage_options)
-    print(report.table(), flush=True)
-    return 0 if report.ok else 1
+    return run_and_validate(parse_args(argv))
 
 
 if __name__ == "__main__":
