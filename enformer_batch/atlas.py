@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .store import SUCCESS, AtlasStore, chrom_of_dir, records_from_manifest, track_schema
-from .windows import Geometry, n_bins, plan_chromosome
+from .windows import BinRanges, Geometry, n_bins, plan_selection
 
 
 @dataclass
@@ -58,19 +58,24 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def selection_of(identity: Mapping) -> dict[str, BinRanges | None]:
+    """The run's selection, as ``predict`` planned it: each chromosome's wanted bin ranges (None = all)."""
+    regions = identity.get("regions")
+    return {
+        chrom: None if regions is None else tuple(tuple(r) for r in regions["bins"].get(chrom, []))
+        for chrom in identity["chromosomes"]
+    }
+
+
 def expected_bins(identity: Mapping) -> dict[str, np.ndarray]:
     """Bin indices each selected chromosome must have, from the manifest's identity."""
     lengths = identity["fasta"]["chromosomes"]
     geometry = Geometry(**identity["geometry"])
-    regions = identity.get("regions")
     out = {}
-    for chrom in identity["chromosomes"]:
+    for chrom, ranges in selection_of(identity).items():
         total = n_bins(lengths[chrom], geometry.bin_size)
-        if regions is None:
-            out[chrom] = np.arange(total)
-        else:
-            ranges = regions["bins"].get(chrom, [])
-            out[chrom] = np.concatenate([np.arange(lo, min(hi, total)) for lo, hi in ranges] or [np.arange(0)])
+        ranges = ((0, total),) if ranges is None else ranges
+        out[chrom] = np.concatenate([np.arange(lo, min(hi, total)) for lo, hi in ranges] or [np.arange(0)])
     return out
 
 
@@ -115,14 +120,12 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
                 )
 
     records = records_from_manifest(manifest)
-    planned = {}
-    bins = identity.get("regions")
-    for chrom in identity["chromosomes"]:
-        wanted = None if bins is None else tuple(tuple(r) for r in bins["bins"].get(chrom, []))
-        for part in plan_chromosome(
-            chrom, lengths[chrom], geometry, identity["stride"], identity["windows_per_part"], wanted
-        ):
-            planned[store.part_relpath(chrom, part.name)] = part
+    planned = {
+        store.part_relpath(part.chrom, part.name): part
+        for part in plan_selection(
+            selection_of(identity), lengths, geometry, identity["stride"], identity["windows_per_part"]
+        )
+    }
     for path in sorted(set(planned) - set(records)):
         report.problems.append(f"missing part {path} (not committed)")
     for path in sorted(set(records) - set(planned)):

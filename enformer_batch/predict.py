@@ -35,7 +35,7 @@ from .store import (
     part_table,
     records_from_manifest,
 )
-from .windows import ENFORMER, BinRanges, Geometry, PartPlan, bins_of_interval, merge_ranges, plan_chromosome
+from .windows import ENFORMER, BinRanges, Geometry, PartPlan, bins_of_interval, merge_ranges, plan_selection
 
 DEFAULT_WINDOWS_PER_PART = 16
 WORKER_NAME_PREFIX = "enformer-batch-worker-"
@@ -483,11 +483,7 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     committed = _resumable_parts(config, store, previous, identity)
     store.clear_success()
 
-    parts = [
-        part
-        for chrom, bins in selection.items()
-        for part in plan_chromosome(chrom, lengths[chrom], geometry, stride, config.windows_per_part, bins)
-    ]
+    parts = plan_selection(selection, lengths, geometry, stride, config.windows_per_part)
     planned = {store.part_relpath(p.chrom, p.name) for p in parts}
     committed = {k: v for k, v in committed.items() if k in planned}
     todo = deque(p for p in parts if store.part_relpath(p.chrom, p.name) not in committed)

@@ -9,7 +9,7 @@ centre (ties go to the lower ``k``), so every bin is written exactly once. No I/
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 BinRanges = tuple[tuple[int, int], ...]  # sorted, disjoint, half-open ranges of bin indices
@@ -196,3 +196,19 @@ def plan_chromosome(
         if tasks:
             parts.append(PartPlan(chrom, length, first, end, tuple(tasks)))
     return parts
+
+
+def plan_selection(
+    selection: Mapping[str, BinRanges | None],
+    lengths: Mapping[str, int],
+    geometry: Geometry,
+    stride: int,
+    windows_per_part: int,
+) -> list[PartPlan]:
+    """Parts for every selected chromosome (``None`` = all its bins), in selection order."""
+    return [
+        part
+        for chrom, bins in selection.items()
+        for part in plan_chromosome(chrom, lengths[chrom], geometry, stride, windows_per_part, bins)
+    ]
+
