@@ -190,3 +190,28 @@ def test_device_choice_decides_gpu_requests(ray_cluster, tmp_path):
     assert layout(device="cpu", workers=2) == (2, 0.0)
     assert layout(device="gpu", workers=8) == (8, 1.0)  # more than exist now: an autoscaler adds nodes
     assert layout(device="auto") == (2, 1.0)
+
+
+def test_n_encoding_uniform_changes_only_windows_with_n_and_is_recorded(tmp_path):
+    """--n-encoding uniform feeds 0.25 rows for N/padding; a window of pure ACGT predicts the same."""
+    from enformer_batch.genome import encode
+    from enformer_batch.inference import InferenceSettings, Predictor
+    from enformer_batch.predict import run_identity
+
+    rng = np.random.default_rng(1)
+    clean = encode(rng.choice(np.frombuffer(b"ACGT", np.uint8), SPAN + 2 * 40_960).tobytes())
+    assert (clean != 4).all()
+    with_n = clean.copy()
+    with_n[90_000:100_000] = 4
+    codes = np.stack([clean, with_n])
+    zeros = Predictor(InferenceSettings(dtype="float32", n_encoding="zeros"))
+    uniform = Predictor(InferenceSettings(dtype="float32", n_encoding="uniform"))
+    (a, _), (b, _) = zeros.predict(codes), uniform.predict(codes)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert np.abs(a[1] - b[1]).max() > 1e-4
+    from enformer_batch import PredictConfig
+    from enformer_batch.genome import FastaSource
+
+    config = PredictConfig(fasta="g.fa", out=str(tmp_path), n_encoding="uniform")
+    identity = run_identity(config, uniform.info, FastaSource("g.fa"), {"c": 10}, {"c": None}, SPAN)
+    assert identity["n_encoding"] == "uniform"
