@@ -60,7 +60,7 @@ def test_a_replica_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, test
     config = PredictConfig(fasta=test_fasta, out=str(out), dtype="float32", batch_size=2, workers=2,
                            windows_per_part=1, threads_per_worker=1, progress=False)
     summary = predict(config, on_part=kill_one_replica)
-    assert killed and summary.parts == summary.windows == 6
+    assert killed and summary.parts == summary.units == 6
     report = validate(str(out), fasta=test_fasta)
     assert report.ok, report.table()
     assert_same_rows(read_atlas(out), read_atlas(reference_atlas))
@@ -128,7 +128,7 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fa
 
     config = dict(dtype="float32", batch_size=1, stride=57_344, windows_per_part=1, threads_per_worker=1)
     resumed = run_and_validate(test_fasta, out, **config)
-    assert resumed.resumed_parts >= len(kept) and resumed.windows_computed < resumed.windows
+    assert resumed.resumed_parts >= len(kept) and resumed.units_computed < resumed.units
     final = json.loads((out / "_manifest.json").read_text())
     assert all(p["sha256"] == kept[p["path"]] for p in final["parts"] if p["path"] in kept)
 
@@ -175,7 +175,7 @@ def run_and_validate_expecting_problem(fasta, out, corrupt_path):
     summary = predict(PredictConfig(fasta=fasta, out=str(out), dtype="float32", batch_size=2, threads_per_worker=1,
                                     progress=False))
     problems = validate(str(out), fasta=fasta).problems
-    assert summary.resumed_parts == 1 and summary.windows_computed == 5  # truncated + deleted recomputed
+    assert summary.resumed_parts == 1 and summary.units_computed == 5  # truncated + deleted recomputed
     chrom = corrupt_path.split("/")[0].removeprefix("chrom=")
     assert problems[0] == f"part {corrupt_path}: checksum does not match the manifest"
     assert all(chrom in p for p in problems), problems  # its bins are not counted as written either
