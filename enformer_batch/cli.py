@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .predict import PredictConfig
+    from .variants import VariantConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -36,22 +37,16 @@ def _storage_option(text: str) -> tuple[str, str]:
     return key, value
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
-    parser.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
-    parser.add_argument("--out", required=True, help="atlas directory or object-store prefix")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every mode shares: the model, how it is run, the replicas, the output (``RunOptions``)."""
+    parser.add_argument("--out", required=True, help="output directory or object-store prefix")
     parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
                         "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
                         "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
-    parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
-                        "at most the output span (default: the output span, 114,688 for Enformer)")
-    parser.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
-    parser.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per model call")
+    parser.add_argument("--batch-size", type=int, default=4, help="model inputs per model call")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
     parser.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
     parser.add_argument("--shifts", type=_int_list, default=(0,),
                         help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
@@ -66,8 +61,29 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads per replica (default: 2 on GPUs; on CPUs the cores divided among replicas)")
     parser.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
     parser.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="fsspec storage option for FASTA, BED, model and --out URLs (repeatable)")
+                        help="fsspec storage option for input, model and --out URLs (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The ``RunOptions`` fields that parsed ``add_model_arguments`` options give."""
+    return dict(
+        out=args.out, model=args.model, head=args.head, tracks=args.tracks, batch_size=args.batch_size,
+        precision=args.precision, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, device=args.device,
+        workers=args.workers, gpus_per_worker=args.gpus_per_worker, threads_per_worker=args.threads_per_worker,
+        overwrite=args.overwrite, storage_options=dict(args.storage_option), progress=not args.no_progress,
+    )
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
+    parser.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
+    add_model_arguments(parser)
+    parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
+                        "at most the output span (default: the output span, 114,688 for Enformer)")
+    parser.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
+    parser.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
 
 
 def predict_config(args: argparse.Namespace) -> PredictConfig:
@@ -75,28 +91,34 @@ def predict_config(args: argparse.Namespace) -> PredictConfig:
     from .predict import PredictConfig
 
     return PredictConfig(
-        fasta=args.fasta,
-        out=args.out,
-        model=args.model,
-        head=args.head,
-        tracks=args.tracks,
-        stride=args.stride,
-        regions=args.regions,
-        chroms=args.chroms,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        dtype=args.dtype,
-        rc=args.rc,
-        shifts=args.shifts,
-        n_encoding=args.n_encoding,
-        device=args.device,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        threads_per_worker=args.threads_per_worker,
-        overwrite=args.overwrite,
-        storage_options=dict(args.storage_option),
-        progress=not args.no_progress,
+        fasta=args.fasta, stride=args.stride, regions=args.regions, chroms=args.chroms, dtype=args.dtype,
+        **run_options(args),
     )
+
+
+def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``enformer-batch score-variants`` (also used by ``jobs/variants.py``)."""
+    from .variants import SCORES
+
+    parser.add_argument("vcf", help="VCF, VCF.gz (bgzip or gzip); path or fsspec URL")
+    parser.add_argument("--fasta", required=True, help="reference FASTA the VCF's REF alleles refer to")
+    add_model_arguments(parser)
+    parser.add_argument("--scores", type=_str_list, default=("sad",),
+                        help=f"comma-separated scores, from {','.join(SCORES)} (see the README)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (before computing anything) on a REF that does not match the FASTA, instead of "
+                        "writing it with status ref_mismatch")
+    parser.add_argument("--group-bp", type=int, default=0,
+                        help="variants within this many bp share one reference window (fewer model inputs; "
+                        "not exactly centred, see the README); 0 = off")
+
+
+def variant_config(args: argparse.Namespace) -> VariantConfig:
+    """The run that parsed ``score-variants`` arguments describe."""
+    from .variants import VariantConfig
+
+    return VariantConfig(vcf=args.vcf, fasta=args.fasta, scores=args.scores, strict=args.strict,
+                         group_bp=args.group_bp, **run_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,11 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_arguments(p)
 
-    v = sub.add_parser("validate", help="check an atlas: manifest, parts, checksums, exactly-once coverage",
-                       description="Exit 0 when the atlas is complete and sound; otherwise list each defect "
+    sv = sub.add_parser(
+        "score-variants",
+        help="score every ALT allele of a VCF: reference vs alternate predictions, per track",
+        description=(
+            "Centre the model's input on each variant (its first base at input position input_length/2), predict "
+            "the reference and the alternate sequence (indels shift the right flank; bins are not re-aligned), and "
+            "write one row per ALT allele to <out>/chrom=<name>/part-*.parquet: pos (1-based), id, ref, alt, status "
+            "(ok, n_at_variant, ref_mismatch, symbolic, unknown_chrom), then float32 columns <score>:<track>. "
+            "Scores: sad = sum over bins of (alt - ref); logsad = log2(sum alt + 1) - log2(sum ref + 1); "
+            "l2 = sqrt(sum (alt - ref)^2); center = alt - ref at the variant's bin. Alleles at one position share "
+            "one reference prediction. Re-running the same command resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_variant_arguments(sv)
+
+    v = sub.add_parser("validate", help="check an atlas or variant table: manifest, parts, checksums, exactly once",
+                       description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
-    v.add_argument("url", help="atlas directory or URL")
+    v.add_argument("url", help="atlas or variant-table directory or URL")
     v.add_argument("--fasta", default=None, help="check chromosome lengths against this FASTA's index")
+    v.add_argument("--vcf", default=None, help="variant tables: check that every row of this VCF (one per ALT) "
+                   "appears exactly once")
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")
@@ -200,10 +240,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_variants(args: argparse.Namespace) -> int:
+    from .variants import score_variants
+
+    print(score_variants(variant_config(args)))
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .atlas import validate
 
-    report = validate(args.url, fasta=args.fasta, storage_options=dict(args.storage_option))
+    report = validate(args.url, fasta=args.fasta, vcf=args.vcf, storage_options=dict(args.storage_option))
     print(report.table())
     return 0 if report.ok else EXIT_FAILED
 
@@ -300,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"predict": _predict, "validate": _validate, "tracks": _tracks}
     handlers.update({"query": _query, "export-bigwig": _export_bigwig, "plot": _plot})
     handlers["plan"] = _plan
+    handlers["score-variants"] = _score_variants
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

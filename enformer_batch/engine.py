@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -172,6 +172,25 @@ class RunSummary:
 
 
 # --- the run identity -----------------------------------------------------------------------------
+
+
+def model_identity(options: RunOptions, info: ModelInfo) -> dict:
+    """The part of a run identity every mode shares: the model, its geometry and tracks, and how it is run."""
+    from . import __version__
+
+    return {
+        "engine_version": __version__,
+        "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
+                  "config": info.config},
+        "geometry": asdict(info.geometry),
+        "tracks": [
+            {"index": i, "name": n, "description": d}
+            for i, n, d in zip(info.track_indices, info.track_names, info.track_descriptions)
+        ],
+        "precision": options.precision,
+        "augmentation": {"rc": options.rc, "shifts": list(options.shifts)},
+        "n_encoding": options.n_encoding,
+    }
 
 
 def identity_digest(identity: Mapping) -> str:

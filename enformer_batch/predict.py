@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
 from .engine import (  # noqa: F401 - re-exported: the atlas API predates the engine module
     WORKER_NAME_PREFIX,
     JobPlan,
@@ -25,6 +24,7 @@ from .engine import (  # noqa: F401 - re-exported: the atlas API predates the en
     RunSummary,
     _worker_layout,
     _WorkerPool,
+    model_identity,
     run_job,
 )
 from .genome import FastaSource, read_codes
@@ -131,25 +131,15 @@ def run_identity(
     """Everything that decides the atlas' contents; a resume must match it exactly."""
     bins = {c: [list(r) for r in b] for c, b in selection.items() if b is not None}
     return {
-        "engine_version": __version__,
-        "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
-                  "config": info.config},
+        **model_identity(config, info),
         "fasta": {"name": fasta.name, "chromosomes": dict(lengths)},
         "chromosomes": list(selection),
         "regions": None
         if config.regions is None
         else {"source": os.path.basename(config.regions), "bins": bins},
-        "geometry": asdict(info.geometry),
         "stride": stride,
         "windows_per_part": config.windows_per_part,
-        "tracks": [
-            {"index": i, "name": n, "description": d}
-            for i, n, d in zip(info.track_indices, info.track_names, info.track_descriptions)
-        ],
         "dtype": config.dtype,
-        "precision": config.precision,
-        "augmentation": {"rc": config.rc, "shifts": list(config.shifts)},
-        "n_encoding": config.n_encoding,
     }
 
 
