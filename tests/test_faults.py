@@ -85,6 +85,23 @@ def session_processes(sid: int) -> list[str]:
     return [" ".join(r) for r in rows if int(r[1]) == sid and not r[2].startswith("Z")]
 
 
+def end_session(sid: int) -> None:
+    """Wait for, then kill, what is left of a killed driver's session (its private Ray cluster).
+
+    Ray's GCS, raylet and workers die with the driver within seconds; its dashboard and runtime-env agents
+    notice only after about a minute, so the test ends whatever is left rather than leave it.
+    """
+    deadline = time.monotonic() + 15
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    for line in session_processes(sid):
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5)
+
+
 def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fasta, tmp_path):
     out = tmp_path / "interrupted"
     driver = subprocess.Popen(
@@ -107,17 +124,7 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fa
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     finally:
-        # Ray's GCS, raylet and workers die with the driver within seconds; its dashboard and runtime-env
-        # agents notice only after about a minute, so the test ends whatever is left rather than leave it.
-        deadline = time.monotonic() + 15
-        while session_processes(driver.pid) and time.monotonic() < deadline:
-            time.sleep(0.25)
-        for line in session_processes(driver.pid):
-            try:
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
+        end_session(driver.pid)
     assert session_processes(driver.pid) == []
 
     interrupted = json.loads((out / "_manifest.json").read_text())

@@ -375,3 +375,56 @@ def test_an_empty_vcf_gives_an_empty_complete_table(ray_cluster, test_fasta, tmp
     code = main(["score-variants", vcf, "--fasta", test_fasta, "--out", str(out), "--no-progress"])
     assert code == 0 and "done: 0 variants" in capsys.readouterr().out
     assert validate(str(out), vcf=vcf).ok
+
+
+KILLED_DRIVER = """
+import sys, ray
+from enformer_batch import VariantConfig, score_variants
+ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, logging_level="ERROR")
+score_variants(VariantConfig(vcf=sys.argv[1], fasta=sys.argv[2], out=sys.argv[3], variants_per_part=1, batch_size=1,
+                             threads_per_worker=1, manifest_interval_s=0, progress=False))
+"""
+
+
+def test_a_killed_driver_resumes_to_the_uninterrupted_table(ray_cluster, vcf_path, test_fasta, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_faults import REPO, assert_same_rows, end_session, session_processes
+
+    out = tmp_path / "interrupted"
+    driver = subprocess.Popen([sys.executable, "-c", KILLED_DRIVER, vcf_path, test_fasta, str(out)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and driver.poll() is None:
+            try:
+                if len(json.loads((out / "_manifest.json").read_text())["parts"]) >= 2:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.05)
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        end_session(driver.pid)
+    assert session_processes(driver.pid) == []
+    interrupted = json.loads((out / "_manifest.json").read_text())
+    assert interrupted["status"] == "running" and not (out / "_SUCCESS").exists()
+    kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
+    assert not validate(str(out), vcf=vcf_path).ok
+
+    config = dict(vcf=vcf_path, fasta=test_fasta, variants_per_part=1, batch_size=1, threads_per_worker=1,
+                  progress=False)
+    resumed = score_variants(VariantConfig(out=str(out), **config))
+    assert resumed.resumed_parts >= len(kept) and resumed.units_computed < resumed.units
+    assert validate(str(out), fasta=test_fasta, vcf=vcf_path).ok
+    final = json.loads((out / "_manifest.json").read_text())
+    assert all(p["sha256"] == kept[p["path"]] for p in final["parts"] if p["path"] in kept)
+    straight = tmp_path / "straight"
+    score_variants(VariantConfig(out=str(straight), **config))
+    assert_same_rows(read_table(out), read_table(straight))
