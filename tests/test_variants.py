@@ -485,20 +485,21 @@ def test_real_indels_on_real_chr20_end_to_end(ray_cluster, chr20, tmp_path):
     assert summary.counts == {"ok": 9}  # 8 records, one with two ALTs
     assert any("20→chr20" in note for note in summary.notes)
     assert validate(str(out), fasta=chr20["fasta"], vcf=vcf).ok
-    top = duckdb.sql(
-        f"""select chrom, pos, ref, alt, "sad:DEMO0000009" as sad
-            from read_parquet('{out}/*/*.parquet', hive_partitioning=true)
-            where status = 'ok' order by abs("sad:DEMO0000009") desc limit 20"""
-    ).fetchall()
+    top, widest = readme_recipes(out, track="DEMO0000009")
     assert len(top) == 9 and {row[0] for row in top} == {"chr20"}
-    assert abs(top[0][4]) >= abs(top[-1][4])
-    widest = duckdb.sql(
-        f"""with long as (unpivot (select pos, ref, alt, columns('^sad:') from
-                     read_parquet('{out}/*/*.parquet', hive_partitioning=true) where status = 'ok')
-                 on columns('^sad:') into name track value sad)
-            select pos, ref, alt, max(abs(sad)) as largest from long group by all order by largest desc"""
-    ).fetchall()
-    assert len(widest) == 9 and widest[0][3] >= widest[-1][3]
+    assert [abs(r[-1]) for r in top] == sorted((abs(r[-1]) for r in top), reverse=True)
+    assert len(widest) == 9 and widest[0][-1] >= widest[-1][-1] and widest[0][-2].startswith("sad:")
+
+
+def readme_recipes(out, track: str) -> list[list[tuple]]:
+    """Run the README's score-variants DuckDB recipes on ``out``, as a user would paste them."""
+    from .test_faults import REPO
+
+    readme = open(os.path.join(REPO, "README.md")).read()
+    block = readme.split("Recipes (DuckDB)", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    statements = [q for q in block.replace("scores/", f"{out}/").replace("CNhs11250", track).split(";") if q.strip()]
+    assert len(statements) == 2
+    return [duckdb.sql(q).fetchall() for q in statements]
 
 
 def test_real_swapped_alleles_are_reported_as_mismatches(chr20, tmp_path):
