@@ -11,6 +11,7 @@ are the engine's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -457,4 +458,7 @@ def score_variants(config: VariantConfig, on_part: Callable[[PartRecord], None] 
     Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
     RunError when a part fails; committed parts are kept and re-running the same call resumes.
     """
-    return run_job(VariantJob(config), on_part)
+    summary = run_job(VariantJob(config), on_part)
+    scored = sum(summary.counts.get(s, 0) for s in SCORED)
+    return dataclasses.replace(summary, notes=(f"scored: {scored} of {summary.units_computed} rows computed in this "
+                                               "run",) + summary.notes)

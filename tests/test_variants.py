@@ -483,6 +483,7 @@ def test_real_indels_on_real_chr20_end_to_end(ray_cluster, chr20, tmp_path):
     summary = score_variants(VariantConfig(vcf=vcf, fasta=chr20["fasta"], out=str(out), scores=("sad", "logsad"),
                                            variants_per_part=4, threads_per_worker=1, progress=False))
     assert summary.counts == {"ok": 9}  # 8 records, one with two ALTs
+    assert "scored: 9 of 9 rows" in str(summary)
     assert any("20→chr20" in note for note in summary.notes)
     assert validate(str(out), fasta=chr20["fasta"], vcf=vcf).ok
     top, widest = readme_recipes(out, track="DEMO0000009")
