@@ -104,13 +104,13 @@ def validate(
     report.status = manifest.get("status", "?")
     try:
         identity = manifest["identity"]
-        coverage = (VariantCoverage if identity.get("mode") == "variants" else BinCoverage)(identity, store)
+        coverage = COVERAGE[identity.get("mode", "atlas")](identity, store)
     except (KeyError, TypeError, ValueError) as e:
         report.problems.append(f"_manifest.json is malformed ({type(e).__name__}: {e}); re-run with --overwrite")
         return report
     report.unit = coverage.unit
-    if vcf is not None and not isinstance(coverage, VariantCoverage):
-        report.problems.append("--vcf checks variant tables; this is a genome atlas")
+    if vcf is not None and type(coverage) is not VariantCoverage:
+        report.problems.append("--vcf checks variant tables; this is not one")
     lengths: dict[str, int] = identity["fasta"]["chromosomes"]
     if report.status != "complete":
         report.problems.append(f"run is not complete (status {report.status!r}); re-run the same command to resume")
@@ -227,6 +227,7 @@ class VariantCoverage:
     """Variant-table coverage: each part holds its planned rows; with a VCF, every input row exactly once."""
 
     unit = "rows"
+    keys = ("pos", "id", "ref", "alt")  # with the chromosome: what identifies an input row
 
     def __init__(self, identity: Mapping, store: AtlasStore):
         from .variants import variant_schema
@@ -234,9 +235,11 @@ class VariantCoverage:
         self.identity = identity
         self.store = store
         self.rows_by_chrom: dict[str, int] = identity["vcf"]["rows_by_chrom"]
+        self.per_part: int = identity["variants_per_part"]
         self.schema = variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
         self.found: Counter = Counter()
         self.parts: Counter = Counter()
+        self.input_problems: list[str] = []
 
     def fasta_chromosomes(self) -> list[str]:
         return [c for c in self.rows_by_chrom if c in self.identity["fasta"]["chromosomes"]]
@@ -244,10 +247,9 @@ class VariantCoverage:
     def planned_paths(self) -> dict:
         from .variants import VariantPart, part_bounds
 
-        per_part = self.identity["variants_per_part"]
         return {
             self.store.part_relpath(chrom, VariantPart(chrom, first, end, 0).name): (chrom, first, end)
-            for chrom, first, end in part_bounds(self.rows_by_chrom, per_part)
+            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
         }
 
     def add(self, path: str, planned: tuple[str, int, int], table) -> list[str]:
@@ -260,7 +262,7 @@ class VariantCoverage:
         statuses = set(table.column("status").to_pylist())
         if statuses - set(STATUSES):
             problems.append(f"part {path}: unknown status {sorted(statuses - set(STATUSES))}")
-        columns = [table.column(c).to_pylist() for c in ("pos", "id", "ref", "alt")]
+        columns = [table.column(c).to_pylist() for c in self.keys]
         self.found.update((chrom, *row) for row in zip(*columns))
         self.parts[chrom] += 1
         return problems
@@ -270,21 +272,115 @@ class VariantCoverage:
             found = sum(n for key, n in self.found.items() if key[0] == chrom)
             report.chroms.append(ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows,
                                                found, 0, self.parts[chrom]))
+        want = self.expected(vcf, storage_options)
+        return [] if want is None else self.compare(want)
+
+    def expected(self, vcf: str | None, storage_options) -> Counter | None:
+        """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
         if vcf is None:
-            return []
+            return None
         from .vcf import ChromMatcher, VcfDigest, read_rows
 
-        problems = []
         digest = VcfDigest()
         match = ChromMatcher(self.identity["fasta"]["chromosomes"])
         want = Counter(
             (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
         )
         if digest.sha256 != self.identity["vcf"]["sha256"]:
-            problems.append(f"{vcf} is not the VCF this table was scored from (its content hash differs)")
+            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
+        return want
+
+    def compare(self, want: Counter) -> list[str]:
+        problems = list(self.input_problems)
         missing, extra = want - self.found, self.found - want
-        for what, rows in (("missing", missing), ("not in the VCF, or more often than in it", extra)):
+        for what, rows in (("missing", missing), ("not in the input, or more often than in it", extra)):
             if rows:
-                (chrom, pos, _, ref, alt), _ = next(iter(rows.items()))
-                problems.append(f"{sum(rows.values())} row(s) {what} (e.g. {chrom}:{pos} {ref}>{alt})")
+                key, _ = next(iter(rows.items()))
+                problems.append(f"{sum(rows.values())} row(s) {what} (e.g. {' '.join(map(str, key))})")
         return problems
+
+
+class EditCoverage(VariantCoverage):
+    """Edit tables: the manifest lists every edit, so each is checked to appear exactly once."""
+
+    keys = ("name", "start", "end", "sequence")
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        from .experiments import EDIT_FIELDS
+        from .variants import scores_schema
+
+        self.identity = identity
+        self.store = store
+        self.rows_by_chrom = identity["rows_by_chrom"]
+        self.per_part = identity["edits_per_part"]
+        self.schema = scores_schema(EDIT_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
+        self.found = Counter()
+        self.parts = Counter()
+        self.input_problems = []
+
+    def planned_paths(self) -> dict:
+        from .experiments import EditPart
+        from .variants import part_bounds
+
+        return {
+            self.store.part_relpath(chrom, EditPart(chrom, first, end, 0, ()).name): (chrom, first, end)
+            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
+        }
+
+    def expected(self, vcf: str | None, storage_options) -> Counter:
+        return Counter((chrom, name, start, end, seq) for name, chrom, start, end, seq in self.identity["edits"])
+
+
+class MutagenesisCoverage:
+    """Mutagenesis tables: each part holds every position of its range, with each base but the reference."""
+
+    unit = "rows"
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        from .experiments import MUTAGENESIS_FIELDS, planned_mutagenesis_parts
+        from .variants import scores_schema
+
+        self.identity = identity
+        self.store = store
+        self.plan = planned_mutagenesis_parts(identity)
+        self.schema = scores_schema(MUTAGENESIS_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
+        self.coverage: dict[str, ChromCoverage] = {}
+        for part in self.plan:
+            cov = self.coverage.setdefault(part.chrom, ChromCoverage(part.chrom, part.length, 0))
+            cov.bins_expected += 3 * (part.end - part.first)
+
+    def fasta_chromosomes(self) -> list[str]:
+        return list(self.coverage)
+
+    def planned_paths(self) -> dict:
+        return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
+
+    def add(self, path: str, part, table) -> list[str]:
+        rows = list(zip(*(table.column(c).to_pylist() for c in ("region", "pos", "ref", "alt"))))
+        problems = []
+        if {r[0] for r in rows} != {part.region.label}:
+            problems.append(f"part {path}: rows of another region than {part.region.label}")
+        per_position: Counter = Counter()
+        for _, pos, ref, alt in rows:
+            per_position[pos] += 1
+            if ref == alt or alt not in "ACGT":
+                problems.append(f"part {path}: position {pos} has the mutant {ref}>{alt}")
+                break
+        expected = set(range(part.first + 1, part.end + 1))
+        if set(per_position) != expected or any(
+            n != (4 if r == "N" else 3) for (_, pos, r, _), n in ((row, per_position[row[1]]) for row in rows)
+        ):
+            problems.append(f"part {path}: not every position of {part.first + 1}-{part.end} with each other base "
+                            "exactly once")
+        cov = self.coverage[part.chrom]
+        cov.bins_found += len(rows)
+        cov.parts += 1
+        return problems
+
+    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
+        report.chroms += list(self.coverage.values())
+        return []
+
+
+COVERAGE = {"atlas": BinCoverage, "variants": VariantCoverage, "edits": EditCoverage,
+            "mutagenesis": MutagenesisCoverage}

@@ -159,6 +159,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_variant_arguments(sv)
 
+    scores_help = "comma-separated scores, from sad,logsad,l2,center (as for score-variants)"
+    mg = sub.add_parser(
+        "mutagenesis",
+        help="saturation mutagenesis: every position x the three other bases of regions, scored",
+        description=(
+            "For each region [s, e) (at most 10,000 bp), one model input centred on m = (s + e) // 2 is the shared "
+            "reference; every position and each base other than the reference is an SNV scored against it (not "
+            "re-centred). Rows: region, pos (1-based), ref, alt, status, then <score>:<track>. A position whose "
+            "reference is N gets all four bases (status n_at_variant). Re-running resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mg.add_argument("fasta", help="FASTA path or URL")
+    mg.add_argument("regions", help="chr:start-end (0-based half-open, commas allowed) or a BED file/URL")
+    add_model_arguments(mg)
+    mg.add_argument("--scores", type=_str_list, default=("sad",), help=scores_help)
+
+    ed = sub.add_parser(
+        "edits",
+        help="score sequence edits (deletions, insertions, replacements) from an EDITS.tsv",
+        description=(
+            "EDITS.tsv: no header, '#' comments, tab-separated name chrom start end sequence (0-based half-open; "
+            "empty sequence = deletion of [start, end); start == end = insertion before start). Each edit is "
+            "scored like a variant centred on start: the reference input, and the input with [start, end) "
+            "replaced. Rows: name, start, end, sequence, status, then <score>:<track>. Re-running resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ed.add_argument("fasta", help="FASTA path or URL")
+    ed.add_argument("edits", help="EDITS.tsv path or URL")
+    add_model_arguments(ed)
+    ed.add_argument("--scores", type=_str_list, default=("sad",), help=scores_help)
+
+    pm = sub.add_parser("plot-mutagenesis", help="heat map of a mutagenesis region (needs the 'atlas' extra)",
+                        description="Positions x bases, coloured by one score of one track, the reference "
+                        "sequence along the axis and the mean |score| per position above.")
+    pm.add_argument("url", help="mutagenesis output directory or URL")
+    pm.add_argument("--region", required=True, help="the region as written in the table, e.g. chr1:1000-1200")
+    pm.add_argument("--track", required=True, help="track name (a column suffix, e.g. ENCFF833POA)")
+    pm.add_argument("--score", default="sad", help="which score")
+    pm.add_argument("--out", required=True, help="PNG file to write")
+    pm.add_argument("--width", type=int, default=1200, help="image width in pixels")
+    pm.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
+
+    pe = sub.add_parser("plot-edit", help="reference vs edited predictions of one edit (needs the 'atlas' extra)",
+                        description="Computes the two predictions here (no Ray) and draws the selected tracks "
+                        "over the reference input's output bins, the edited interval shaded.")
+    pe.add_argument("fasta", help="FASTA path or URL")
+    pe.add_argument("edits", help="EDITS.tsv path or URL")
+    pe.add_argument("--name", required=True, help="which edit (its name column)")
+    pe.add_argument("--model", default="demo", help="as for predict")
+    pe.add_argument("--head", default="human", help="output head")
+    pe.add_argument("--tracks", required=True, help="track selection (as for predict)")
+    pe.add_argument("--out", required=True, help="PNG file to write")
+    pe.add_argument("--width", type=int, default=1200, help="image width in pixels")
+    pe.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
+
     v = sub.add_parser("validate", help="check an atlas or variant table: manifest, parts, checksums, exactly once",
                        description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
@@ -244,6 +301,45 @@ def _score_variants(args: argparse.Namespace) -> int:
     from .variants import score_variants
 
     print(score_variants(variant_config(args)))
+    return 0
+
+
+def _mutagenesis(args: argparse.Namespace) -> int:
+    from .experiments import MutagenesisConfig, mutagenesis
+
+    print(mutagenesis(MutagenesisConfig(fasta=args.fasta, regions=args.regions, scores=args.scores,
+                                        **run_options(args))))
+    return 0
+
+
+def _edits(args: argparse.Namespace) -> int:
+    from .experiments import EditsConfig, edits
+
+    print(edits(EditsConfig(fasta=args.fasta, edits=args.edits, scores=args.scores, **run_options(args))))
+    return 0
+
+
+def _plot_mutagenesis(args: argparse.Namespace) -> int:
+    from .export import plot_mutagenesis
+
+    width, height = plot_mutagenesis(args.url, args.region, args.track, args.out, score=args.score,
+                                     width_px=args.width, storage_options=dict(args.storage_option))
+    print(f"{args.out}: {width}x{height} px")
+    return 0
+
+
+def _plot_edit(args: argparse.Namespace) -> int:
+    from .experiments import edit_predictions
+    from .export import plot_edit
+    from .inference import InferenceSettings
+
+    settings = InferenceSettings(model=args.model, head=args.head, tracks=args.tracks, dtype="float32",
+                                 storage_options=dict(args.storage_option))
+    edit, ref, alt, first_bp, info = edit_predictions(args.fasta, args.edits, args.name, settings,
+                                                      dict(args.storage_option))
+    width, height = plot_edit(edit, ref, alt, first_bp, info.geometry.bin_size, info.track_names, args.out,
+                              width_px=args.width)
+    print(f"{args.out}: {width}x{height} px")
     return 0
 
 
@@ -348,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers.update({"query": _query, "export-bigwig": _export_bigwig, "plot": _plot})
     handlers["plan"] = _plan
     handlers["score-variants"] = _score_variants
+    handlers.update({"mutagenesis": _mutagenesis, "edits": _edits, "plot-mutagenesis": _plot_mutagenesis,
+                     "plot-edit": _plot_edit})
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

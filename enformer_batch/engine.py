@@ -164,8 +164,9 @@ class RunSummary:
         ]
         if self.counts:
             lines.append("status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
-        if self.units_computed and self.sequences:
-            lines.append(f"model inputs per {self.unit}: {self.sequences / self.units_computed:.3f}")
+        computed_rows = sum(self.counts.values()) if self.counts else self.units_computed  # rows with a status
+        if computed_rows and self.sequences:
+            lines.append(f"model inputs per {self.unit}: {self.sequences / computed_rows:.3f}")
         lines += list(self.notes)
         lines.append(f"output: {self.out}")
         return "\n".join(lines)

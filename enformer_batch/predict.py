@@ -53,21 +53,23 @@ class PredictConfig(RunOptions):
 # --- input checks ---------------------------------------------------------------------------------
 
 
-def read_bed(url: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None):
-    """BED intervals per chromosome (0-based half-open), checked against the FASTA's chromosomes."""
+def read_bed_records(
+    url: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None, what: str = "--regions"
+) -> list[tuple[int, str, int, int]]:
+    """``(line, chrom, start, end)`` of every BED interval in file order, checked against the FASTA's chromosomes."""
     import fsspec
 
-    intervals: dict[str, list[tuple[int, int]]] = {}
     try:
         with fsspec.open(url, "rt", **dict(storage_options or {})) as f:
             lines = f.read().splitlines()
     except (FileNotFoundError, OSError) as e:
-        raise ValueError(f"cannot read --regions {url}: {e}") from e
+        raise ValueError(f"cannot read {what} {url}: {e}") from e
+    records = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith(("#", "track", "browser")):
             continue
         fields = line.split("\t") if "\t" in line else line.split()
-        where = f"--regions {url} line {number}"
+        where = f"{what} {url} line {number}"
         if len(fields) < 3:
             raise ValueError(f"{where}: expected chrom, start, end; got {line!r}")
         chrom = fields[0]
@@ -81,9 +83,17 @@ def read_bed(url: str, lengths: Mapping[str, int], storage_options: Mapping[str,
             raise ValueError(f"{where}: needs 0 <= start < end; got {start}-{end}")
         if end > lengths[chrom]:
             raise ValueError(f"{where}: end {end} is past the end of {chrom} (length {lengths[chrom]})")
+        records.append((number, chrom, start, end))
+    if not records:
+        raise ValueError(f"{what} {url} holds no intervals")
+    return records
+
+
+def read_bed(url: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None):
+    """BED intervals per chromosome (0-based half-open), checked against the FASTA's chromosomes."""
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for _, chrom, start, end in read_bed_records(url, lengths, storage_options):
         intervals.setdefault(chrom, []).append((start, end))
-    if not intervals:
-        raise ValueError(f"--regions {url} holds no intervals")
     return intervals
 
 

@@ -324,31 +324,43 @@ def score_columns(scores: Sequence[str], track_names: Sequence[str]) -> list[str
     return [f"{s}:{t}" for s in scores for t in track_names]
 
 
+VARIANT_FIELDS = (
+    pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
+    pa.field("ref", pa.string(), nullable=False), pa.field("alt", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+)
+
+
+def scores_schema(leading: Sequence[pa.Field], scores: Sequence[str], track_names: Sequence[str]) -> pa.Schema:
+    """A scored table's schema: the mode's leading columns, then one float32 column per (score, track)."""
+    return pa.schema(list(leading) + [pa.field(name, pa.float32()) for name in score_columns(scores, track_names)])
+
+
 def variant_schema(scores: Sequence[str], track_names: Sequence[str]) -> pa.Schema:
-    return pa.schema(
-        [pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
-         pa.field("ref", pa.string(), nullable=False), pa.field("alt", pa.string(), nullable=False),
-         pa.field("status", pa.string(), nullable=False)]
-        + [pa.field(name, pa.float32()) for name in score_columns(scores, track_names)]
-    )
+    return scores_schema(VARIANT_FIELDS, scores, track_names)
+
+
+def scores_table(leading: Sequence[list], schema: pa.Schema, result: VariantResult) -> pa.Table:
+    """Rows of a scored table: ``leading`` column values, then the scores (null where a row was not scored)."""
+    n = len(leading[0]) if leading else 0
+    n_values = len(schema) - len(leading)
+    values = np.zeros((n_values, n), dtype=np.float32)
+    if len(result.rows):
+        values[:, result.rows] = result.scores.reshape(len(result.rows), n_values).T
+    valid = np.zeros(n, dtype=bool)
+    valid[result.rows] = True
+    mask = None if valid.all() else ~valid
+    columns = [pa.array(col, schema.field(i).type) for i, col in enumerate(leading)]
+    columns += [pa.array(values[c], pa.float32(), mask=mask) for c in range(n_values)]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def variant_table(part: VariantPart, result: VariantResult, scores: Sequence[str], track_names: Sequence[str],
                   ) -> pa.Table:
-    n, n_tracks = len(part.rows), len(track_names)
-    values = np.zeros((len(scores) * n_tracks, n), dtype=np.float32)
-    if len(result.rows):
-        values[:, result.rows] = result.scores.reshape(len(result.rows), len(values)).T
-    valid = np.zeros(n, dtype=bool)
-    valid[result.rows] = True
-    mask = None if valid.all() else ~valid
     rows = part.rows
-    columns = [
-        pa.array([r.pos for r in rows], pa.int64()), pa.array([r.id for r in rows], pa.string()),
-        pa.array([r.ref for r in rows], pa.string()), pa.array([r.alt for r in rows], pa.string()),
-        pa.array(result.statuses, pa.string()),
-    ] + [pa.array(values[c], pa.float32(), mask=mask) for c in range(len(values))]
-    return pa.Table.from_arrays(columns, schema=variant_schema(scores, track_names))
+    leading = [[r.pos for r in rows], [r.id for r in rows], [r.ref for r in rows], [r.alt for r in rows],
+               result.statuses]
+    return scores_table(leading, variant_schema(scores, track_names), result)
 
 
 @dataclass(frozen=True)
