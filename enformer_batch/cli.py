@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
             "write one row per ALT allele to <out>/chrom=<name>/part-*.parquet: pos (1-based), id, ref, alt, status "
             "(ok, n_at_variant, ref_mismatch, symbolic, unknown_chrom), then float32 columns <score>:<track>. "
             "Scores: sad = sum over bins of (alt - ref); logsad = log2(sum alt + 1) - log2(sum ref + 1); "
-            "l2 = sqrt(sum (alt - ref)^2); center = alt - ref at the variant's bin. Alleles at one position share "
-            "one reference prediction. Re-running the same command resumes."
+            "l2 = sqrt(sum (alt - ref)^2); center = alt - ref at the middle output bin (the variant's). Alleles at "
+            "one position share one reference prediction. Re-running the same command resumes."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -234,8 +234,7 @@ def plot_mutagenesis(
     top.set_ylabel(f"mean |{score}|", fontsize=8)
     top.spines[["top", "right"]].set_visible(False)
     limit = float(np.nanmax(np.abs(grid))) or 1.0
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("0.75")  # the reference base itself: no mutant
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.75")  # grey: the reference base itself, no mutant
     image = heat.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=-limit, vmax=limit,
                         interpolation="nearest", extent=(first - 0.5, last + 0.5, 3.5, -0.5))
     heat.set_yticks(range(4), list("ACGT"), fontsize=8)

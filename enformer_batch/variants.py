@@ -229,11 +229,12 @@ def alternate_codes(window, offset: int, ref_len: int, alt, input_length: int):
     return source[index]
 
 
-def variant_scores(ref, alt, bins, scores: Sequence[str]):
+def variant_scores(ref, alt, scores: Sequence[str]):
     """``[n, bins, tracks]`` fp32 predictions → ``[n, len(scores), tracks]`` float32, summed in float64.
 
-    ``sad`` sums per-bin differences (a small effect on a large signal survives); ``center`` is the
-    difference at each row's own bin (``bins``: long tensor ``[n]``), the middle bin when exactly centred.
+    ``sad`` sums per-bin differences (a small effect on a large signal survives); ``center`` is the difference
+    at the middle output bin, the variant's own bin when it is exactly centred (the contract's definition, kept
+    for mutagenesis and ``--group-bp`` too).
     """
     import torch
 
@@ -248,7 +249,7 @@ def variant_scores(ref, alt, bins, scores: Sequence[str]):
         elif name == "l2":
             out.append(torch.sqrt((diff * diff).sum(dim=1)))
         elif name == "center":
-            out.append(diff[torch.arange(diff.shape[0], device=diff.device), bins])
+            out.append(diff[:, diff.shape[1] // 2])
         else:
             raise ValueError(f"unknown score {name!r}")
     return torch.stack(out, dim=1).float()
@@ -310,9 +311,7 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
             if alts:
                 ks = [k for k, _, _ in alts]
                 ref = torch.stack([refs[g] for _, g, _ in alts])
-                bins = torch.tensor([(int(inputs.offset[j]) - geometry.context) // geometry.bin_size
-                                     for _, _, j in alts], device=device).clamp(0, geometry.output_bins - 1)
-                out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], bins, scores)
+                out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
                 for _, g, j in alts:
                     if last_use[g] == position[j]:
                         refs.pop(g, None)
