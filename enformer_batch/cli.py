@@ -220,7 +220,10 @@ def _tracks(args: argparse.Namespace) -> int:
 def _open_atlas(args: argparse.Namespace):
     from .query import open_atlas
 
-    return open_atlas(args.url, dict(args.storage_option), allow_incomplete=args.allow_incomplete)
+    atlas = open_atlas(args.url, dict(args.storage_option), allow_incomplete=args.allow_incomplete)
+    if not atlas.complete:  # issue 15: say so whenever what is read is not the whole atlas
+        print(f"enformer-batch: warning: {atlas.completeness()}", file=sys.stderr)
+    return atlas
 
 
 def _query(args: argparse.Namespace) -> int:

@@ -19,18 +19,22 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from . import __version__
 from .genome import FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, Predictor
+from .integrity import NUMERICS_VERSION, comparable_identity, refusal, verify_genome  # issue 15
+from .lease import Lease  # issue 15
+from .retry import with_retries  # issue 15
 from .store import (
     MANIFEST_FORMAT,
     AtlasStore,
     PartRecord,
     StoreError,
+    codes_digest,
     manifest_parts,
     part_table,
     records_from_manifest,
@@ -202,7 +206,7 @@ def run_identity(
     """Everything that decides the atlas' contents; a resume must match it exactly."""
     bins = {c: [list(r) for r in b] for c, b in selection.items() if b is not None}
     return {
-        "engine_version": __version__,
+        "numerics_version": NUMERICS_VERSION,  # not the package version: a patch release resumes an atlas
         "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
                   "config": info.config},
         "fasta": {"name": fasta.name, "chromosomes": dict(lengths)},
@@ -240,7 +244,9 @@ def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> n
     """Base codes ``[n_windows, input_length]`` for a part's windows (a Ray task runs this)."""
     codes = np.empty((len(part.windows), input_length), dtype=np.uint8)
     window = part.windows[0].k
-    try:
+
+    def read() -> None:
+        nonlocal window
         fasta = fasta_source.open()
         try:
             for i, w in enumerate(part.windows):
@@ -248,6 +254,9 @@ def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> n
                 codes[i] = read_codes(fasta, part.chrom, part.length, w.input_start, w.input_start + input_length)
         finally:
             fasta.close()
+
+    try:
+        with_retries(read, f"reading {part.chrom} windows {part.first_window}-{part.end_window - 1}")  # issue 15
     except Exception as e:
         raise RunError(f"reading {part.chrom} window {window}: {e}") from e
     return codes
@@ -292,7 +301,7 @@ class PartWorker:
                            f"too large for --dtype {self.predictor.settings.dtype}") from None
         info = self.predictor.info
         table = part_table(part, values, ran, info.track_names, self.predictor.settings.dtype, info.geometry.bin_size)
-        return self.store.write_part(part, table)
+        return self.store.write_part(part, table, codes_sha256=codes_digest(codes))  # issue 15: genome digest
 
 
 def _ray_init() -> None:
@@ -448,8 +457,6 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
     RunError when a part fails; committed parts are kept and re-running the same call resumes.
     """
-    import ray
-
     t0 = time.perf_counter()
     check_request(config)
     fasta = FastaSource(config.fasta, dict(config.storage_options))
@@ -459,6 +466,16 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
         ENFORMER.check_stride(config.stride)
     select_bins(config, lengths, ENFORMER.bin_size)
     store = AtlasStore(config.out, config.storage_options)
+    lease = Lease(store).acquire()  # issue 15: one driver per --out, held until predict returns
+    try:
+        return _predict_leased(config, on_part, store, fasta, lengths, t0)
+    finally:
+        lease.release()
+
+
+def _predict_leased(config: PredictConfig, on_part, store: AtlasStore, fasta: FastaSource, lengths, t0: float):
+    import ray
+
     try:
         previous = store.read_manifest()
     except StoreError:
@@ -468,6 +485,9 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     if previous is None and store.list_part_files() and not config.overwrite:
         raise StoreError(f"--out {config.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
     store.check_writable()
+    leftovers = store.remove_leftovers()  # issue 15: temporary files of a crashed run (we hold the lease)
+    if leftovers:
+        print(f"enformer-batch: removed {len(leftovers)} temporary file(s) left by an interrupted run", file=sys.stderr)
 
     _ray_init()
     settings = config.inference_settings()
@@ -478,17 +498,21 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     geometry: Geometry = info.geometry
     stride = config.stride if config.stride is not None else geometry.output_span
     geometry.check_stride(stride)
+    settings = replace(settings, weights_sha256=info.weights_sha256)  # issue 15: replicas refuse other weights
     selection = select_bins(config, lengths, geometry.bin_size)
     identity = run_identity(config, info, fasta, lengths, selection, stride)
     committed = _resumable_parts(config, store, previous, identity)
-    store.clear_success()
 
     parts = plan_selection(selection, lengths, geometry, stride, config.windows_per_part)
     planned = {store.part_relpath(p.chrom, p.name) for p in parts}
     committed = {k: v for k, v in committed.items() if k in planned}
+    verify_genome(config.out, committed, {store.part_relpath(p.chrom, p.name): p for p in parts}, fasta,
+                  geometry.input_length)  # issue 15: refuse a FASTA whose bases differ under committed parts
+    store.clear_success()
     todo = deque(p for p in parts if store.part_relpath(p.chrom, p.name) not in committed)
     manifest = {
         "format": MANIFEST_FORMAT,
+        "engine_version": __version__,  # informational; resume compares the identity's numerics_version
         "identity": identity,
         "run": identity_digest(identity),
         "status": "running",
@@ -547,22 +571,19 @@ def _resumable_parts(config: PredictConfig, store: AtlasStore, previous: Mapping
         if config.overwrite:
             store.remove_all()
         return {}
-    if previous.get("format") != MANIFEST_FORMAT or previous.get("identity") != identity:
+    if previous.get("format") != MANIFEST_FORMAT or comparable_identity(previous.get("identity")) != identity:
         if not config.overwrite:
-            what = describe_difference(previous.get("identity") or {}, identity)
-            raise StoreError(
-                f"--out {config.out} holds a run with another configuration ({what} differ); "
-                "pass --overwrite to replace it, or choose another --out"
-            )
+            raise StoreError(refusal(config.out, comparable_identity(previous.get("identity")), identity))
         store.remove_all()
         return {}
-    # A part whose file is gone or has another size (truncated) is recomputed; checksums are left to validate,
-    # which reads every byte, so that resuming a large atlas does not.
-    return {
-        path: record
-        for path, record in records_from_manifest(previous).items()
-        if store.exists(path) and store.size(path) == record.bytes
-    }
+    # Issue 15: a part whose file is gone, has another size, or was rewritten after its commit (a late write)
+    # is recomputed; one listing plus a read of each changed file, not a read of the atlas.
+    kept, dropped = store.intact_parts(records_from_manifest(previous))
+    rewritten = [p for p, why in dropped.items() if "rewritten" in why]
+    if rewritten:
+        print(f"enformer-batch: {len(rewritten)} committed part(s) were rewritten after their commit (first: "
+              f"{rewritten[0]}); recomputing them", file=sys.stderr)
+    return kept
 
 
 def _stream_parts(
