@@ -93,7 +93,11 @@ def verify_genome(out: str, records: Mapping, parts_by_path: Mapping, fasta_sour
         return
     task = ray.remote(part_codes_digest).options(num_cpus=1, max_retries=3)
     refs = [task.remote(fasta_source, parts_by_path[r.path], input_length) for r in checked]
-    bad = [r for r, d in zip(checked, ray.get(refs)) if d != r.codes_sha256]
+    try:
+        digests = ray.get(refs)
+    except ray.exceptions.RayTaskError as e:  # e.g. the FASTA is unreadable: say that, not Ray's wrapper
+        raise (e.cause if e.cause is not None else e) from None
+    bad = [r for r, d in zip(checked, digests) if d != r.codes_sha256]
     if bad:
         first = parts_by_path[bad[0].path]
         raise GenomeMismatch(

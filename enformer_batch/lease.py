@@ -160,17 +160,21 @@ class Lease:
             except FileNotFoundError:
                 return None, None
             return LeaseState.parse(data), data
-        self.store._forget_listings()
-        try:
-            data = fs.cat_file(self.path)
-        except FileNotFoundError:
-            return None, None
-        version = data
-        if self.store.s3:
-            version = fs.info(self.path).get("ETag")
-            if version is None:
-                version = data
-        return LeaseState.parse(data), version
+        for _ in range(5):
+            self.store._forget_listings()
+            try:
+                if not self.store.s3:
+                    data = fs.cat_file(self.path)
+                    return LeaseState.parse(data), data
+                # The ETag before and after the read agree, so it is the ETag of the bytes read.
+                before = fs.info(self.path).get("ETag")
+                data = fs.cat_file(self.path)
+                self.store._forget_listings()
+                if fs.info(self.path).get("ETag") == before:
+                    return LeaseState.parse(data), before or data
+            except FileNotFoundError:
+                return None, None
+        raise OSError(f"{self.path} keeps changing while it is read")
 
     def _create(self, data: bytes):
         """Write the lease only if there is none; FileExistsError otherwise. Returns its version."""
@@ -244,7 +248,14 @@ class Lease:
                 os.remove(self.path)
             return
         state, version = self._read()
-        if state is not None and self.state is not None and state.owner == self.state.owner:
+        if state is None or self.state is None or state.owner != self.state.owner:
+            return
+        if self.store.s3 and isinstance(version, str):
+            bucket, key, _ = self.store.fs.split_path(self.path)
+            # Conditional where the store supports it, so a lease taken over meanwhile is not deleted.
+            self.store.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=version)
+            self.store._forget_listings()
+        else:
             self.store.fs.rm(self.path)
 
     # --- protocol -----------------------------------------------------------------------------------
@@ -265,7 +276,7 @@ class Lease:
             return f"its process (pid {state.pid} on this host) has exited"
         timeout = max(self.timeout_s, state.timeout_s)
         if now - state.heartbeat > timeout:
-            return f"no heartbeat for {now - state.heartbeat:.0f} s (timeout {timeout:.0f} s)"
+            return f"no heartbeat for {now - state.heartbeat:.0f} s (timeout {timeout:g} s)"
         return None
 
     def acquire(self) -> Lease:
@@ -289,7 +300,7 @@ class Lease:
                 if why is None:
                     raise LeaseHeld(
                         f"--out {url} is in use by another predict ({current.describe(time.time())}); wait for "
-                        f"it to finish or stop it: a lease without heartbeat for {current.timeout_s:.0f} s is "
+                        f"it to finish or stop it: a lease without heartbeat for {current.timeout_s:g} s is "
                         "taken over"
                     )
                 try:

@@ -301,6 +301,7 @@ class AtlasStore:
         A file is as committed when its size and version token equal the record's. When only the token
         differs (the atlas was copied, or a late write of a replica the driver gave up on replaced it) the
         file is read and its sha256 decides: equal bytes are kept (with the new token), other bytes are not.
+        A record without a token (a manifest older than tokens) is kept on its size and given the current one.
         Returns ``(kept, {path: why not})``; the cost is one listing plus a read of each changed file.
         """
         present = self.part_tokens()
@@ -314,8 +315,13 @@ class AtlasStore:
             if size != record.bytes:
                 dropped[path] = f"{size} bytes, {record.bytes} committed"
                 continue
-            if record.token is not None and token == record.token:
+            if token == record.token:
                 kept[path] = record
+                continue
+            if record.token is None:
+                # Written before parts carried tokens: trusted on its size, as then, and tracked from now on,
+                # so that resuming an older atlas does not read it whole.
+                kept[path] = PartRecord(**{**asdict(record), "token": token})
                 continue
             if hashlib.sha256(self.read_bytes(path)).hexdigest() != record.sha256:
                 dropped[path] = "rewritten after its commit (checksum differs)"

@@ -76,13 +76,16 @@ def test_a_patch_release_resumes_and_a_numerics_change_refuses(ray_cluster, test
     # An atlas written before the identity carried numerics_version: it recorded the package version instead.
     old = dict(manifest["identity"], engine_version="0.0.9")
     del old["numerics_version"]
-    (out / MANIFEST).write_text(json.dumps({**manifest, "identity": old}))
+    # ... and whose parts had neither version tokens nor codes digests: trusted on their size, as then.
+    parts = [{k: v for k, v in p.items() if k not in ("token", "codes_sha256")} for p in manifest["parts"]]
+    (out / MANIFEST).write_text(json.dumps({**manifest, "identity": old, "parts": parts}))
 
     monkeypatch.setattr(engine, "__version__", "0.1.1")  # a patch release
     summary = run_and_validate(test_fasta, out, **REFERENCE)
     assert summary.resumed_parts == 3 and summary.windows_computed == 0
     resumed = json.loads((out / MANIFEST).read_text())
     assert resumed["engine_version"] == "0.1.1" and resumed["identity"]["numerics_version"] == 1
+    assert all(p["token"].startswith("stat:") for p in resumed["parts"])  # tracked from now on
 
     monkeypatch.setattr(engine, "NUMERICS_VERSION", 2)  # a release whose outputs differ
     capsys.readouterr()
