@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Tile FASTA into model windows (Enformer: 196,608 bp in, 896 bins of 128 bp out), predict them on "
             "Ray actors (one per GPU, or one CPU worker), and write <out>/chrom=<name>/part-*.parquet with "
             "columns start, end and one per track, plus _manifest.json and _SUCCESS. Re-running the same "
-            "command on the same --out resumes; an --out holding another configuration is refused unless "
-            "--overwrite."
+            "command on the same --out resumes; an --out holding another configuration (or other weights, or a "
+            "FASTA with other bases under committed parts) is refused unless --overwrite. One predict at a "
+            "time per --out: a second one is refused while the first holds the lease (<out>/_lease.json)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -125,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exit 0 when the atlas is complete and sound; otherwise list each defect "
                        "and exit 1.")
     v.add_argument("url", help="atlas directory or URL")
-    v.add_argument("--fasta", default=None, help="check chromosome lengths against this FASTA's index")
+    v.add_argument("--fasta", default=None,
+                   help="check chromosome lengths against this FASTA's index, and the bases under every part")
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from .genome import FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, Predictor
-from .integrity import NUMERICS_VERSION, comparable_identity, refusal, verify_genome  # issue 15
+from .integrity import NUMERICS_VERSION, GenomeMismatch, comparable_identity, refusal, verify_genome  # issue 15
 from .lease import Lease  # issue 15
 from .retry import with_retries  # issue 15
 from .store import (
@@ -506,8 +506,14 @@ def _predict_leased(config: PredictConfig, on_part, store: AtlasStore, fasta: Fa
     parts = plan_selection(selection, lengths, geometry, stride, config.windows_per_part)
     planned = {store.part_relpath(p.chrom, p.name) for p in parts}
     committed = {k: v for k, v in committed.items() if k in planned}
-    verify_genome(config.out, committed, {store.part_relpath(p.chrom, p.name): p for p in parts}, fasta,
-                  geometry.input_length)  # issue 15: refuse a FASTA whose bases differ under committed parts
+    try:  # issue 15: refuse a FASTA whose bases differ under committed parts (--overwrite: start over)
+        verify_genome(config.out, committed, {store.part_relpath(p.chrom, p.name): p for p in parts}, fasta,
+                      geometry.input_length)
+    except GenomeMismatch:
+        if not config.overwrite:
+            raise
+        store.remove_all()
+        committed = {}
     store.clear_success()
     todo = deque(p for p in parts if store.part_relpath(p.chrom, p.name) not in committed)
     manifest = {

@@ -358,7 +358,8 @@ class PartFailingProxy(FlakyProxy):
 
 def no_client_retries(options: dict, endpoint: str) -> dict:
     # botocore would retry a 500 itself; with one attempt each failure reaches enformer-batch's own retries.
-    return {**options, "endpoint_url": endpoint, "config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"}}}
+    retries = {"total_max_attempts": 1, "mode": "standard"}  # (max_attempts would count retries only)
+    return {**options, "endpoint_url": endpoint, "config_kwargs": {"retries": retries}}
 
 
 def test_failed_uploads_of_one_part_are_retried_then_stop_the_run_naming_it(clean_run, s3):

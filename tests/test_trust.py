@@ -206,6 +206,9 @@ def test_a_hard_masked_genome_is_detected_by_resume_and_validate(ray_cluster, te
     assert validate(str(out)).ok  # refused before anything was written
     summary = run_and_validate(soft, out, **REFERENCE)
     assert summary.resumed_parts == 3
+    summary = run_and_validate(hard, out, overwrite=True, **REFERENCE)  # --overwrite starts over on it
+    assert summary.resumed_parts == 0 and summary.windows_computed == 6
+    assert validate(str(out), fasta=hard).ok and not validate(str(out), fasta=test_fasta).ok
 
 
 # --- one driver per atlas ---------------------------------------------------------------------------
