@@ -295,6 +295,19 @@ def test_a_driver_whose_lease_was_taken_over_stops_writing_the_manifest(tmp_path
         first.release()
 
 
+def test_a_store_without_conditional_writes_gets_the_best_effort_lease(tmp_path):
+    url = f"memory://lease-{tmp_path.name}/atlas"  # fsspec's in-memory store: neither link() nor If-Match
+    first = Lease(AtlasStore(url), timeout_s=60, settle_s=0.05).acquire()
+    try:
+        with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
+            Lease(AtlasStore(url), timeout_s=60, settle_s=0.05).acquire()
+        first.renew()
+        assert first._lost is None
+    finally:
+        first.release()
+    assert not AtlasStore(url).exists(LEASE)
+
+
 # --- late writes ------------------------------------------------------------------------------------
 
 LATE_WRITER = textwrap.dedent(
