@@ -394,17 +394,17 @@ def test_lease_on_s3_uses_conditional_writes(s3):
     from enformer_batch.store import AtlasStore
 
     url = f"s3://{BUCKET}/atlases/leased"
-    first = Lease(AtlasStore(url, s3["options"]), timeout_s=0.5, log=lambda m: None).acquire()
+    first = Lease(AtlasStore(url, s3["options"]), timeout_s=2.0, log=lambda m: None).acquire()
     with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
-        Lease(AtlasStore(url, s3["options"]), timeout_s=0.5).acquire()
+        Lease(AtlasStore(url, s3["options"]), timeout_s=2.0).acquire()
     # Creation is If-None-Match: a second creator loses even without reading first.
     with pytest.raises(FileExistsError):
         Lease(AtlasStore(url, s3["options"]))._create(b"{}")
 
     first._stop.set()  # the first driver freezes: no more heartbeats
     first._thread.join()
-    time.sleep(0.6)
-    takers = [Lease(AtlasStore(url, s3["options"]), timeout_s=0.5) for _ in range(2)]
+    time.sleep(2.2)
+    takers = [Lease(AtlasStore(url, s3["options"]), timeout_s=2.0) for _ in range(2)]
     state, etag = takers[0]._read()
     assert takers[0].stale_reason(state) is not None
     # Two drivers take the stale lease over from the same read: If-Match lets exactly one win.
@@ -413,8 +413,7 @@ def test_lease_on_s3_uses_conditional_writes(s3):
         takers[1]._replace(b'{"owner": "b"}', etag)
     s3["fs"].rm(f"{BUCKET}/atlases/leased/{LEASE}")
 
-    messages = []
-    second = Lease(AtlasStore(url, s3["options"]), timeout_s=0.5, log=messages.append).acquire()
+    second = Lease(AtlasStore(url, s3["options"]), timeout_s=2.0).acquire()
     first._stop.clear()
     first.renew()  # the frozen driver wakes up: its conditional heartbeat fails, so it knows
     assert first._lost and "was taken over" in first._lost

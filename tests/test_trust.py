@@ -8,6 +8,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -234,7 +235,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_lease(ray_cluster,
         first = json.loads((out / LEASE).read_text())
         time.sleep(0.6)  # a heartbeat every timeout/6 s
         assert json.loads((out / LEASE).read_text())["heartbeat"] > first["heartbeat"]
-        time.sleep(1.0)  # past the timeout: a live holder keeps its lease however long it runs
+        time.sleep(1.0)  # past the holder's timeout: it keeps beating, so its lease holds however long it runs
         capsys.readouterr()
         code = cli_main(["predict", test_fasta, "--out", str(out), "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
@@ -264,7 +265,7 @@ def foreign_lease(store: AtlasStore, heartbeat_age_s: float, timeout_s: float = 
 def test_a_lease_from_another_node_is_taken_over_only_when_stale(tmp_path):
     store = AtlasStore(str(tmp_path / "atlas"))
     foreign_lease(store, heartbeat_age_s=5)
-    with pytest.raises(LeaseHeld, match="pid 4242 on host node-b.internal.*last heartbeat 5 s ago"):
+    with pytest.raises(LeaseHeld, match=r"pid 4242 on host node-b.internal.*last heartbeat [5-9] s ago"):
         Lease(store, timeout_s=60).acquire()
     foreign_lease(store, heartbeat_age_s=61)
     messages = []
@@ -273,7 +274,7 @@ def test_a_lease_from_another_node_is_taken_over_only_when_stale(tmp_path):
         (message,) = messages
         assert message.startswith(f"enformer-batch: took over the lease on {store.url} from pid 4242 on host "
                                   "node-b.internal, started ")
-        assert message.endswith("last heartbeat 61 s ago: no heartbeat for 61 s (timeout 60 s)")
+        assert re.search(r"last heartbeat 6\d s ago: no heartbeat for 6\d s \(timeout 60 s\)$", message), message
         assert json.loads(open(store.path(LEASE)).read())["pid"] == os.getpid()
     finally:
         lease.release()
