@@ -99,6 +99,34 @@ def test_a_patch_release_resumes_and_a_numerics_change_refuses(ray_cluster, test
     assert validate(str(out)).ok  # refused before touching anything
 
 
+# Per-track sums over chrB's stitched rows (stride 57,344: two windows, nearest-centre stitching, N run and
+# padding) from the demo model, fp32, for each NUMERICS_VERSION. A change that moves them is a numerics change:
+# bump NUMERICS_VERSION (enformer_batch/integrity.py) and add its row, so that resumes refuse to mix. (A new demo
+# checkpoint moves them too; then update the row without a bump: the weights hash already tells runs apart.)
+GOLDEN = {
+    1: {
+        "zeros": [841.59, 987.19, 627.69, 686.05, 663.85, 598.88, 621.62, 689.25, 635.17, 804.36, 559.84, 1004.51],
+        "uniform": [846.65, 971.04, 634.1, 682.0, 662.61, 600.12, 616.35, 704.14, 631.47, 809.25, 572.24, 1005.8],
+    },
+}
+
+
+@pytest.mark.parametrize("n_encoding", ["zeros", "uniform"])
+def test_outputs_match_the_numerics_version(test_fasta, n_encoding):
+    from enformer_batch.integrity import NUMERICS_VERSION
+    from enformer_batch.store import part_table
+
+    assert NUMERICS_VERSION in GOLDEN, "a new NUMERICS_VERSION needs its golden values here"
+    source = FastaSource(test_fasta)
+    (part,) = plan_selection({"chrB": None}, source.lengths(), ENFORMER, 57_344, 16)
+    predictor = Predictor(InferenceSettings(dtype="float32", n_encoding=n_encoding), device="cpu")
+    values, ran = predictor.predict(read_part(source, part, ENFORMER.input_length))
+    table = part_table(part, values, ran, predictor.info.track_names, "float32", ENFORMER.bin_size)
+    sums = [np.asarray(table.column(c), dtype=np.float64).sum() for c in table.column_names[2:]]
+    np.testing.assert_allclose(sums, GOLDEN[NUMERICS_VERSION][n_encoding], rtol=1e-4, atol=0.01,
+                               err_msg="outputs changed: bump NUMERICS_VERSION and record the new values")
+
+
 # --- weights ----------------------------------------------------------------------------------------
 
 
