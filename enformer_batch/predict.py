@@ -558,6 +558,13 @@ def _predict_leased(config: PredictConfig, on_part, store: AtlasStore, fasta: Fa
     finally:
         progress.close()
         pool.shutdown()
+    _, changed = store.intact_parts(committed)  # issue 15: a late write landed during the run: not complete
+    if changed:
+        for path in changed:
+            del committed[path]
+        save()
+        raise RunError(f"{len(changed)} committed part(s) changed after their commit ({next(iter(changed))}: "
+                       f"{next(iter(changed.values()))}); re-run the same command to recompute them")
     save("complete")
     store.mark_success()
     return RunSummary(

@@ -387,6 +387,32 @@ def test_a_late_write_after_commit_is_detected_and_repaired_by_resume(ray_cluste
     assert part_files(out) == original
 
 
+def test_a_late_write_during_the_run_keeps_it_from_completing(ray_cluster, test_fasta, reference_atlas, tmp_path):
+    victim = "chrom=chrA/part-000000-000003.parquet"
+    table = pq.read_table(reference_atlas / victim)
+    late = tmp_path / "late.parquet"
+    late.write_bytes(serialise_table(table.set_column(2, table.schema.field(2), table.column(3))))
+    out = tmp_path / "atlas"
+    writer = subprocess.Popen([sys.executable, "-c", LATE_WRITER, str(out), victim, str(late)], env=child_env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+
+    def release_the_late_writer(record) -> None:
+        if record.path == victim:  # committed: now the given-up replica's upload lands
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline().strip() == "written"
+
+    with pytest.raises(RunError, match=rf"1 committed part\(s\) changed after their commit \({victim}: "):
+        predict(PredictConfig(fasta=test_fasta, out=str(out), progress=False, **REFERENCE),
+                on_part=release_the_late_writer)
+    assert writer.wait(30) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["status"] == "running" and victim not in {p["path"] for p in manifest["parts"]}
+    summary = run_and_validate(test_fasta, out, **REFERENCE)
+    assert summary.windows_computed == 3 and part_files(out) == part_files(reference_atlas)
+
+
 # --- leftovers --------------------------------------------------------------------------------------
 
 CRASHING_WRITER = textwrap.dedent(
