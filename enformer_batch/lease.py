@@ -272,6 +272,8 @@ class Lease:
         now = time.time() if now is None else now
         if state is None:
             return "the lease file is unreadable"
+        # "This host" is the host name: containers that share one must share a PID namespace too, else a live
+        # driver in a sibling container would look dead (Kubernetes pods have their own host names).
         if state.host == socket.gethostname() and not _process_alive(state.pid, state.pid_start):
             return f"its process (pid {state.pid} on this host) has exited"
         timeout = max(self.timeout_s, state.timeout_s)
