@@ -65,7 +65,7 @@ def _client_error_transient(error: BaseException) -> bool:
 
 def is_transient(error: BaseException) -> bool:
     """True when ``error`` (or what caused it) is an I/O failure that a later attempt may not meet."""
-    if isinstance(error, _PERMANENT):
+    if isinstance(error, _PERMANENT) or isinstance(error, RetriesExhausted):  # its budget is spent: no nesting
         return False
     for e in _chain(error):
         if isinstance(e, (ConnectionError, TimeoutError)):

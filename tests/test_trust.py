@@ -481,6 +481,7 @@ def wrapped(error: Exception, outer: Exception) -> Exception:
     (wrapped(FakeClientError("AccessDenied", 403), PermissionError("denied")), False),
     (GenomeError("chrA:0-10 returned 9 bases instead of 10"), False),
     (NonFiniteOutput([0]), False),
+    (wrapped(ConnectionResetError(), RetriesExhausted("writing x failed 5 times")), False),
 ])
 def test_which_errors_are_transient(error, transient):
     assert is_transient(error) is transient
