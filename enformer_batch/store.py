@@ -213,13 +213,19 @@ class AtlasStore:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-                    token = _stat_token(os.fstat(f.fileno()))
+                    ours = os.fstat(f.fileno())
                 os.replace(tmp, target)
             except BaseException:
                 if os.path.exists(tmp):
                     os.remove(tmp)
                 raise
-            return token
+            # The file as the directory now shows it, if it is still ours (same inode): on NFS the attributes
+            # a later listing sees can differ from those the writer's fstat had cached.
+            try:
+                now = os.stat(target)
+            except FileNotFoundError:
+                now = ours
+            return _stat_token(now if now.st_ino == ours.st_ino and now.st_dev == ours.st_dev else ours)
         if self.s3:
             # One PUT up to 5 GiB (s3fs would switch to a multipart upload above 100 MB, whose answer carries
             # no ETag); a part is a few hundred MB at most.
