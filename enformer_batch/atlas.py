@@ -3,13 +3,18 @@
 Owns the reader's side of the contract. ``validate`` re-derives what a run should have written from the
 manifest's recorded configuration (geometry, stride, chromosomes, regions) and checks the files against
 it: every listed part present with its size, checksum, row count and schema; every expected bin written
-exactly once; no stray part; the chromosome lengths equal to the FASTA index when one is given.
+exactly once; no stray part; the chromosome lengths equal to the FASTA index when one is given, and for
+atlases with ``--fasta`` the bases under every part equal to those it was predicted from (the part's codes
+digest). Variant, mutagenesis and edit tables are checked the same way against their own plans (``COVERAGE``).
+Temporary files of interrupted writes and a lease left by a driver are reported as notes: they do not make
+the output wrong, and a resume removes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ class ValidationReport:
     problems: list[str] = field(default_factory=list)
     chroms: list[ChromCoverage] = field(default_factory=list)
     unit: str = "bins"  # what coverage counts: bins of an atlas, rows of a variant table
+    notes: list[str] = field(default_factory=list)  # worth knowing, not defects: leftovers, a lease
 
     @property
     def ok(self) -> bool:
@@ -57,6 +63,9 @@ class ValidationReport:
         lines += [f"  - {p}" for p in self.problems[:50]]
         if len(self.problems) > 50:
             lines.append(f"  ... and {len(self.problems) - 50} more")
+        lines += [f"  note: {n}" for n in self.notes[:20]]
+        if len(self.notes) > 20:
+            lines.append(f"  note: ... and {len(self.notes) - 20} more")
         return "\n".join(lines)
 
 
@@ -139,6 +148,10 @@ def validate(
         report.problems.append(f"manifest lists {path}, which this run's plan does not contain")
     for path in sorted(set(store.list_part_files()) - set(records)):
         report.problems.append(f"stray part {path}: present but not in the manifest")
+    _note_leftovers_and_lease(store, report)
+    codes_of = None
+    if fasta is not None and isinstance(coverage, BinCoverage):
+        codes_of = _codes_digester(fasta, storage_options, coverage.geometry)
 
     for path, record in sorted(records.items()):
         if not store.exists(path):
@@ -161,10 +174,50 @@ def validate(
         if not table.schema.equals(coverage.schema):
             report.problems.append(f"part {path}: schema differs from the manifest's tracks and dtype")
             continue
-        if path in planned:
-            report.problems += coverage.add(path, planned[path], table)
+        if path not in planned:
+            continue
+        if codes_of is not None and record.codes_sha256:
+            part = planned[path]
+            try:
+                digest = codes_of(part)
+            except Exception as e:  # e.g. a chromosome the FASTA lacks: reported above
+                digest = f"unreadable ({e})"
+            if digest != record.codes_sha256:
+                report.problems.append(
+                    f"part {path}: the bases of {part.chrom} windows {part.first_window}-{part.end_window - 1} in "
+                    f"{fasta} differ from those it was predicted from (another masking or build of the genome?)"
+                )
+        report.problems += coverage.add(path, planned[path], table)
     report.problems += coverage.finish(report, vcf, storage_options)
     return report
+
+
+def _note_leftovers_and_lease(store: AtlasStore, report: ValidationReport) -> None:
+    from .lease import Lease, read_lease
+
+    leftovers = store.list_leftovers()
+    if leftovers:
+        report.notes.append(f"{len(leftovers)} temporary file(s) of interrupted writes (first: {leftovers[0]}); "
+                            "invisible to readers, removed by the next predict on this --out")
+    lease = read_lease(store)
+    if lease is not None:
+        stale = Lease(store).stale_reason(lease)
+        state = f"stale ({stale}): the next predict takes it over" if stale else "live: a predict is running"
+        report.notes.append(f"a driver's lease is present, {lease.describe(time.time())}; {state}")
+
+
+def _codes_digester(fasta: str, storage_options: Mapping[str, str] | None, geometry: Geometry):
+    """part -> digest of its base codes in ``fasta``, as the reader stage produces them."""
+    from .genome import FastaSource
+    from .integrity import part_codes_digest
+    from .predict import AtlasMode
+
+    mode = AtlasMode(FastaSource(fasta, dict(storage_options or {})), geometry.input_length)
+
+    def digest(part) -> str:
+        return part_codes_digest(mode, part)
+
+    return digest
 
 
 class BinCoverage:

@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Tile FASTA into model windows (Enformer: 196,608 bp in, 896 bins of 128 bp out), predict them on "
             "Ray actors (one per GPU, or one CPU worker), and write <out>/chrom=<name>/part-*.parquet with "
             "columns start, end and one per track, plus _manifest.json and _SUCCESS. Re-running the same "
-            "command on the same --out resumes; an --out holding another configuration is refused unless "
-            "--overwrite."
+            "command on the same --out resumes; an --out holding another configuration (or other weights, or a "
+            "FASTA with other bases under committed parts) is refused unless --overwrite. One predict at a "
+            "time per --out: a second one is refused while the first holds the lease (<out>/_lease.json)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -219,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check an atlas or variant table: manifest, parts, checksums, exactly once",
                        description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
-    v.add_argument("url", help="atlas or variant-table directory or URL")
-    v.add_argument("--fasta", default=None, help="check chromosome lengths against this FASTA's index")
+    v.add_argument("url", help="atlas or scored-table directory or URL")
+    v.add_argument("--fasta", default=None,
+                   help="check chromosome lengths against this FASTA's index, and (atlases) the bases under every part")
     v.add_argument("--vcf", default=None, help="variant tables: check that every row of this VCF (one per ALT) "
                    "appears exactly once")
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
@@ -363,7 +365,10 @@ def _tracks(args: argparse.Namespace) -> int:
 def _open_atlas(args: argparse.Namespace):
     from .query import open_atlas
 
-    return open_atlas(args.url, dict(args.storage_option), allow_incomplete=args.allow_incomplete)
+    atlas = open_atlas(args.url, dict(args.storage_option), allow_incomplete=args.allow_incomplete)
+    if not atlas.complete:  # issue 15: say so whenever what is read is not the whole atlas
+        print(f"enformer-batch: warning: {atlas.completeness()}", file=sys.stderr)
+    return atlas
 
 
 def _query(args: argparse.Namespace) -> int:

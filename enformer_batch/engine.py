@@ -13,6 +13,7 @@ the driver only sees part records.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,13 +22,16 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
 
 from .inference import InferenceSettings, ModelInfo, Predictor
+from .integrity import NUMERICS_VERSION, GenomeMismatch, comparable_identity, refusal, verify_genome
+from .lease import Lease
+from .retry import with_retries
 from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
 
 WORKER_NAME_PREFIX = "enformer-batch-worker-"
@@ -117,6 +121,9 @@ class Mode(Protocol):
     def tally(self, result: Any) -> tuple[int, Mapping[str, int]]:
         """(model inputs computed, counts by status) of a finished part, for the summary."""
 
+    def digest(self, inputs: Any) -> str:
+        """A digest of the genome under the part (its base codes), recorded so a resume can tell genomes apart."""
+
 
 @dataclass
 class JobPlan:
@@ -177,10 +184,8 @@ class RunSummary:
 
 def model_identity(options: RunOptions, info: ModelInfo) -> dict:
     """The part of a run identity every mode shares: the model, its geometry and tracks, and how it is run."""
-    from . import __version__
-
     return {
-        "engine_version": __version__,
+        "numerics_version": NUMERICS_VERSION,  # not the package version: a patch release resumes a run
         "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
                   "config": info.config},
         "geometry": asdict(info.geometry),
@@ -198,18 +203,13 @@ def identity_digest(identity: Mapping) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def describe_difference(old: Mapping, new: Mapping) -> str:
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(keys) or "format"
-
-
 # --- Ray stages -----------------------------------------------------------------------------------
 
 
 def read_inputs(mode: Mode, part: Any) -> Any:
-    """A Ray task: the mode reads a part's inputs."""
+    """A Ray task: the mode reads a part's inputs, transient I/O errors retried with backoff."""
     try:
-        return mode.read(part)
+        return with_retries(lambda: mode.read(part), f"reading {part.chrom} {mode.unit}s {part.first}-{part.end - 1}")
     except RunError:
         raise
     except Exception as e:
@@ -248,7 +248,8 @@ class ReplicaWorker:
             result = mode.infer(self.predictor, part, inputs)
         table = mode.table(part, result, self.predictor.info)
         sequences, counts = mode.tally(result)
-        return PartResult(self.store.write_part(part, table), sequences, dict(counts))
+        record = self.store.write_part(part, table, codes_sha256=mode.digest(inputs))
+        return PartResult(record, sequences, dict(counts))
 
 
 def _ray_init() -> None:
@@ -414,9 +415,9 @@ class Job(Protocol):
     def plan(self, info: ModelInfo) -> JobPlan: ...
 
 
-def open_output(options: RunOptions) -> tuple[AtlasStore, Mapping | None]:
-    """The output store and the manifest of an earlier run there (None if none), refusing unusable outputs."""
-    store = AtlasStore(options.out, options.storage_options)
+def open_output(options: RunOptions, store: AtlasStore) -> Mapping | None:
+    """The manifest of an earlier run at the output (None if none), refusing unusable outputs; removes the
+    temporary files of a crashed run (the caller holds the lease)."""
     try:
         previous = store.read_manifest()
     except StoreError:
@@ -426,7 +427,10 @@ def open_output(options: RunOptions) -> tuple[AtlasStore, Mapping | None]:
     if previous is None and store.list_part_files() and not options.overwrite:
         raise StoreError(f"--out {options.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
     store.check_writable()
-    return store, previous
+    leftovers = store.remove_leftovers()
+    if leftovers:
+        print(f"enformer-batch: removed {len(leftovers)} temporary file(s) left by an interrupted run", file=sys.stderr)
+    return previous
 
 
 def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
@@ -435,25 +439,47 @@ def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> Ru
     Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
     RunError when a part fails; committed parts are kept and re-running the same call resumes.
     """
-    import ray
-
     t0 = time.perf_counter()
     options = job.options
     options.check()
     job.prepare()
-    store, previous = open_output(options)
+    store = AtlasStore(options.out, options.storage_options)
+    lease = Lease(store).acquire()  # one driver per --out, held until the run returns
+    try:
+        return _run_leased(job, store, on_part, t0)
+    finally:
+        lease.release()
 
+
+def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
+    import ray
+
+    from . import __version__
+
+    options = job.options
+    previous = open_output(options, store)
     _ray_init()
     settings = job.inference_settings()
     try:
         info: ModelInfo = ray.get(ray.remote(describe_model).options(num_cpus=1, max_retries=0).remote(settings))
     except ray.exceptions.RayTaskError as e:
         raise _remote_error(e) from None
+    settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256)  # replicas refuse other weights
     plan = job.plan(info)
     committed = _resumable_parts(options, store, previous, plan.identity)
+    if committed and isinstance(plan.parts, Sequence):  # a streamed plan (a VCF) has no parts to look up yet
+        try:  # refuse a FASTA whose bases differ under committed parts (--overwrite: start over)
+            verify_genome(options.out, committed, {store.part_relpath(p.chrom, p.name): p for p in plan.parts},
+                          job.mode)
+        except GenomeMismatch:
+            if not options.overwrite:
+                raise
+            store.remove_all()
+            committed = {}
     store.clear_success()
     manifest = {
         "format": MANIFEST_FORMAT,
+        "engine_version": __version__,  # informational; resume compares the identity's numerics_version
         "identity": plan.identity,
         "run": identity_digest(plan.identity),
         "status": "running",
@@ -502,6 +528,13 @@ def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> Ru
     finally:
         progress.close()
         pool.shutdown()
+    _, changed = store.intact_parts(committed)  # a late write landed during the run: not complete
+    if changed:
+        for path in changed:
+            del committed[path]
+        save()
+        raise RunError(f"{len(changed)} committed part(s) changed after their commit ({next(iter(changed))}: "
+                       f"{next(iter(changed.values()))}); re-run the same command to recompute them")
     save("complete")
     store.mark_success()
     return RunSummary(
@@ -525,22 +558,19 @@ def _resumable_parts(options: RunOptions, store: AtlasStore, previous: Mapping |
         if options.overwrite:
             store.remove_all()
         return {}
-    if previous.get("format") != MANIFEST_FORMAT or previous.get("identity") != identity:
+    if previous.get("format") != MANIFEST_FORMAT or comparable_identity(previous.get("identity")) != identity:
         if not options.overwrite:
-            what = describe_difference(previous.get("identity") or {}, identity)
-            raise StoreError(
-                f"--out {options.out} holds a run with another configuration ({what} differ); "
-                "pass --overwrite to replace it, or choose another --out"
-            )
+            raise StoreError(refusal(options.out, comparable_identity(previous.get("identity")), identity))
         store.remove_all()
         return {}
-    # A part whose file is gone or has another size (truncated) is recomputed; checksums are left to validate,
-    # which reads every byte, so that resuming a large atlas does not.
-    return {
-        path: record
-        for path, record in records_from_manifest(previous).items()
-        if store.exists(path) and store.size(path) == record.bytes
-    }
+    # A part whose file is gone, has another size, or was rewritten after its commit (a late write) is
+    # recomputed; one listing plus a read of each changed file, not a read of the output.
+    kept, dropped = store.intact_parts(records_from_manifest(previous))
+    rewritten = [p for p, why in dropped.items() if "rewritten" in why]
+    if rewritten:
+        print(f"enformer-batch: {len(rewritten)} committed part(s) were rewritten after their commit (first: "
+              f"{rewritten[0]}); recomputing them", file=sys.stderr)
+    return kept
 
 
 def _stream_parts(

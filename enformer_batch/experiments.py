@@ -26,7 +26,7 @@ import pyarrow as pa
 from .engine import JobPlan, RunOptions, RunSummary, model_identity, run_job
 from .genome import N_CODE, FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, Predictor
-from .store import PartRecord
+from .store import PartRecord, codes_digest
 from .variants import (
     SCORES,
     VariantInputs,
@@ -191,6 +191,9 @@ class MutagenesisMode:
     def tally(self, result) -> tuple[int, dict]:
         _, scored = result
         return scored.sequences, {s: scored.statuses.count(s) for s in set(scored.statuses)}
+
+    def digest(self, inputs) -> str:
+        return codes_digest(inputs[1].windows)
 
 
 def _check_finite(result: VariantResult, where: str) -> None:
@@ -387,6 +390,9 @@ class EditMode:
 
     def tally(self, result: VariantResult) -> tuple[int, dict]:
         return result.sequences, {s: result.statuses.count(s) for s in set(result.statuses)}
+
+    def digest(self, inputs: VariantInputs) -> str:
+        return codes_digest(inputs.windows)
 
 
 @dataclass(frozen=True)

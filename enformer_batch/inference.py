@@ -16,6 +16,7 @@ import torch
 
 from .augment import autocast_context, predict_augmented
 from .genome import N_CODE, onehot_table
+from .integrity import check_weights
 from .model import load_model
 from .tracks import select_tracks, track_names
 from .windows import ENFORMER, Geometry
@@ -46,6 +47,8 @@ class InferenceSettings:
     batch_size: int = 4
     dtype: str = "float16"
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    # The sha256 the run records for the weights; a replica that loads other bytes refuses (issue 15).
+    weights_sha256: str | None = None
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -127,6 +130,7 @@ class Predictor:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         loaded = load_model(settings.model, storage_options=dict(settings.storage_options), device=self.device)
+        check_weights(loaded.weights_sha256, settings.weights_sha256, settings.model)  # no mixed-weights atlas
         self.model = loaded.model.eval()
         heads = dict(loaded.config.output_heads)
         if settings.head not in heads:

@@ -29,7 +29,7 @@ from .engine import (  # noqa: F401 - re-exported: the atlas API predates the en
 )
 from .genome import FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, NonFiniteOutput, Predictor
-from .store import PartRecord, part_table
+from .store import PartRecord, codes_digest, part_table
 from .windows import ENFORMER, BinRanges, PartPlan, bins_of_interval, merge_ranges, plan_selection
 
 DEFAULT_WINDOWS_PER_PART = 16
@@ -183,6 +183,9 @@ class AtlasMode:
 
     def tally(self, result: tuple[np.ndarray, np.ndarray]) -> tuple[int, dict]:
         return int(result[1].sum()), {}
+
+    def digest(self, codes: np.ndarray) -> str:
+        return codes_digest(codes)
 
 
 def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> np.ndarray:

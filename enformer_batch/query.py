@@ -96,6 +96,29 @@ class Atlas:
 
     # --- what is in it -----------------------------------------------------------------------------
     @property
+    def complete(self) -> bool:
+        """True when the run finished: every planned part is committed."""
+        return self.status == "complete"
+
+    def completeness(self) -> str:
+        """One line for users: complete, or how many parts are committed and what that means for reads."""
+        committed = sum(map(len, self._parts.values()))
+        if self.complete:
+            return f"atlas {self.url} is complete ({committed} parts)"
+        total = (self.manifest.get("totals") or {}).get("parts", "?")
+        return (f"atlas {self.url} is incomplete (manifest status {self.status!r}): {committed} of {total} parts "
+                "committed; bins of the other parts are absent from what is read")
+
+    def part_urls(self) -> list[str]:
+        """Where the committed parts are, in chromosome and window order: hand these, not a glob, to other readers.
+
+        A glob (``<atlas>/*/*.parquet``) also matches files no manifest lists: parts of a running or crashed
+        run written after its last commit, or a late write. Local atlases give paths; others give URLs.
+        """
+        prefix = self.store.root if self.store.local else self.url
+        return [f"{prefix}/{r.path}" for c in self._parts.values() for r in c]
+
+    @property
     def tracks(self) -> pa.Table:
         """The stored tracks: columns ``index`` (head channel), ``name`` (column) and ``description``."""
         return pa.table(

@@ -7,6 +7,12 @@ single upload on object stores, whose object appears only when complete), so rea
 part and a retry replaces rather than adds.
 The manifest, written only by the driver, is the commit point: a part counts once the manifest lists it,
 and the run is complete only when the manifest says so and ``_SUCCESS`` exists.
+
+Also owns what makes a committed part trustworthy later: each part's *version token* (what the store says
+about that exact write: inode and mtime locally, the ETag an S3 PUT returned), so that a resume notices a
+part rewritten after its commit (a late write by a replica the driver gave up on) with one listing instead
+of re-reading the atlas; the digest of the base codes a part was predicted from; retries of transient
+upload errors; and the temporary files an interrupted run leaves behind.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 from .windows import PartPlan
 
 if TYPE_CHECKING:
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "_manifest.json"  # "_" so pyarrow.dataset(<out>) skips it, as it skips _SUCCESS
 SUCCESS = "_SUCCESS"
+TMP_PREFIX = "_tmp-"  # temporary files of a publish in progress; any left over belong to a crashed writer
+PROBE_PREFIX = "_write_probe-"
 MANIFEST_FORMAT = 1
 # One row group per part at the default 16 windows (14,336 rows): at 5,313 tracks, 4,096-row groups cost
 # ~1.4x the writer's CPU time (per-column-chunk overhead x 4) for a 2 % larger file; the price is that a
@@ -66,10 +76,26 @@ class PartRecord:
     rows: int
     bytes: int
     sha256: str
+    # The store's identity of this very write (see ``AtlasStore.publish``); None where the store gives none.
+    token: str | None = None
+    # sha256 of the uint8 base codes the part was predicted from (``codes_digest``); None in older manifests.
+    codes_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping) -> PartRecord:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def codes_digest(codes: np.ndarray) -> str:
+    """sha256 of a part's base codes ``[n_windows, input_length]`` (uint8, as ``genome.read_codes`` makes them).
+
+    Codes fold case and every non-ACGT letter, so this is the genome as the model saw it: a soft-masked copy
+    digests like the unmasked one (same predictions), a hard-masked copy does not.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    h = hashlib.sha256(f"{codes.shape}".encode())
+    h.update(memoryview(codes).cast("B"))
+    return h.hexdigest()
 
 
 def track_schema(track_names: Sequence[str], dtype: str) -> pa.Schema:
@@ -140,18 +166,26 @@ def serialise_table(table: pa.Table) -> bytes:
 class AtlasStore:
     """An atlas location (local directory or fsspec URL) and the operations the commit protocol needs."""
 
-    def __init__(self, url: str, storage_options: Mapping[str, str] | None = None):
+    def __init__(
+        self, url: str, storage_options: Mapping[str, str] | None = None, retry: RetryPolicy = DEFAULT_POLICY
+    ):
         import fsspec
 
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self.retry = retry
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.local = "file" in protocols
+        self.s3 = "s3" in protocols or "s3a" in protocols
         if self.local:
             self.root = os.path.abspath(self.root)
+        # Set by lease.Lease.acquire in the driver: manifest writes then check that this driver still holds
+        # the lease. Never pickled: replicas do not write the manifest.
+        self.lease = None
 
     def __reduce__(self):
-        return (AtlasStore, (self.url, self.storage_options))
+        return (AtlasStore, (self.url, self.storage_options, self.retry))
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -160,25 +194,60 @@ class AtlasStore:
     def part_relpath(self, chrom: str, name: str) -> str:
         return f"{chrom_dir(chrom)}/{name}"
 
-    def publish(self, relative: str, data: bytes) -> None:
-        """Make ``data`` visible under ``relative`` all at once (never half-written)."""
+    def publish(self, relative: str, data: bytes) -> str | None:
+        """Make ``data`` visible under ``relative`` all at once (never half-written); return its version token.
+
+        The token identifies this very write, taken from the write itself so that no other writer can slip
+        in between: locally the inode, mtime and size of the temporary file that is renamed into place (a
+        rename keeps them; any later write brings another inode); on S3 the ETag the PUT answered. Other
+        stores get a best-effort token from a listing right after the write (see ``token_of``).
+        Transient errors (a 503, a reset connection) are retried with backoff, ``self.retry.attempts`` tries
+        in all; ``RetriesExhausted`` names the file when they keep happening.
+        """
+        return with_retries(lambda: self._publish_once(relative, data), f"writing {self.url}/{relative}",
+                            self.retry)
+
+    def _publish_once(self, relative: str, data: bytes) -> str | None:
         target = self.path(relative)
         if self.local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             # '_'-prefixed and not '*.parquet': invisible to pyarrow.dataset and to '*/*.parquet' globs.
-            tmp = os.path.join(os.path.dirname(target), f"_tmp-{uuid.uuid4().hex}.{os.path.basename(target)}.tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            name = f"{TMP_PREFIX}{uuid.uuid4().hex}.{os.path.basename(target)}.tmp"
+            tmp = os.path.join(os.path.dirname(target), name)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    ours = os.fstat(f.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            # The file as the directory now shows it, if it is still ours (same inode): on NFS the attributes
+            # a later listing sees can differ from those the writer's fstat had cached.
+            try:
+                now = os.stat(target)
+            except FileNotFoundError:
+                now = ours
+            return _stat_token(now if now.st_ino == ours.st_ino and now.st_dev == ours.st_dev else ours)
+        if self.s3:
+            # One PUT up to 5 GiB (s3fs would switch to a multipart upload above 100 MB, whose answer carries
+            # no ETag); a part is a few hundred MB at most.
+            answer = self.fs.pipe_file(target, data, chunksize=5 * 2**30 // 2)
+            etag = (answer or {}).get("ETag") if isinstance(answer, dict) else None
+            if etag:
+                return "etag:" + etag.strip('"')
         else:
             self.fs.pipe_file(target, data)
+        self._forget_listings()
+        return token_of(self.fs.info(target))
 
-    def write_part(self, part: Part, table: pa.Table) -> PartRecord:
+    def write_part(self, part: Part, table: pa.Table, codes_sha256: str | None = None) -> PartRecord:
         data = serialise_table(table)
         relative = self.part_relpath(part.chrom, part.name)
-        self.publish(relative, data)
+        token = self.publish(relative, data)
         return PartRecord(
             path=relative,
             chrom=part.chrom,
@@ -187,6 +256,8 @@ class AtlasStore:
             rows=table.num_rows,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
+            token=token,
+            codes_sha256=codes_sha256,
         )
 
     def read_bytes(self, relative: str) -> bytes:
@@ -206,6 +277,91 @@ class AtlasStore:
         self._forget_listings()
         return int(self.fs.size(self.path(relative)))
 
+    def part_tokens(self) -> dict[str, tuple[int, str | None]]:
+        """``{relative path: (size, version token)}`` of every part file, from one listing of the atlas.
+
+        One ``stat`` per file locally; on object stores a recursive listing (S3: one request per 1,000
+        objects), so checking an hg38 atlas' ~1,700 parts costs two requests, not 1,700.
+        """
+        out: dict[str, tuple[int, str | None]] = {}
+        if self.local:
+            if not os.path.isdir(self.root):
+                return out
+            for entry in os.scandir(self.root):
+                if not (entry.name.startswith("chrom=") and entry.is_dir()):
+                    continue
+                for item in os.scandir(entry.path):
+                    if item.name.endswith(".parquet") and item.is_file(follow_symlinks=False):
+                        st = item.stat(follow_symlinks=False)
+                        out[f"{entry.name}/{item.name}"] = (st.st_size, _stat_token(st))
+            return out
+        self._forget_listings()
+        if not self.fs.exists(self.root):
+            return out
+        for path, info in self.fs.find(self.root, detail=True).items():
+            relative = path[len(self.root) + 1 :]
+            head, _, name = relative.partition("/")
+            if head.startswith("chrom=") and name.endswith(".parquet") and "/" not in name:
+                out[relative] = (int(info.get("size") or 0), token_of(info))
+        return out
+
+    def intact_parts(
+        self, records: Mapping[str, PartRecord]
+    ) -> tuple[dict[str, PartRecord], dict[str, str]]:
+        """Split committed ``records`` into those whose files are as committed and those that are not.
+
+        A file is as committed when its size and version token equal the record's. When only the token
+        differs (the atlas was copied, or a late write of a replica the driver gave up on replaced it) the
+        file is read and its sha256 decides: equal bytes are kept (with the new token), other bytes are not.
+        A record without a token (a manifest older than tokens) is kept on its size and given the current one.
+        Returns ``(kept, {path: why not})``; the cost is one listing plus a read of each changed file.
+        """
+        present = self.part_tokens()
+        kept: dict[str, PartRecord] = {}
+        dropped: dict[str, str] = {}
+        for path, record in records.items():
+            if path not in present:
+                dropped[path] = "missing"
+                continue
+            size, token = present[path]
+            if size != record.bytes:
+                dropped[path] = f"{size} bytes, {record.bytes} committed"
+                continue
+            if token == record.token:
+                kept[path] = record
+                continue
+            if record.token is None:
+                # Written before parts carried tokens: trusted on its size, as then, and tracked from now on,
+                # so that resuming an older atlas does not read it whole.
+                kept[path] = PartRecord(**{**asdict(record), "token": token})
+                continue
+            if hashlib.sha256(self.read_bytes(path)).hexdigest() != record.sha256:
+                dropped[path] = "rewritten after its commit (checksum differs)"
+                continue
+            kept[path] = PartRecord(**{**asdict(record), "token": token})
+        return kept, dropped
+
+    # --- leftovers ---------------------------------------------------------------------------------
+    def list_leftovers(self) -> list[str]:
+        """Temporary files of interrupted writes (``_tmp-*``, ``_write_probe-*``), relative to the root."""
+        self._forget_listings()
+        found = []
+        for pattern in (f"{TMP_PREFIX}*", f"{PROBE_PREFIX}*", f"chrom=*/{TMP_PREFIX}*"):
+            for path in self.fs.glob(f"{self.root}/{pattern}"):
+                found.append(os.path.relpath(path, self.root) if self.local else path[len(self.root) + 1 :])
+        return sorted(found)
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete what ``list_leftovers`` finds; only call it while holding the lease (no live writer)."""
+        removed = []
+        for relative in self.list_leftovers():
+            try:
+                self.fs.rm(self.path(relative))
+                removed.append(relative)
+            except FileNotFoundError:  # its writer finished (renamed it) or another cleaner got it first
+                pass
+        return removed
+
     def list_part_files(self) -> list[str]:
         """Every ``*.parquet`` under a ``chrom=`` directory, relative to the root."""
         self._forget_listings()
@@ -224,9 +380,13 @@ class AtlasStore:
             raise StoreError(f"{self.url}/{MANIFEST} is not valid JSON ({e}); use --overwrite to start over") from e
 
     def write_manifest(self, manifest: Mapping) -> None:
+        if self.lease is not None:
+            self.lease.check()  # a driver whose lease was taken over must not write another run's manifest
         self.publish(MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())
 
     def mark_success(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
         self.publish(SUCCESS, b"")
 
     def clear_success(self) -> None:
@@ -245,7 +405,7 @@ class AtlasStore:
             self.fs.rm(self.path(MANIFEST))
 
     def check_writable(self) -> None:
-        probe = f"_write_probe-{uuid.uuid4().hex}"
+        probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         try:
             if self.local:
                 os.makedirs(self.root, exist_ok=True)
@@ -261,3 +421,25 @@ def records_from_manifest(manifest: Mapping) -> dict[str, PartRecord]:
 
 def manifest_parts(records: Mapping[str, PartRecord]) -> list[dict]:
     return [asdict(records[k]) for k in sorted(records)]
+
+
+def _stat_token(st: os.stat_result) -> str:
+    return f"stat:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}" if stat.S_ISREG(st.st_mode) else "stat:?"
+
+
+def token_of(info: Mapping) -> str | None:
+    """A version token from an fsspec ``info``/listing entry: what changes whenever the object is rewritten.
+
+    S3's ETag (the PUT's answer is the same string), GCS's generation, Azure's etag; else modification time and
+    size, which a rewrite within the store's time resolution could leave unchanged (best effort).
+    """
+    for key in ("ETag", "etag", "generation"):
+        value = info.get(key)
+        if value:
+            return f"{key.lower()}:{str(value).strip(chr(34))}"
+    if "ino" in info and "mtime" in info:  # fsspec's local file system
+        return None  # local tokens come from os.stat (nanoseconds), never from fsspec's float mtime
+    for key in ("mtime", "LastModified", "last_modified", "updated"):
+        if info.get(key):
+            return f"mtime:{info[key]}:{info.get('size')}"
+    return None

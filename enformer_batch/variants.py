@@ -23,7 +23,7 @@ import pyarrow as pa
 from .engine import JobPlan, RunError, RunOptions, RunSummary, model_identity, run_job
 from .genome import N_CODE, FastaSource, encode, read_codes
 from .inference import InferenceSettings, ModelInfo, Predictor
-from .store import PartRecord
+from .store import PartRecord, codes_digest
 from .vcf import ChromMatcher, VariantRow, VcfDigest, read_rows, scan
 from .windows import ENFORMER, Geometry
 
@@ -389,6 +389,9 @@ class VariantMode:
 
     def tally(self, result: VariantResult) -> tuple[int, dict]:
         return result.sequences, dict(Counter(result.statuses))
+
+    def digest(self, inputs: VariantInputs) -> str:
+        return codes_digest(inputs.windows)
 
 
 # --- the job --------------------------------------------------------------------------------------

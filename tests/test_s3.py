@@ -7,6 +7,7 @@ share of requests with 500/503 to show that retries neither lose nor duplicate a
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import http.server
 import logging
@@ -15,7 +16,9 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import numpy as np
@@ -31,6 +34,7 @@ from .conftest import TEST_GENOME
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
+s3fs = pytest.importorskip("s3fs")
 
 BUCKET = "atlas-bucket"
 BIN = 128
@@ -59,6 +63,9 @@ class FlakyProxy(http.server.ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def draw_for(self, method: str, path: str) -> str | None:
+        return self.draw()
 
     def draw(self) -> str | None:
         with self.lock:
@@ -90,7 +97,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        failure = self.server.draw()
+        failure = self.server.draw_for(self.command, self.path)
         if failure == "before":
             self._error(503, "SlowDown")
             return
@@ -353,3 +360,108 @@ def test_variant_scores_from_a_gzipped_vcf_on_s3_into_s3(ray_cluster, s3, test_f
                        partitioning="hive").to_table()
     assert sorted(table.column("pos").to_pylist()) == [500, 900, 1500]
     assert table.column("status").to_pylist() == ["ok"] * 3
+
+
+# --- issue 15: retries of one part's uploads, the lease and late writes on S3 -----------------------------
+
+
+class PartFailingProxy(FlakyProxy):
+    """Fails the uploads (PUTs) of one object ``failures`` times with 500 InternalError, after the server applied
+    them; everything else passes through."""
+
+    def __init__(self, upstream_port: int, key_part: str, failures: int):
+        super().__init__(upstream_port, error_rate=0.0)
+        self.key_part, self.failures = key_part, failures
+        self.failed = 0
+
+    def draw_for(self, method: str, path: str) -> str | None:
+        with self.lock:
+            if method == "PUT" and self.key_part in unquote(path) and self.failed < self.failures:
+                self.failed += 1
+                return "after"
+        return None
+
+
+def no_client_retries(options: dict, endpoint: str) -> dict:
+    # botocore would retry a 500 itself; with one attempt each failure reaches enformer-batch's own retries.
+    retries = {"total_max_attempts": 1, "mode": "standard"}  # (max_attempts would count retries only)
+    return {**options, "endpoint_url": endpoint, "config_kwargs": {"retries": retries}}
+
+
+def test_failed_uploads_of_one_part_are_retried_then_stop_the_run_naming_it(clean_run, s3):
+    from enformer_batch.predict import RunError
+
+    part = "chrom=chrB/part-000000-000002.parquet"
+    proxy = PartFailingProxy(s3["port"], f"/atlases/retried/{part}", failures=3)
+    try:
+        out = f"s3://{BUCKET}/atlases/retried"
+        predict(config(f"s3://{BUCKET}/indexed/test.fa", out, no_client_retries(s3["options"], proxy.url)))
+    finally:
+        proxy.shutdown()
+    assert proxy.failed == 3  # three failed uploads of that part, the fourth went through
+    report = validate(out, storage_options=s3["options"])
+    assert report.ok, report.table()
+    assert_same_rows(read_back(out, s3["options"]), read_back(clean_run[0], s3["options"]))
+
+    proxy = PartFailingProxy(s3["port"], f"/atlases/stopped/{part}", failures=100)
+    try:
+        out = f"s3://{BUCKET}/atlases/stopped"
+        with pytest.raises(RunError, match=rf"run stopped: writing {out}/{part} failed 5 times with transient "
+                                           r"errors; last: OSError: .*injected by the test proxy"):
+            predict(config(f"s3://{BUCKET}/indexed/test.fa", out, no_client_retries(s3["options"], proxy.url),
+                           chroms=("chrB",)))
+    finally:
+        proxy.shutdown()
+    assert proxy.failed == 5
+    assert not validate(out, storage_options=s3["options"]).ok
+
+
+def test_lease_on_s3_uses_conditional_writes(s3):
+    from enformer_batch.lease import LEASE, Lease, LeaseHeld, _Conflict
+    from enformer_batch.store import AtlasStore
+
+    url = f"s3://{BUCKET}/atlases/leased"
+    first = Lease(AtlasStore(url, s3["options"]), timeout_s=2.0, log=lambda m: None).acquire()
+    with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
+        Lease(AtlasStore(url, s3["options"]), timeout_s=2.0).acquire()
+    # Creation is If-None-Match: a second creator loses even without reading first.
+    with pytest.raises(FileExistsError):
+        Lease(AtlasStore(url, s3["options"]))._create(b"{}")
+
+    first._stop.set()  # the first driver freezes: no more heartbeats
+    first._thread.join()
+    time.sleep(2.2)
+    takers = [Lease(AtlasStore(url, s3["options"]), timeout_s=2.0) for _ in range(2)]
+    state, etag = takers[0]._read()
+    assert takers[0].stale_reason(state) is not None
+    # Two drivers take the stale lease over from the same read: If-Match lets exactly one win.
+    takers[0]._replace(b'{"owner": "a"}', etag)
+    with pytest.raises(_Conflict):
+        takers[1]._replace(b'{"owner": "b"}', etag)
+    s3["fs"].rm(f"{BUCKET}/atlases/leased/{LEASE}")
+
+    second = Lease(AtlasStore(url, s3["options"]), timeout_s=2.0).acquire()
+    first._stop.clear()
+    first.renew()  # the frozen driver wakes up: its conditional heartbeat fails, so it knows
+    assert first._lost and "was taken over" in first._lost
+    second.release()
+    assert not s3["fs"].exists(f"{BUCKET}/atlases/leased/{LEASE}")
+
+
+def test_a_late_write_on_s3_is_found_by_its_etag(s3):
+    from enformer_batch.store import AtlasStore, PartRecord
+
+    store = AtlasStore(f"s3://{BUCKET}/atlases/late", s3["options"])
+    path = "chrom=chrA/part-000000-000001.parquet"
+    data = b"committed bytes"
+    token = store.publish(path, data)
+    record = PartRecord(path, "chrA", 0, 1, 1, len(data), hashlib.sha256(data).hexdigest(), token)
+    assert token.startswith("etag:") and store.part_tokens()[path] == (len(data), token)
+    assert store.intact_parts({path: record}) == ({path: record}, {})
+
+    other = s3fs.S3FileSystem(skip_instance_cache=True, **s3["options"])  # the late replica, elsewhere
+    other.pipe_file(f"{BUCKET}/atlases/late/{path}", b"Committed bytes")  # same size, other bytes
+    assert store.intact_parts({path: record}) == ({}, {path: "rewritten after its commit (checksum differs)"})
+    other.pipe_file(f"{BUCKET}/atlases/late/{path}", data)  # the same bytes again: harmless, and kept
+    kept, dropped = store.intact_parts({path: record})
+    assert list(kept) == [path] and not dropped

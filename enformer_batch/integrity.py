@@ -1,0 +1,106 @@
+"""What an atlas was computed from, and the checks that keep one atlas from mixing two of anything.
+
+Owns the run identity's versioning and the checks around it:
+
+- ``NUMERICS_VERSION``: bumped (by hand, with a line in the README) whenever a change makes the same inputs
+  give other output values. The identity records it instead of the package version, so a patch release
+  resumes an atlas and a numerics change refuses to.
+- Weights: every replica compares the sha256 of the weights it loaded with the one the manifest records and
+  refuses to predict on a mismatch (``check_weights``).
+- Genome: each part records the digest of the base codes it was predicted from; a resume re-reads the codes
+  under the committed parts and refuses a FASTA whose bases differ (``verify_genome``), and
+  ``validate --fasta`` does the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+# 1: the numerics of enformer-batch 0.1 (nearest-centre stitching, N as zeros or uniform, fp32 reference).
+NUMERICS_VERSION = 1
+
+
+class WeightsMismatch(ValueError):
+    """A replica loaded other weights than the run records."""
+
+
+class GenomeMismatch(ValueError):
+    """The FASTA's bases differ from those a committed part was predicted from."""
+
+
+def check_weights(loaded_sha256: str, expected_sha256: str | None, source: str) -> None:
+    """Refuse weights whose sha256 is not the one the run records (None: nothing recorded yet)."""
+    if expected_sha256 and loaded_sha256 != expected_sha256:
+        raise WeightsMismatch(
+            f"the weights this replica loaded from {source} (sha256 {loaded_sha256[:12]}...) are not the ones "
+            f"the run records (sha256 {expected_sha256[:12]}...): the checkpoint changed or a node holds a stale "
+            "copy; refusing to predict, so that one atlas never mixes two models"
+        )
+
+
+def comparable_identity(identity: Mapping | None) -> dict:
+    """A recorded identity in today's terms: manifests written before ``numerics_version`` existed carried
+    the package version instead, and their numerics are version 1."""
+    identity = dict(identity or {})
+    if "numerics_version" not in identity and "engine_version" in identity:
+        identity.pop("engine_version")
+        identity["numerics_version"] = 1
+    return identity
+
+
+def refusal(out: str, old: Mapping, new: Mapping) -> str:
+    """One line saying why ``--out`` holds another run, most decisive difference first."""
+    hint = "pass --overwrite to replace it, or choose another --out"
+    if old.get("numerics_version") != new.get("numerics_version"):
+        return (f"--out {out} was computed with numerics version {old.get('numerics_version')} and this "
+                f"enformer-batch computes version {new.get('numerics_version')} (its output values differ); "
+                f"{hint}")
+    old_model, new_model = old.get("model") or {}, new.get("model") or {}
+    old_sha, new_sha = str(old_model.get("weights_sha256")), str(new_model.get("weights_sha256"))
+    if old_sha != new_sha and old_model.get("id") == new_model.get("id"):
+        return (f"--out {out}: the weights at {new_model.get('id')} changed since this atlas was started (sha256 "
+                f"{old_sha[:12]}... recorded, {new_sha[:12]}... now); use the original weights, or {hint}")
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return f"--out {out} holds a run with another configuration ({', '.join(keys) or 'format'} differ); {hint}"
+
+
+def part_codes_digest(mode, part) -> str:
+    """The digest of a part's base codes as the mode's reader stage produces them (a Ray task runs this)."""
+    return mode.digest(mode.read(part))
+
+
+def genome_mismatches(
+    records: Iterable, parts_by_path: Mapping, digest: Callable[[object], str]
+) -> list[str]:
+    """Paths of committed parts (with a recorded codes digest) whose codes now digest otherwise."""
+    return [r.path for r in records if r.codes_sha256 and r.path in parts_by_path
+            and digest(parts_by_path[r.path]) != r.codes_sha256]
+
+
+def verify_genome(out: str, records: Mapping, parts_by_path: Mapping, mode) -> None:
+    """Before a resume: re-read the codes under every committed part in Ray tasks and compare digests.
+
+    Costs one read of the FASTA under the committed parts (hg38: ~5 GB of codes with the windows' context),
+    spread over the cluster's CPUs; raises ``GenomeMismatch`` naming the first differing part.
+    """
+    import ray
+
+    checked = [r for r in records.values() if r.codes_sha256 and r.path in parts_by_path]
+    if not checked:
+        return
+    task = ray.remote(part_codes_digest).options(num_cpus=1, max_retries=3)
+    mode_ref = ray.put(mode)
+    refs = [task.remote(mode_ref, parts_by_path[r.path]) for r in checked]
+    try:
+        digests = ray.get(refs)
+    except ray.exceptions.RayTaskError as e:  # e.g. the FASTA is unreadable: say that, not Ray's wrapper
+        raise (e.cause if e.cause is not None else e) from None
+    bad = [r for r, d in zip(checked, digests) if d != r.codes_sha256]
+    if bad:
+        first = parts_by_path[bad[0].path]
+        raise GenomeMismatch(
+            f"--out {out} was computed from another genome: the bases under {len(bad)} committed part(s) differ "
+            f"from {mode.fasta.url} (first: {first.chrom} {mode.unit}s {first.first}-{first.end - 1}), "
+            "though names and lengths agree (another masking or build?); use the original FASTA, or pass "
+            "--overwrite"
+        )
