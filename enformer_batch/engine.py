@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from . import __version__
 from .inference import InferenceSettings, ModelInfo, Predictor
 from .integrity import NUMERICS_VERSION, GenomeMismatch, comparable_identity, refusal, verify_genome
 from .lease import Lease
@@ -453,8 +454,6 @@ def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> Ru
 
 def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
     import ray
-
-    from . import __version__
 
     options = job.options
     previous = open_output(options, store)

@@ -69,7 +69,7 @@ def interrupt_after(n: int):
 
 def test_a_patch_release_resumes_and_a_numerics_change_refuses(ray_cluster, test_fasta, reference_atlas, tmp_path,
                                                                monkeypatch, capsys):
-    engine = importlib.import_module("enformer_batch.predict")  # the package exports a function of that name
+    engine = importlib.import_module("enformer_batch.engine")
 
     out = copy_atlas(reference_atlas, tmp_path)
     manifest = json.loads((out / MANIFEST).read_text())
@@ -524,15 +524,19 @@ class FlakyFasta(FastaSource):
 
 
 def test_read_tasks_retry_transient_errors_only(test_fasta, capsys):
+    """The engine's read stage (any mode's ``read``) retries transient errors and nothing else."""
+    from enformer_batch.engine import read_inputs
+    from enformer_batch.predict import AtlasMode
+
     part = plan_selection({"chrB": None}, FastaSource(test_fasta).lengths(), ENFORMER, ENFORMER.output_span, 2)[0]
     expected = read_part(FastaSource(test_fasta), part, ENFORMER.input_length)
     FlakyFasta.failures = [ConnectionResetError(errno.ECONNRESET, "reset"), TimeoutError("read timed out")]
-    codes = read_part(FlakyFasta(test_fasta), part, ENFORMER.input_length)
+    codes = read_inputs(AtlasMode(FlakyFasta(test_fasta), ENFORMER.input_length), part)
     assert np.array_equal(codes, expected) and FlakyFasta.failures == []
     assert capsys.readouterr().err.count("retrying in") == 2
     FlakyFasta.failures = [GenomeError("bad bytes"), ConnectionResetError()]
     with pytest.raises(RunError, match="reading chrB window 0: bad bytes"):
-        read_part(FlakyFasta(test_fasta), part, ENFORMER.input_length)
+        read_inputs(AtlasMode(FlakyFasta(test_fasta), ENFORMER.input_length), part)
     assert len(FlakyFasta.failures) == 1  # not retried
 
 
