@@ -41,7 +41,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every mode shares: the model, how it is run, the replicas, the output (``RunOptions``)."""
     parser.add_argument("--out", required=True, help="output directory or object-store prefix")
     parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
-                        "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
+                        "(config.json + model.safetensors or pytorch_model.bin), hf://ORG/NAME, or "
+                        "sim:rate=R,tracks=T (a simulated accelerator: real-shaped outputs at R windows/s, for "
+                        "benchmarking the pipeline)")
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
                         "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
@@ -59,6 +61,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per replica (fractions share a GPU)")
     parser.add_argument("--threads-per-worker", type=int, default=None,
                         help="torch threads per replica (default: 2 on GPUs; on CPUs the cores divided among replicas)")
+    parser.add_argument("--writers-per-worker", type=int, default=None,
+                        help="threads per replica that write finished parts while the device computes (default: 1 "
+                        "on CPUs; on GPUs the node's CPUs per replica less one, at most 16, reserved from Ray)")
     parser.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
     parser.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
                         help="fsspec storage option for input, model and --out URLs (repeatable)")
@@ -71,7 +76,8 @@ def run_options(args: argparse.Namespace) -> dict:
         out=args.out, model=args.model, head=args.head, tracks=args.tracks, batch_size=args.batch_size,
         precision=args.precision, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, device=args.device,
         workers=args.workers, gpus_per_worker=args.gpus_per_worker, threads_per_worker=args.threads_per_worker,
-        overwrite=args.overwrite, storage_options=dict(args.storage_option), progress=not args.no_progress,
+        writers_per_worker=args.writers_per_worker, overwrite=args.overwrite,
+        storage_options=dict(args.storage_option), progress=not args.no_progress,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -61,6 +62,9 @@ class RunOptions:
     # Torch threads per replica; default: the node's cores divided among its replicas. On CPUs the
     # reduction order, hence the last bits of fp32 results, depends on it: pin it to compare runs bit-wise.
     threads_per_worker: int | None = None
+    # Threads per replica that table and write finished parts while the device computes the next ones
+    # (default: 1 on CPU replicas; on GPU replicas the node's CPUs per replica, less one, at most 16).
+    writers_per_worker: int | None = None
     overwrite: bool = False
     storage_options: Mapping[str, str] = field(default_factory=dict)
     progress: bool = True
@@ -91,6 +95,8 @@ class RunOptions:
             raise ValueError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
         if self.gpus_per_worker <= 0:
             raise ValueError(f"--gpus-per-worker must be positive, got {self.gpus_per_worker}")
+        if self.writers_per_worker is not None and self.writers_per_worker < 1:
+            raise ValueError(f"--writers-per-worker must be at least 1, got {self.writers_per_worker}")
 
 
 class Part(Protocol):
@@ -159,6 +165,8 @@ class RunSummary:
     sequences: int = 0  # model inputs computed (before augmentation passes)
     counts: Mapping[str, int] = field(default_factory=dict)  # rows by status, for modes that have one
     notes: tuple[str, ...] = ()
+    row_unit: str = "rows"  # what a row is, for the summary line ("bins" in an atlas)
+    output_label: str = "output"
 
     @property
     def units_per_second(self) -> float:
@@ -167,16 +175,16 @@ class RunSummary:
     def __str__(self) -> str:
         lines = [
             f"done: {self.units} {self.unit}s ({self.units_computed} computed, {self.resumed_parts} parts resumed), "
-            f"{self.rows} rows in {self.parts} parts, {self.seconds:.1f} s, "
+            f"{self.rows} {self.row_unit} in {self.parts} parts, {self.seconds:.1f} s, "
             f"{self.units_per_second:.2f} {self.unit}s/s"
         ]
         if self.counts:
             lines.append("status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
-        computed_rows = sum(self.counts.values()) if self.counts else self.units_computed  # rows with a status
+        computed_rows = sum(self.counts.values())  # modes with a status per row: variants, mutants, edits
         if computed_rows and self.sequences:
             lines.append(f"model inputs per {self.unit}: {self.sequences / computed_rows:.3f}")
         lines += list(self.notes)
-        lines.append(f"output: {self.out}")
+        lines.append(f"{self.output_label}: {self.out}")
         return "\n".join(lines)
 
 
@@ -220,8 +228,10 @@ def read_inputs(mode: Mode, part: Any) -> Any:
 class ReplicaWorker:
     """A model replica that computes parts and writes them where they were computed.
 
-    Several calls may run at once (the Ray actor is threaded): device work is serialised by a lock so the
-    device runs one batch stream, while a finished part is tabled and written beside it.
+    Several calls run at once (the Ray actor is threaded, ``1 + writers`` calls): device work is serialised
+    by a lock so the device runs one batch stream, while up to ``writers`` finished parts are tabled,
+    serialised and written beside it, so the device never waits for Parquet. pyarrow's encoder, numpy's copies
+    and hashlib release the GIL, so the writer threads use as many cores as they are given.
     """
 
     def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None):
@@ -266,22 +276,39 @@ def _ray_init() -> None:
         ray.init(include_dashboard=False, **quiet)
 
 
-def _worker_layout(options: RunOptions) -> tuple[int, float, int]:
-    """(workers, gpus per worker, torch threads per worker) for the cluster Ray is connected to.
+@dataclass(frozen=True)
+class WorkerLayout:
+    workers: int
+    gpus: float  # per replica
+    threads: int  # torch threads per replica
+    writers: int  # writer threads per replica
+    cpus: int  # CPUs each replica reserves: its own, plus its writers' on GPU replicas
+
+
+def _worker_layout(options: RunOptions) -> WorkerLayout:
+    """How many replicas, and what each gets, on the cluster Ray is connected to.
 
     ``device="auto"`` uses GPUs when the cluster has some now; ``"gpu"`` asks for them regardless, so an
-    autoscaler starts GPU nodes for ``--workers`` replicas; ``"cpu"`` never uses them.
+    autoscaler starts GPU nodes for ``--workers`` replicas; ``"cpu"`` never uses them. A GPU replica reserves
+    CPUs for its writer threads (writing a 5,313-track part costs more CPU than predicting it on a GPU); a
+    CPU replica computes on the cores itself and gets one writer.
     """
     import ray
 
-    gpus = ray.cluster_resources().get("GPU", 0.0)
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), int(resources.get("CPU", 1))
     use_gpus = options.device == "gpu" or (options.device == "auto" and gpus >= options.gpus_per_worker)
     if use_gpus:
         workers = options.workers or max(1, int(gpus // options.gpus_per_worker))
-        # A GPU replica's CPU threads only launch kernels; writing runs in pyarrow's own pool.
-        return workers, options.gpus_per_worker, options.threads_per_worker or 2
+        writers = options.writers_per_worker or max(1, min(16, cpus // workers - 1))
+        # Reserve the writers' CPUs where the cluster has them; where it does not (several replicas sharing a
+        # GPU on a small node), reserving would leave replicas unschedulable, so they share the node's cores.
+        reserved = 1 + writers if cpus // workers >= 1 + writers else 1
+        # A GPU replica's torch threads only launch kernels.
+        return WorkerLayout(workers, options.gpus_per_worker, options.threads_per_worker or 2, writers, reserved)
     workers = options.workers or 1
-    return workers, 0.0, options.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    threads = options.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    return WorkerLayout(workers, 0.0, threads, options.writers_per_worker or 1, 1)
 
 
 class _Progress:
@@ -333,11 +360,15 @@ class _WorkerPool:
     answers it gets no parts, so a replica waiting for a replacement node does not hold work hostage.
     """
 
-    def __init__(self, settings: InferenceSettings, store: AtlasStore, workers: int, gpus: float, threads: int):
+    def __init__(self, settings: InferenceSettings, store: AtlasStore, layout: WorkerLayout):
         import ray
 
         actor_class = ray.remote(ReplicaWorker)
-        options = dict(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2)
+        workers, threads = layout.workers, layout.threads
+        # Queued per replica: one on the device, one read and waiting, and one per writer thread.
+        self.depth = 2 + layout.writers
+        options = dict(num_cpus=layout.cpus, num_gpus=layout.gpus, max_restarts=-1, max_task_retries=0,
+                       max_concurrency=1 + layout.writers)
         # Named so that operators (and the fault tests) can find a run's replicas: `ray list actors`.
         run = uuid.uuid4().hex[:8]
         self.actors = [
@@ -349,8 +380,8 @@ class _WorkerPool:
         self.all_down_since: float | None = time.monotonic()
         self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
 
-    def free_slot(self, depth: int) -> int | None:
-        candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < depth]
+    def free_slot(self) -> int | None:
+        candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < self.depth]
         return min(candidates, key=lambda i: self.load[i]) if candidates else None
 
     def mark_dead(self, i: int) -> None:
@@ -493,8 +524,6 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
         manifest["parts"] = manifest_parts(committed)
         store.write_manifest(manifest)
 
-    workers, gpus, threads = _worker_layout(options)
-    pool = _WorkerPool(settings, store, workers, gpus, threads)
     progress = _Progress(int(plan.totals["units"]), job.mode.unit, options.progress)
     computed = sequences = 0
     counts: Counter = Counter()
@@ -506,9 +535,14 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
             else:
                 yield part
 
+    # Replicas start only when a part needs computing: a fully resumed run loads no model anywhere.
+    fresh = fresh_parts()
+    first = next(fresh, None)
+    pool = None if first is None else _WorkerPool(settings, store, _worker_layout(options))
     try:
         for result, part in _stream_parts(
-            fresh_parts(), job.mode, pool, save, options.manifest_interval_s, options.replica_patience_s
+            itertools.chain([first], fresh) if pool else (), job.mode, pool, save, options.manifest_interval_s,
+            options.replica_patience_s,
         ):
             committed[result.record.path] = result.record
             computed += part.units
@@ -518,7 +552,8 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
             if on_part is not None:
                 on_part(result.record)
     except BaseException:
-        pool.shutdown()  # first, so that no replica publishes a part after the manifest is saved
+        if pool is not None:
+            pool.shutdown()  # first, so that no replica publishes a part after the manifest is saved
         try:
             save()  # whatever committed so far stays committed; the run is not complete
         except Exception as e:  # noqa: BLE001 - the original failure is the one to report
@@ -526,7 +561,8 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
         raise
     finally:
         progress.close()
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
     _, changed = store.intact_parts(committed)  # a late write landed during the run: not complete
     if changed:
         for path in changed:
@@ -573,15 +609,16 @@ def _resumable_parts(options: RunOptions, store: AtlasStore, previous: Mapping |
 
 
 def _stream_parts(
-    parts: Iterable[Any], mode: Mode, pool: _WorkerPool, save, interval: float, patience_s: float
+    parts: Iterable[Any], mode: Mode, pool: _WorkerPool | None, save, interval: float, patience_s: float
 ):
-    """Yield ``(result, part)`` as parts commit, keeping at most ``depth`` parts queued per replica.
+    """Yield ``(result, part)`` as parts commit, keeping at most ``pool.depth`` parts queued per replica.
 
     ``parts`` is consumed lazily (it may be a stream); parts the system failed are retried first.
     """
     import ray
 
-    depth = 2  # one running, one read and waiting, so the device never waits on a read
+    if pool is None:
+        return
     # Reads need no CPU reservation: at most `depth` per replica are in flight, and reserving a CPU could
     # deadlock a cluster whose CPUs are all held by CPU replicas.
     read_task = ray.remote(read_inputs).options(num_cpus=0, max_retries=3)
@@ -605,7 +642,7 @@ def _stream_parts(
         return None
 
     while True:
-        while (slot := pool.free_slot(depth)) is not None and (part := next_part()) is not None:
+        while (slot := pool.free_slot()) is not None and (part := next_part()) is not None:
             inputs = read_task.remote(mode_ref, part)
             in_flight[pool.actors[slot].run_part.remote(mode_ref, part, inputs)] = (part, slot)
             pool.load[slot] += 1

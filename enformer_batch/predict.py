@@ -9,6 +9,7 @@ window's owned bins into the part's rows. Orchestration, resume and commit are t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -246,4 +247,4 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
     RunError when a part fails; committed parts are kept and re-running the same call resumes.
     """
-    return run_job(AtlasJob(config), on_part)
+    return dataclasses.replace(run_job(AtlasJob(config), on_part), row_unit="bins", output_label="atlas")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -167,9 +168,11 @@ def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
     from enformer_batch.store import AtlasStore
 
     config = PredictConfig(fasta="unused.fa", out=str(tmp_path))
-    workers, gpus, _ = _worker_layout(config)
-    assert (workers, gpus) == (2, 1.0)
-    pool = _WorkerPool(config.inference_settings(), AtlasStore(str(tmp_path)), workers, gpus, threads=1)
+    layout = _worker_layout(config)
+    assert (layout.workers, layout.gpus) == (2, 1.0)
+    # Four CPUs, two GPUs: each GPU replica gets one writer thread and reserves a CPU for it.
+    assert (layout.writers, layout.cpus) == (1, 2)
+    pool = _WorkerPool(config.inference_settings(), AtlasStore(str(tmp_path)), dataclasses.replace(layout, threads=1))
     try:
         placements = ray_cluster.get([a.placement.remote() for a in pool.actors])
     finally:
@@ -177,14 +180,17 @@ def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
     assert sorted(p["gpu_ids"][0] for p in placements) == ["0", "1"]
     assert all(len(p["gpu_ids"]) == 1 for p in placements)
     half = PredictConfig(fasta="unused.fa", out=str(tmp_path), gpus_per_worker=0.5)
-    assert _worker_layout(half)[:2] == (4, 0.5)  # fractional shares put several replicas on one GPU
+    quarter = _worker_layout(half)
+    assert (quarter.workers, quarter.gpus) == (4, 0.5)  # fractional shares put several replicas on one GPU
+    assert quarter.cpus == 1  # not enough CPUs to reserve writers' too: they share the node's cores
 
 
 def test_device_choice_decides_gpu_requests(ray_cluster, tmp_path):
     from enformer_batch.predict import PredictConfig, _worker_layout
 
     def layout(**kw):
-        return _worker_layout(PredictConfig(fasta="unused.fa", out=str(tmp_path), **kw))[:2]
+        layout = _worker_layout(PredictConfig(fasta="unused.fa", out=str(tmp_path), **kw))
+        return layout.workers, layout.gpus
 
     assert layout(device="cpu") == (1, 0.0)
     assert layout(device="cpu", workers=2) == (2, 0.0)

@@ -166,8 +166,8 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
     """A node whose copy of the checkpoint (or cache) holds other bytes than the run recorded."""
     from dataclasses import replace
 
+    from enformer_batch.engine import WorkerLayout, _WorkerPool
     from enformer_batch.model import load_model
-    from enformer_batch.predict import _WorkerPool
 
     other = perturbed_model(os.path.join(REPO, "enformer_batch", "demo_model"), tmp_path / "other")
     recorded = load_model(other).weights_sha256  # what the manifest says; the replica loads the demo weights
@@ -176,7 +176,7 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
         Predictor(settings, device="cpu")
     Predictor(replace(settings, weights_sha256=load_model("demo").weights_sha256), device="cpu")  # same: fine
 
-    pool = _WorkerPool(settings, AtlasStore(str(tmp_path / "atlas")), 1, 0.0, 1)
+    pool = _WorkerPool(settings, AtlasStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
         with pytest.raises(RunError, match="a model replica failed to start: .*WeightsMismatch"):
             deadline = time.monotonic() + 120
