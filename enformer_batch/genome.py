@@ -99,7 +99,8 @@ class FastaSource:
 
     @property
     def file_name(self) -> str:
-        return os.path.basename(self.url.rstrip("/"))
+        # In a chained URL (zip://genome.fa::s3://bucket/archive.zip) the genome is the first link.
+        return os.path.basename(self.url.split("::")[0].rstrip("/"))
 
     @property
     def name(self) -> str:
@@ -149,7 +150,7 @@ class FastaSource:
         if form == "2bit":
             return TwoBitGenome(self._local_copy(), self.url)
         if form == "gzip":
-            return _open_fasta(self._local_copy(), {}, self.url)
+            return _open_fasta(self._local_copy(), {}, self.url, bgzip=False)
         name = self.file_name.lower()
         if form == "bgzip" and not name.endswith((".gz", ".bgz")):
             raise GenomeError(f"{self.url} is bgzip-compressed but its name does not end in .gz or .bgz; "
@@ -157,7 +158,7 @@ class FastaSource:
         if form == "fasta" and name.endswith((".gz", ".bgz")):
             raise GenomeError(f"{self.url} is named like a compressed file but is not compressed; rename it "
                               "without the .gz/.bgz ending")
-        return _open_fasta(self.url, self.storage_options, self.url)
+        return _open_fasta(self.url, self.storage_options, self.url, bgzip=form == "bgzip")
 
     def lengths(self) -> dict[str, int]:
         """Chromosome names (as in the file, in file order) and lengths, from the index alone."""
@@ -288,12 +289,11 @@ def _size(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str):  # -> pyfaidx.Fasta
+def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip: bool):  # -> pyfaidx.Fasta
     """Open a plain or bgzip FASTA through its index (.fai, and .gzi for bgzip), building what is missing."""
     import pyfaidx
 
     self_url = shown  # what error messages name: the user's URL, not a cache path
-    bgzip = url.lower().endswith((".gz", ".bgz"))
     kwargs = dict(as_raw=True, sequence_always_upper=False, rebuild=False, build_index=True)
     try:
         if is_local(url):
@@ -332,7 +332,7 @@ def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str):  # ->
                 f"FASTA {self_url} has duplicate sequence names ({e}); names must be unique"
             ) from e
         raise GenomeError(f"cannot read FASTA {self_url}: {e}") from e
-    except (OSError, EOFError, zlib.error) as e:  # a truncated or damaged bgzip file surfaces as these
+    except (OSError, EOFError, zlib.error, struct.error) as e:  # how a truncated or damaged bgzip file surfaces
         what = "bgzip FASTA" if bgzip else "FASTA"
         raise GenomeError(f"cannot read {what} {self_url} (truncated or corrupt?): {e}") from e
 

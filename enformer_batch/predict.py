@@ -337,6 +337,11 @@ class _Progress:
                 mininterval=1.0, dynamic_ncols=True,
             )
 
+    def note(self, text: str) -> None:
+        """A line above the bar (tqdm redraws the bar below it)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+
     def update(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n)
@@ -344,6 +349,12 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _stage(config: PredictConfig, text: str) -> None:
+    """One line on stderr per start-up stage (genome, Ray, model, replicas), so a slow start is not silence."""
+    if config.progress:
+        print(f"enformer-batch: {text}", file=sys.stderr, flush=True)
 
 
 def describe_model(settings: InferenceSettings) -> ModelInfo:
@@ -391,6 +402,8 @@ class _WorkerPool:
         self.healthy = [False] * workers
         self.all_down_since: float | None = time.monotonic()
         self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
+        self.on_first_ready: Callable[[int, int], None] | None = None  # (replicas ready, replicas) at start-up
+        self._started: set[int] = set()
 
     def free_slot(self, depth: int) -> int | None:
         candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < depth]
@@ -419,6 +432,10 @@ class _WorkerPool:
             ray.get(ref)
             self.healthy[i] = True
             self.all_down_since = None
+            if i not in self._started:
+                self._started.add(i)
+                if self.on_first_ready is not None:
+                    self.on_first_ready(len(self._started), len(self.actors))
         except ray.exceptions.RayActorError as e:
             if getattr(e, "actor_init_failed", False):  # the model cannot load on this replica
                 raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
@@ -453,6 +470,7 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     t0 = time.perf_counter()
     check_request(config)
     fasta = FastaSource(config.fasta, dict(config.storage_options))
+    _stage(config, f"reading the genome index of {fasta.file_name}")
     lengths = fasta.lengths()
     # Fail fast, before Ray starts, on what needs no model (re-checked below against the model's geometry).
     if config.stride is not None:
@@ -469,8 +487,12 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
         raise StoreError(f"--out {config.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
     store.check_writable()
 
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        _stage(config, f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
     _ray_init()
     settings = config.inference_settings()
+    _stage(config, f"loading the model ({config.model}) once to read its geometry and tracks")
     try:
         info: ModelInfo = ray.get(ray.remote(describe_model).options(num_cpus=1, max_retries=0).remote(settings))
     except ray.exceptions.RayTaskError as e:
@@ -505,9 +527,14 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
         store.write_manifest(manifest)
 
     workers, gpus, threads = _worker_layout(config)
+    if resumed:
+        _stage(config, f"resuming: {resumed} of {len(parts)} parts already committed")
+    _stage(config, f"starting {workers} model replica(s) "
+           f"({f'{gpus:g} GPU' if gpus else 'CPU'}, {threads} torch thread(s) each); each loads the model")
     pool = _WorkerPool(settings, store, workers, gpus, threads)
     total_windows = manifest["totals"]["windows"]
     progress = _Progress(total_windows, total_windows - sum(len(p.windows) for p in todo), config.progress)
+    pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
     computed = 0
     try:
         for record, part in _stream_parts(
