@@ -470,7 +470,8 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     t0 = time.perf_counter()
     check_request(config)
     fasta = FastaSource(config.fasta, dict(config.storage_options))
-    _stage(config, f"reading the genome index of {fasta.file_name}")
+    form = fasta.form  # a missing, unreadable or empty file fails here, before any stage line
+    _stage(config, f"reading the genome index of {fasta.file_name} ({form})")
     lengths = fasta.lengths()
     # Fail fast, before Ray starts, on what needs no model (re-checked below against the model's geometry).
     if config.stride is not None:
