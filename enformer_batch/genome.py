@@ -239,7 +239,7 @@ class FastaSource:
                 )
             if form == "gzip":
                 notice = (f"{self.file_name} is plain gzip (no random access): decompressing it once into "
-                          f"{folder} ({_size(need)}; a bgzip FASTA would be read in place)")
+                          f"{folder} (about {_size(need)}; a bgzip FASTA would be read in place)")
             else:
                 notice = f"copying {self.file_name} once into {folder} ({_size(need)}; py2bit reads local files)"
             print(f"enformer-batch: {notice}", file=sys.stderr, flush=True)
@@ -261,7 +261,9 @@ class FastaSource:
         # does. (A multi-member file's ISIZE covers its last member only: the write below still fails cleanly.)
         while isize < compressed:
             isize += 1 << 32
-        return isize
+        # Deflate cannot exceed ~1032:1, so a larger figure is not a trailer (a truncated or damaged file):
+        # fall back to a typical FASTA ratio for the space check; decompressing then reports the damage.
+        return isize if isize <= 1032 * compressed else 4 * compressed
 
     def _open_raw(self):
         if is_local(self.url):
