@@ -38,7 +38,8 @@ def _storage_option(text: str) -> tuple[str, str]:
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
-    parser.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
+    parser.add_argument("fasta", help="genome path or fsspec URL (s3://, gs://, https://...): FASTA (.fai), bgzip "
+                        "FASTA (.fai/.gzi), plain-gzip FASTA (decompressed once into $ENFORMER_BATCH_CACHE) or .2bit")
     parser.add_argument("--out", required=True, help="atlas directory or object-store prefix")
     parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
                         "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
@@ -125,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exit 0 when the atlas is complete and sound; otherwise list each defect "
                        "and exit 1.")
     v.add_argument("url", help="atlas directory or URL")
-    v.add_argument("--fasta", default=None, help="check chromosome lengths against this FASTA's index")
+    v.add_argument("--fasta", default=None, help="check chromosome lengths against this genome (any form "
+                   "predict takes)")
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Throughput and prices are labelled estimates; override them with measured or quoted "
                         "figures.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pl.add_argument("fasta", help="FASTA path or URL (read through its .fai), or a .fai / chrom.sizes file")
+    pl.add_argument("fasta", help="genome path or URL in any form predict takes, or a .fai / chrom.sizes file")
     pl.add_argument("--model", default=None, help="'enformer' (the default: the full-size official heads, human "
                     "5,313, mouse 1,643 tracks; nothing read), 'demo', or a checkpoint directory/URL (reads "
                     "config.json)")
