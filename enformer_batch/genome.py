@@ -96,6 +96,9 @@ class FastaSource:
 
     url: str
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    # Resolved where the source is made (the driver) and shipped with it, so every task of a run uses the
+    # cache that the command's environment names, not whatever a Ray worker process inherited.
+    cache_dir: str = field(default_factory=lambda: genome_cache_dir())
 
     @property
     def file_name(self) -> str:
@@ -213,7 +216,7 @@ class FastaSource:
             return local_path(self.url)
         size, version = self._stamp()
         key = hashlib.sha256(version.encode()).hexdigest()[:16]
-        folder = os.path.join(genome_cache_dir(), key)
+        folder = os.path.join(self.cache_dir, key)
         target = os.path.join(folder, self.name + (".2bit" if form == "2bit" else ".fa"))
         if os.path.exists(target):
             return target
