@@ -61,7 +61,7 @@ def local_path(url: str) -> str:
 
 
 # Name endings that say how a genome file is stored, not which genome it is (see FastaSource.name).
-_FORM_SUFFIXES = (".gz", ".bgz", ".bgzf", ".2bit", ".fa", ".fasta", ".fna", ".fas", ".fsa", ".seq")
+_FORM_SUFFIXES = (".gz", ".bgz", ".bgzf", ".2bit", ".fa", ".fasta", ".fna", ".fas", ".fsa")
 # First bytes of a 2bit file: its signature 0x1A412743, written in either byte order.
 _TWOBIT_MAGIC = (b"\x43\x27\x41\x1a", b"\x1a\x41\x27\x43")
 
