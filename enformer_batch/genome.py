@@ -303,6 +303,8 @@ def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip:
     try:
         if is_local(url):
             path = local_path(url)
+            if not os.path.exists(path):  # gone since the form was read (tasks reuse the driver's form)
+                raise GenomeError(f"FASTA not found: {path}")
             fai = path + ".fai"
             missing = [p for p in ((fai, path + ".gzi") if bgzip else (fai,)) if not os.path.exists(p)]
             if missing and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
@@ -314,6 +316,8 @@ def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip:
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options))
+        if not fs.exists(path):
+            raise GenomeError(f"FASTA not found: {self_url}")
         fasta_file = fsspec.core.OpenFile(fs, path, "rb")
         index_file = fsspec.core.OpenFile(fs, path + ".fai", "rb")
         if bgzip:
@@ -338,8 +342,9 @@ def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip:
             ) from e
         raise GenomeError(f"cannot read FASTA {self_url}: {e}") from e
     except (OSError, EOFError, zlib.error, struct.error) as e:  # how a truncated or damaged bgzip file surfaces
-        what = "bgzip FASTA" if bgzip else "FASTA"
-        raise GenomeError(f"cannot read {what} {self_url} (truncated or corrupt?): {e}") from e
+        if bgzip:
+            raise GenomeError(f"cannot read bgzip FASTA {self_url} (truncated or corrupt?): {e}") from e
+        raise GenomeError(f"cannot read FASTA {self_url}: {e}") from e
 
 
 class TwoBitGenome:
