@@ -207,7 +207,7 @@ class FastaSource:
     def _local_copy(self) -> str:
         """A local, uncompressed file for this source: the file itself (a local .2bit) or a cache copy.
 
-        Built once per machine under ``genome_cache_dir()``, keyed by the source's location, size and
+        Built once per machine under ``cache_dir``, keyed by the source's location, size and
         modification time (or ETag), written to a temporary name and renamed, under a lock, so concurrent
         readers on one node neither duplicate the work nor see half a file.
         """
