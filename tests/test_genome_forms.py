@@ -15,7 +15,7 @@ import fsspec
 import pytest
 
 from enformer_batch.cli import main
-from enformer_batch.demo import chrom_sequence, compress_fasta, write_twobit
+from enformer_batch.demo import DEMO_GENOME, chrom_sequence, compress_fasta, write_demo_genome, write_twobit
 from enformer_batch.genome import FastaSource, GenomeError, read_codes, sniff_form
 
 from .conftest import TEST_GENOME, run_and_validate
@@ -81,6 +81,23 @@ def test_every_form_reads_the_same_bases(test_fasta, tmp_path, genome_cache, cap
     err = capsys.readouterr().err
     notices = [line for line in err.splitlines() if "plain gzip" in line]
     assert len(notices) == 1 and "decompressing it once" in notices[0]  # one notice, not one per open
+
+
+def test_the_demo_genome_reads_the_same_in_every_form(tmp_path):
+    """The demo genome (2 Mb, what `make demo` predicts) as bgzip, plain gzip and 2bit: every base of it."""
+    fasta = write_demo_genome(str(tmp_path / "demo.fa"))
+    forms = {"bgzip": compress_fasta(fasta, str(tmp_path / "demo.fa.gz"), "bgzip"),
+             "gzip": compress_fasta(fasta, str(tmp_path / "demo.plain.fa.gz"), "gzip"),
+             "2bit": write_twobit(str(tmp_path / "demo.2bit"), [(c.name, chrom_sequence(c, 7)) for c in DEMO_GENOME])}
+    ref = FastaSource(fasta).open()
+    lengths = FastaSource(fasta).lengths()
+    for form, path in forms.items():
+        source = FastaSource(path)
+        assert source.form == form and source.lengths() == lengths
+        genome = source.open()
+        for chrom, n in lengths.items():
+            assert (read_codes(genome, chrom, n, 0, n) == read_codes(ref, chrom, n, 0, n)).all(), (form, chrom)
+        genome.close()
 
 
 def test_four_forms_give_identical_atlases(ray_cluster, test_fasta, reference_atlas, tmp_path, capsys):
