@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean real-data
 
 # Torch first, from the pinned spec, so that no other requirement pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -32,7 +32,12 @@ demo: install
 	$(VENV)/bin/enformer-batch validate $(DEMO_DIR)/atlas --fasta $(DEMO_DIR)/genome.fa
 	@$(PY) -m enformer_batch.demo show $(DEMO_DIR)/atlas
 
-test: $(VENV)/.installed-test
+# Real genome and VCFs (GRCh37 chr20, 1000 Genomes) from Debian's registry; tests that need them say so if
+# they cannot be had.
+real-data:
+	bash tools/fetch_real_data.sh .real-data || true
+
+test: $(VENV)/.installed-test real-data
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                 sampler.stop.set()
                 sampler.join()
                 results.append((size, chromosomes, summary, seconds, before, sampler))
-                print(f"  {size / 1e6:,.0f} Mb: {summary.windows} windows in {seconds:.1f} s "
+                print(f"  {size / 1e6:,.0f} Mb: {summary.units} windows in {seconds:.1f} s "
                       f"(FASTA written in {gen_s:.1f} s)", flush=True)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
           "| driver RSS peak, MiB | peak − before, MiB | object store peak, MiB | samples |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size, chromosomes, s, seconds, before, sampler in results:
-        print(f"| {size / 1e6:,.0f} Mb | {chromosomes} | {s.windows:,} | "
-              f"{s.parts:,} | {s.rows:,} | {seconds:.1f} | {s.windows / seconds:.1f} | {before / 2**20:.0f} | "
+        print(f"| {size / 1e6:,.0f} Mb | {chromosomes} | {s.units:,} | "
+              f"{s.parts:,} | {s.rows:,} | {seconds:.1f} | {s.units / seconds:.1f} | {before / 2**20:.0f} | "
               f"{sampler.rss_peak / 2**20:.0f} | {(sampler.rss_peak - before) / 2**20:.0f} | "
               f"{sampler.store_peak / 2**20:.1f} | {sampler.samples:,} |")
 

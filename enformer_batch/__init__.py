@@ -1,8 +1,10 @@
 """enformer-batch: genome-wide batch prediction of sequence-to-function models on Ray, into Parquet atlases.
 
-Pipeline, one module per stage: ``genome`` (FASTA, index, encoding) → ``windows`` (tiling, stitching) →
-``model`` (Enformer, weights, tracks) → ``inference`` (the model call on one device) → ``predict`` (Ray
-orchestration) → ``store`` (Parquet parts, manifest) → ``atlas`` (validate, query). ``cli`` sits on top.
+Pipeline, one module per stage: ``genome`` (FASTA, index, encoding) → work units: ``windows`` (tiling,
+stitching) and ``vcf`` (variant rows) → ``model`` (Enformer, weights, tracks) → ``inference`` (the model call
+on one device) → ``engine`` (Ray orchestration, resume, commit; mode-agnostic) with its modes ``predict``
+(genome atlases) and ``variants`` (variant scores) → ``store`` (Parquet parts, manifest) → ``atlas``
+(validate), ``query`` and ``export`` (reading back). ``cli`` sits on top.
 """
 
 __version__ = "0.1.0"
@@ -11,8 +13,10 @@ __version__ = "0.1.0"
 from .atlas import ValidationReport, validate  # noqa: E402
 from .predict import PredictConfig, RunSummary, predict  # noqa: E402
 from .query import Atlas, open_atlas  # noqa: E402
+from .variants import VariantConfig, score_variants  # noqa: E402
 
 __all__ = [
-    "Atlas", "PredictConfig", "RunSummary", "ValidationReport", "open_atlas", "predict", "validate",
+    "Atlas", "PredictConfig", "RunSummary", "ValidationReport", "VariantConfig", "open_atlas", "predict",
+    "score_variants", "validate",
     "__version__",
 ]

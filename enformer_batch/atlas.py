@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from .store import SUCCESS, AtlasStore, chrom_of_dir, records_from_manifest, track_schema
+from .store import SUCCESS, AtlasStore, records_from_manifest, track_schema
 from .windows import BinRanges, Geometry, n_bins, plan_selection
 
 
@@ -36,13 +37,14 @@ class ValidationReport:
     status: str = "missing"
     problems: list[str] = field(default_factory=list)
     chroms: list[ChromCoverage] = field(default_factory=list)
+    unit: str = "bins"  # what coverage counts: bins of an atlas, rows of a variant table
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def table(self) -> str:
-        rows = [("chrom", "length", "bins expected", "bins found", "duplicates", "parts")]
+        rows = [("chrom", "length", f"{self.unit} expected", f"{self.unit} found", "duplicates", "parts")]
         rows += [
             (c.chrom, str(c.length), str(c.bins_expected), str(c.bins_found), str(c.duplicates), str(c.parts))
             for c in self.chroms
@@ -79,8 +81,16 @@ def expected_bins(identity: Mapping) -> dict[str, np.ndarray]:
     return out
 
 
-def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, str] | None = None) -> ValidationReport:
-    """Check an atlas; the report's ``problems`` names every defect found (empty when valid)."""
+def validate(
+    url: str,
+    fasta: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+    vcf: str | None = None,
+) -> ValidationReport:
+    """Check an atlas or a variant table; the report's ``problems`` names every defect found (empty when valid).
+
+    ``vcf`` (variant tables): also check that every row of that VCF appears exactly once.
+    """
     report = ValidationReport(url)
     store = AtlasStore(url, storage_options)
     try:
@@ -94,12 +104,14 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
     report.status = manifest.get("status", "?")
     try:
         identity = manifest["identity"]
-        lengths: dict[str, int] = identity["fasta"]["chromosomes"]
-        geometry = Geometry(**identity["geometry"])
-        identity["chromosomes"], identity["stride"], identity["windows_per_part"], identity["tracks"]
+        coverage = COVERAGE[identity.get("mode", "atlas")](identity, store)
     except (KeyError, TypeError, ValueError) as e:
         report.problems.append(f"_manifest.json is malformed ({type(e).__name__}: {e}); re-run with --overwrite")
         return report
+    report.unit = coverage.unit
+    if vcf is not None and type(coverage) is not VariantCoverage:
+        report.problems.append("--vcf checks variant tables; this is not one")
+    lengths: dict[str, int] = identity["fasta"]["chromosomes"]
     if report.status != "complete":
         report.problems.append(f"run is not complete (status {report.status!r}); re-run the same command to resume")
     if report.status == "complete" and not store.exists(SUCCESS):
@@ -111,7 +123,7 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
         from .genome import FastaSource
 
         actual = FastaSource(fasta, dict(storage_options or {})).lengths()
-        for chrom in identity["chromosomes"]:
+        for chrom in coverage.fasta_chromosomes():
             if chrom not in actual:
                 report.problems.append(f"{chrom} is in the atlas but not in {fasta}")
             elif actual[chrom] != lengths[chrom]:
@@ -120,12 +132,7 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
                 )
 
     records = records_from_manifest(manifest)
-    planned = {
-        store.part_relpath(part.chrom, part.name): part
-        for part in plan_selection(
-            selection_of(identity), lengths, geometry, identity["stride"], identity["windows_per_part"]
-        )
-    }
+    planned = coverage.planned_paths()
     for path in sorted(set(planned) - set(records)):
         report.problems.append(f"missing part {path} (not committed)")
     for path in sorted(set(records) - set(planned)):
@@ -133,9 +140,6 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
     for path in sorted(set(store.list_part_files()) - set(records)):
         report.problems.append(f"stray part {path}: present but not in the manifest")
 
-    schema = track_schema([t["name"] for t in identity["tracks"]], identity["dtype"])
-    starts_by_chrom: dict[str, list[np.ndarray]] = {c: [] for c in identity["chromosomes"]}
-    coverage = {c: ChromCoverage(c, lengths[c], 0) for c in identity["chromosomes"]}
     for path, record in sorted(records.items()):
         if not store.exists(path):
             report.problems.append(f"part {path} is listed in the manifest but missing")
@@ -154,33 +158,229 @@ def validate(url: str, fasta: str | None = None, storage_options: Mapping[str, s
             continue
         if table.num_rows != record.rows:
             report.problems.append(f"part {path}: {table.num_rows} rows, manifest says {record.rows}")
-        if not table.schema.equals(schema):
+        if not table.schema.equals(coverage.schema):
             report.problems.append(f"part {path}: schema differs from the manifest's tracks and dtype")
             continue
-        chrom = chrom_of_dir(path.split("/")[0])
-        if chrom not in coverage:
-            continue
+        if path in planned:
+            report.problems += coverage.add(path, planned[path], table)
+    report.problems += coverage.finish(report, vcf, storage_options)
+    return report
+
+
+class BinCoverage:
+    """Atlas coverage: every expected bin of every selected chromosome written exactly once."""
+
+    unit = "bins"
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        self.identity = identity
+        self.lengths: dict[str, int] = identity["fasta"]["chromosomes"]
+        self.geometry = Geometry(**identity["geometry"])
+        self.store = store
+        self.schema = track_schema([t["name"] for t in identity["tracks"]], identity["dtype"])
+        self.plan = plan_selection(
+            selection_of(identity), self.lengths, self.geometry, identity["stride"], identity["windows_per_part"]
+        )
+        self.starts: dict[str, list[np.ndarray]] = {c: [] for c in identity["chromosomes"]}
+        self.coverage = {c: ChromCoverage(c, self.lengths[c], 0) for c in identity["chromosomes"]}
+
+    def fasta_chromosomes(self) -> list[str]:
+        return list(self.identity["chromosomes"])
+
+    def planned_paths(self) -> dict:
+        return {self.store.part_relpath(part.chrom, part.name): part for part in self.plan}
+
+    def add(self, path: str, part, table) -> list[str]:
+        chrom, bin_size = part.chrom, self.geometry.bin_size
         start = table.column("start").to_numpy()
         end = table.column("end").to_numpy()
-        if np.any(start % geometry.bin_size) or np.any(end != np.minimum(start + geometry.bin_size, lengths[chrom])):
-            report.problems.append(f"part {path}: start/end are not the bins [i*{geometry.bin_size}, (i+1)*...)")
-        starts_by_chrom[chrom].append(start)
-        coverage[chrom].parts += 1
+        problems = []
+        if np.any(start % bin_size) or np.any(end != np.minimum(start + bin_size, self.lengths[chrom])):
+            problems.append(f"part {path}: start/end are not the bins [i*{bin_size}, (i+1)*...)")
+        self.starts[chrom].append(start)
+        self.coverage[chrom].parts += 1
+        return problems
 
-    for chrom, want in expected_bins(identity).items():
-        cov = coverage[chrom]
-        cov.bins_expected = len(want)
-        found = np.concatenate(starts_by_chrom[chrom] or [np.arange(0)]) // geometry.bin_size
-        unique, counts = np.unique(found, return_counts=True)
-        cov.bins_found = len(unique)
-        cov.duplicates = int((counts > 1).sum())
-        if cov.duplicates:
-            report.problems.append(f"{chrom}: {cov.duplicates} bins written more than once")
-        missing = np.setdiff1d(want, unique)
-        extra = np.setdiff1d(unique, want)
-        if len(missing) and report.status == "complete":
-            report.problems.append(f"{chrom}: {len(missing)} bins missing (first at {missing[0] * geometry.bin_size})")
-        if len(extra):
-            report.problems.append(f"{chrom}: {len(extra)} bins outside the selection")
-        report.chroms.append(cov)
-    return report
+    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
+        problems = []
+        for chrom, want in expected_bins(self.identity).items():
+            cov = self.coverage[chrom]
+            cov.bins_expected = len(want)
+            found = np.concatenate(self.starts[chrom] or [np.arange(0)]) // self.geometry.bin_size
+            unique, counts = np.unique(found, return_counts=True)
+            cov.bins_found = len(unique)
+            cov.duplicates = int((counts > 1).sum())
+            if cov.duplicates:
+                problems.append(f"{chrom}: {cov.duplicates} bins written more than once")
+            missing = np.setdiff1d(want, unique)
+            extra = np.setdiff1d(unique, want)
+            if len(missing) and report.status == "complete":
+                first = missing[0] * self.geometry.bin_size
+                problems.append(f"{chrom}: {len(missing)} bins missing (first at {first})")
+            if len(extra):
+                problems.append(f"{chrom}: {len(extra)} bins outside the selection")
+            report.chroms.append(cov)
+        return problems
+
+
+class VariantCoverage:
+    """Variant-table coverage: each part holds its planned rows; with a VCF, every input row exactly once."""
+
+    unit = "rows"
+    keys = ("pos", "id", "ref", "alt")  # with the chromosome: what identifies an input row
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        from .variants import variant_schema
+
+        self.identity = identity
+        self.store = store
+        self.rows_by_chrom: dict[str, int] = identity["vcf"]["rows_by_chrom"]
+        self.per_part: int = identity["variants_per_part"]
+        self.schema = variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
+        self.found: Counter = Counter()
+        self.parts: Counter = Counter()
+        self.input_problems: list[str] = []
+
+    def fasta_chromosomes(self) -> list[str]:
+        return [c for c in self.rows_by_chrom if c in self.identity["fasta"]["chromosomes"]]
+
+    def planned_paths(self) -> dict:
+        from .variants import VariantPart, part_bounds
+
+        return {
+            self.store.part_relpath(chrom, VariantPart(chrom, first, end, 0).name): (chrom, first, end)
+            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
+        }
+
+    def add(self, path: str, planned: tuple[str, int, int], table) -> list[str]:
+        from .variants import STATUSES
+
+        chrom, first, end = planned
+        problems = []
+        if table.num_rows != end - first:
+            problems.append(f"part {path}: {table.num_rows} rows, the plan has {end - first}")
+        statuses = set(table.column("status").to_pylist())
+        if statuses - set(STATUSES):
+            problems.append(f"part {path}: unknown status {sorted(statuses - set(STATUSES))}")
+        columns = [table.column(c).to_pylist() for c in self.keys]
+        self.found.update((chrom, *row) for row in zip(*columns))
+        self.parts[chrom] += 1
+        return problems
+
+    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
+        for chrom, rows in self.rows_by_chrom.items():
+            found = sum(n for key, n in self.found.items() if key[0] == chrom)
+            report.chroms.append(ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows,
+                                               found, 0, self.parts[chrom]))
+        want = self.expected(vcf, storage_options)
+        return [] if want is None else self.compare(want)
+
+    def expected(self, vcf: str | None, storage_options) -> Counter | None:
+        """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
+        if vcf is None:
+            return None
+        from .vcf import ChromMatcher, VcfDigest, read_rows
+
+        digest = VcfDigest()
+        match = ChromMatcher(self.identity["fasta"]["chromosomes"])
+        want = Counter(
+            (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
+        )
+        if digest.sha256 != self.identity["vcf"]["sha256"]:
+            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
+        return want
+
+    def compare(self, want: Counter) -> list[str]:
+        problems = list(self.input_problems)
+        missing, extra = want - self.found, self.found - want
+        for what, rows in (("missing", missing), ("not in the input, or more often than in it", extra)):
+            if rows:
+                key, _ = next(iter(rows.items()))
+                problems.append(f"{sum(rows.values())} row(s) {what} (e.g. {' '.join(map(str, key))})")
+        return problems
+
+
+class EditCoverage(VariantCoverage):
+    """Edit tables: the manifest lists every edit, so each is checked to appear exactly once."""
+
+    keys = ("name", "start", "end", "sequence")
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        from .experiments import EDIT_FIELDS
+        from .variants import scores_schema
+
+        self.identity = identity
+        self.store = store
+        self.rows_by_chrom = identity["rows_by_chrom"]
+        self.per_part = identity["edits_per_part"]
+        self.schema = scores_schema(EDIT_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
+        self.found = Counter()
+        self.parts = Counter()
+        self.input_problems = []
+
+    def planned_paths(self) -> dict:
+        from .experiments import EditPart
+        from .variants import part_bounds
+
+        return {
+            self.store.part_relpath(chrom, EditPart(chrom, first, end, 0, ()).name): (chrom, first, end)
+            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
+        }
+
+    def expected(self, vcf: str | None, storage_options) -> Counter:
+        return Counter((chrom, name, start, end, seq) for name, chrom, start, end, seq in self.identity["edits"])
+
+
+class MutagenesisCoverage:
+    """Mutagenesis tables: each part holds every position of its range, with each base but the reference."""
+
+    unit = "rows"
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        from .experiments import MUTAGENESIS_FIELDS, planned_mutagenesis_parts
+        from .variants import scores_schema
+
+        self.identity = identity
+        self.store = store
+        self.plan = planned_mutagenesis_parts(identity)
+        self.schema = scores_schema(MUTAGENESIS_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
+        self.coverage: dict[str, ChromCoverage] = {}
+        for part in self.plan:
+            cov = self.coverage.setdefault(part.chrom, ChromCoverage(part.chrom, part.length, 0))
+            cov.bins_expected += 3 * (part.end - part.first)
+
+    def fasta_chromosomes(self) -> list[str]:
+        return list(self.coverage)
+
+    def planned_paths(self) -> dict:
+        return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
+
+    def add(self, path: str, part, table) -> list[str]:
+        rows = list(zip(*(table.column(c).to_pylist() for c in ("region", "pos", "ref", "alt"))))
+        problems = []
+        if {r[0] for r in rows} != {part.region.label}:
+            problems.append(f"part {path}: rows of another region than {part.region.label}")
+        per_position: Counter = Counter()
+        for _, pos, ref, alt in rows:
+            per_position[pos] += 1
+            if ref == alt or alt not in "ACGT":
+                problems.append(f"part {path}: position {pos} has the mutant {ref}>{alt}")
+                break
+        expected = set(range(part.first + 1, part.end + 1))
+        if set(per_position) != expected or any(
+            n != (4 if r == "N" else 3) for (_, pos, r, _), n in ((row, per_position[row[1]]) for row in rows)
+        ):
+            problems.append(f"part {path}: not every position of {part.first + 1}-{part.end} with each other base "
+                            "exactly once")
+        cov = self.coverage[part.chrom]
+        cov.bins_found += len(rows)
+        cov.parts += 1
+        return problems
+
+    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
+        report.chroms += list(self.coverage.values())
+        return []
+
+
+COVERAGE = {"atlas": BinCoverage, "variants": VariantCoverage, "edits": EditCoverage,
+            "mutagenesis": MutagenesisCoverage}

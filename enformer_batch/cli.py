@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .predict import PredictConfig
+    from .variants import VariantConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -36,23 +37,16 @@ def _storage_option(text: str) -> tuple[str, str]:
     return key, value
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
-    parser.add_argument("fasta", help="genome path or fsspec URL (s3://, gs://, https://...): FASTA (.fai), bgzip "
-                        "FASTA (.fai/.gzi), plain-gzip FASTA (decompressed once into $ENFORMER_BATCH_CACHE) or .2bit")
-    parser.add_argument("--out", required=True, help="atlas directory or object-store prefix")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every mode shares: the model, how it is run, the replicas, the output (``RunOptions``)."""
+    parser.add_argument("--out", required=True, help="output directory or object-store prefix")
     parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
                         "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
                         "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
-    parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
-                        "at most the output span (default: the output span, 114,688 for Enformer)")
-    parser.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
-    parser.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per model call")
+    parser.add_argument("--batch-size", type=int, default=4, help="model inputs per model call")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
     parser.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
     parser.add_argument("--shifts", type=_int_list, default=(0,),
                         help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
@@ -67,8 +61,30 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads per replica (default: 2 on GPUs; on CPUs the cores divided among replicas)")
     parser.add_argument("--overwrite", action="store_true", help="replace an --out holding another run")
     parser.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="fsspec storage option for FASTA, BED, model and --out URLs (repeatable)")
+                        help="fsspec storage option for input, model and --out URLs (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The ``RunOptions`` fields that parsed ``add_model_arguments`` options give."""
+    return dict(
+        out=args.out, model=args.model, head=args.head, tracks=args.tracks, batch_size=args.batch_size,
+        precision=args.precision, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, device=args.device,
+        workers=args.workers, gpus_per_worker=args.gpus_per_worker, threads_per_worker=args.threads_per_worker,
+        overwrite=args.overwrite, storage_options=dict(args.storage_option), progress=not args.no_progress,
+    )
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
+    parser.add_argument("fasta", help="genome path or fsspec URL (s3://, gs://, https://...): FASTA (.fai), bgzip "
+                        "FASTA (.fai/.gzi), plain-gzip FASTA (decompressed once into $ENFORMER_BATCH_CACHE) or .2bit")
+    add_model_arguments(parser)
+    parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
+                        "at most the output span (default: the output span, 114,688 for Enformer)")
+    parser.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
+    parser.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
 
 
 def predict_config(args: argparse.Namespace) -> PredictConfig:
@@ -76,28 +92,34 @@ def predict_config(args: argparse.Namespace) -> PredictConfig:
     from .predict import PredictConfig
 
     return PredictConfig(
-        fasta=args.fasta,
-        out=args.out,
-        model=args.model,
-        head=args.head,
-        tracks=args.tracks,
-        stride=args.stride,
-        regions=args.regions,
-        chroms=args.chroms,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        dtype=args.dtype,
-        rc=args.rc,
-        shifts=args.shifts,
-        n_encoding=args.n_encoding,
-        device=args.device,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        threads_per_worker=args.threads_per_worker,
-        overwrite=args.overwrite,
-        storage_options=dict(args.storage_option),
-        progress=not args.no_progress,
+        fasta=args.fasta, stride=args.stride, regions=args.regions, chroms=args.chroms, dtype=args.dtype,
+        **run_options(args),
     )
+
+
+def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``enformer-batch score-variants`` (also used by ``jobs/variants.py``)."""
+    from .variants import SCORES
+
+    parser.add_argument("vcf", help="VCF, VCF.gz (bgzip or gzip); path or fsspec URL")
+    parser.add_argument("--fasta", required=True, help="reference FASTA the VCF's REF alleles refer to")
+    add_model_arguments(parser)
+    parser.add_argument("--scores", type=_str_list, default=("sad",),
+                        help=f"comma-separated scores, from {','.join(SCORES)} (see the README)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (before computing anything) on a REF that does not match the FASTA, instead of "
+                        "writing it with status ref_mismatch")
+    parser.add_argument("--group-bp", type=int, default=0,
+                        help="variants within this many bp share one reference window (fewer model inputs; "
+                        "not exactly centred, see the README); 0 = off")
+
+
+def variant_config(args: argparse.Namespace) -> VariantConfig:
+    """The run that parsed ``score-variants`` arguments describe."""
+    from .variants import VariantConfig
+
+    return VariantConfig(vcf=args.vcf, fasta=args.fasta, scores=args.scores, strict=args.strict,
+                         group_bp=args.group_bp, **run_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,12 +144,87 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_arguments(p)
 
-    v = sub.add_parser("validate", help="check an atlas: manifest, parts, checksums, exactly-once coverage",
-                       description="Exit 0 when the atlas is complete and sound; otherwise list each defect "
+    sv = sub.add_parser(
+        "score-variants",
+        help="score every ALT allele of a VCF: reference vs alternate predictions, per track",
+        description=(
+            "Centre the model's input on each variant (its first base at input position input_length/2), predict "
+            "the reference and the alternate sequence (indels shift the right flank; bins are not re-aligned), and "
+            "write one row per ALT allele to <out>/chrom=<name>/part-*.parquet: pos (1-based), id, ref, alt, status "
+            "(ok, n_at_variant, ref_mismatch, symbolic, unknown_chrom), then float32 columns <score>:<track>. "
+            "Scores: sad = sum over bins of (alt - ref); logsad = log2(sum alt + 1) - log2(sum ref + 1); "
+            "l2 = sqrt(sum (alt - ref)^2); center = alt - ref at the variant's bin. Alleles at one position share "
+            "one reference prediction. Re-running the same command resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_variant_arguments(sv)
+
+    scores_help = "comma-separated scores, from sad,logsad,l2,center (as for score-variants)"
+    mg = sub.add_parser(
+        "mutagenesis",
+        help="saturation mutagenesis: every position x the three other bases of regions, scored",
+        description=(
+            "For each region [s, e) (at most 10,000 bp), one model input centred on m = (s + e) // 2 is the shared "
+            "reference; every position and each base other than the reference is an SNV scored against it (not "
+            "re-centred). Rows: region, pos (1-based), ref, alt, status, then <score>:<track>. A position whose "
+            "reference is N gets all four bases (status n_at_variant). Re-running resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mg.add_argument("fasta", help="FASTA path or URL")
+    mg.add_argument("regions", help="chr:start-end (0-based half-open, commas allowed) or a BED file/URL")
+    add_model_arguments(mg)
+    mg.add_argument("--scores", type=_str_list, default=("sad",), help=scores_help)
+
+    ed = sub.add_parser(
+        "edits",
+        help="score sequence edits (deletions, insertions, replacements) from an EDITS.tsv",
+        description=(
+            "EDITS.tsv: no header, '#' comments, tab-separated name chrom start end sequence (0-based half-open; "
+            "empty sequence = deletion of [start, end); start == end = insertion before start). Each edit is "
+            "scored like a variant centred on start: the reference input, and the input with [start, end) "
+            "replaced. Rows: name, start, end, sequence, status, then <score>:<track>. Re-running resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ed.add_argument("fasta", help="FASTA path or URL")
+    ed.add_argument("edits", help="EDITS.tsv path or URL")
+    add_model_arguments(ed)
+    ed.add_argument("--scores", type=_str_list, default=("sad",), help=scores_help)
+
+    pm = sub.add_parser("plot-mutagenesis", help="heat map of a mutagenesis region (needs the 'atlas' extra)",
+                        description="Positions x bases, coloured by one score of one track, the reference "
+                        "sequence along the axis and the mean |score| per position above.")
+    pm.add_argument("url", help="mutagenesis output directory or URL")
+    pm.add_argument("--region", required=True, help="the region as written in the table, e.g. chr1:1000-1200")
+    pm.add_argument("--track", required=True, help="track name (a column suffix, e.g. ENCFF833POA)")
+    pm.add_argument("--score", default="sad", help="which score")
+    pm.add_argument("--out", required=True, help="PNG file to write")
+    pm.add_argument("--width", type=int, default=1200, help="image width in pixels")
+    pm.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
+
+    pe = sub.add_parser("plot-edit", help="reference vs edited predictions of one edit (needs the 'atlas' extra)",
+                        description="Computes the two predictions here (no Ray) and draws the selected tracks "
+                        "over the reference input's output bins, the edited interval shaded.")
+    pe.add_argument("fasta", help="FASTA path or URL")
+    pe.add_argument("edits", help="EDITS.tsv path or URL")
+    pe.add_argument("--name", required=True, help="which edit (its name column)")
+    pe.add_argument("--model", default="demo", help="as for predict")
+    pe.add_argument("--head", default="human", help="output head")
+    pe.add_argument("--tracks", required=True, help="track selection (as for predict)")
+    pe.add_argument("--out", required=True, help="PNG file to write")
+    pe.add_argument("--width", type=int, default=1200, help="image width in pixels")
+    pe.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
+
+    v = sub.add_parser("validate", help="check an atlas or variant table: manifest, parts, checksums, exactly once",
+                       description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
-    v.add_argument("url", help="atlas directory or URL")
+    v.add_argument("url", help="atlas or variant-table directory or URL")
     v.add_argument("--fasta", default=None, help="check chromosome lengths against this genome (any form "
                    "predict takes)")
+    v.add_argument("--vcf", default=None, help="variant tables: check that every row of this VCF (one per ALT) "
+                   "appears exactly once")
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")
@@ -211,10 +308,56 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_variants(args: argparse.Namespace) -> int:
+    from .variants import score_variants
+
+    print(score_variants(variant_config(args)))
+    return 0
+
+
+def _mutagenesis(args: argparse.Namespace) -> int:
+    from .experiments import MutagenesisConfig, mutagenesis
+
+    print(mutagenesis(MutagenesisConfig(fasta=args.fasta, regions=args.regions, scores=args.scores,
+                                        **run_options(args))))
+    return 0
+
+
+def _edits(args: argparse.Namespace) -> int:
+    from .experiments import EditsConfig, edits
+
+    print(edits(EditsConfig(fasta=args.fasta, edits=args.edits, scores=args.scores, **run_options(args))))
+    return 0
+
+
+def _plot_mutagenesis(args: argparse.Namespace) -> int:
+    from .export import plot_mutagenesis
+
+    width, height = plot_mutagenesis(args.url, args.region, args.track, args.out, score=args.score,
+                                     width_px=args.width, storage_options=dict(args.storage_option))
+    print(f"{args.out}: {width}x{height} px")
+    return 0
+
+
+def _plot_edit(args: argparse.Namespace) -> int:
+    from .experiments import edit_predictions
+    from .export import plot_edit
+    from .inference import InferenceSettings
+
+    settings = InferenceSettings(model=args.model, head=args.head, tracks=args.tracks, dtype="float32",
+                                 storage_options=dict(args.storage_option))
+    edit, ref, alt, first_bp, info = edit_predictions(args.fasta, args.edits, args.name, settings,
+                                                      dict(args.storage_option))
+    width, height = plot_edit(edit, ref, alt, first_bp, info.geometry.bin_size, info.track_names, args.out,
+                              width_px=args.width)
+    print(f"{args.out}: {width}x{height} px")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .atlas import validate
 
-    report = validate(args.url, fasta=args.fasta, storage_options=dict(args.storage_option))
+    report = validate(args.url, fasta=args.fasta, vcf=args.vcf, storage_options=dict(args.storage_option))
     print(report.table())
     return 0 if report.ok else EXIT_FAILED
 
@@ -314,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"predict": _predict, "validate": _validate, "tracks": _tracks}
     handlers.update({"query": _query, "export-bigwig": _export_bigwig, "plot": _plot})
     handlers["plan"] = _plan
+    handlers["score-variants"] = _score_variants
+    handlers.update({"mutagenesis": _mutagenesis, "edits": _edits, "plot-mutagenesis": _plot_mutagenesis,
+                     "plot-edit": _plot_edit})
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -171,15 +171,22 @@ class Predictor:
         return staged.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
-        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
-        x = self._to_device(codes)
+    def predict_on_device(self, x: torch.Tensor) -> torch.Tensor:
+        """``[b, input_length]`` integer codes on the device → ``[b, output_bins, n_selected]`` float32 there.
+
+        Augmentation included; nothing leaves the device, so a mode can reduce the predictions first.
+        """
         onehot = self._onehot[x.long()]
         s = self.settings
         with autocast_context(s.precision, self.device.type):
             y = predict_augmented(self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value)
+        return y.index_select(-1, self._tracks)
+
+    @torch.inference_mode()
+    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
+        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
         # Checked after the cast, so that a value float16 cannot hold (> 65504) is an error, not a stored inf.
-        y = y.index_select(-1, self._tracks).to(self._out_dtype)
+        y = self.predict_on_device(self._to_device(codes)).to(self._out_dtype)
         bad = ~torch.isfinite(y).flatten(1).all(dim=1)
         if bool(bad.any()):
             raise NonFiniteOutput(torch.nonzero(bad).flatten().tolist())

@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -24,6 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .windows import PartPlan
+
+if TYPE_CHECKING:
+    from .engine import Part
 
 MANIFEST = "_manifest.json"  # "_" so pyarrow.dataset(<out>) skips it, as it skips _SUCCESS
 SUCCESS = "_SUCCESS"
@@ -55,6 +59,8 @@ class PartRecord:
 
     path: str  # relative to the atlas root
     chrom: str
+    # The part's unit range [first, end): windows in an atlas, input rows in a variant table (the names
+    # predate variant tables; kept so that earlier manifests still resume).
     first_window: int
     end_window: int
     rows: int
@@ -169,15 +175,15 @@ class AtlasStore:
         else:
             self.fs.pipe_file(target, data)
 
-    def write_part(self, part: PartPlan, table: pa.Table) -> PartRecord:
+    def write_part(self, part: Part, table: pa.Table) -> PartRecord:
         data = serialise_table(table)
         relative = self.part_relpath(part.chrom, part.name)
         self.publish(relative, data)
         return PartRecord(
             path=relative,
             chrom=part.chrom,
-            first_window=part.first_window,
-            end_window=part.end_window,
+            first_window=part.first,
+            end_window=part.end,
             rows=table.num_rows,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),

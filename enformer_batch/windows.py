@@ -171,6 +171,19 @@ class PartPlan:
     def n_rows(self) -> int:
         return sum(w.n_rows for w in self.windows)
 
+    # The engine's view of a part (see engine.Part): the window range it names, and the windows it runs.
+    @property
+    def first(self) -> int:
+        return self.first_window
+
+    @property
+    def end(self) -> int:
+        return self.end_window
+
+    @property
+    def units(self) -> int:
+        return len(self.windows)
+
 
 def plan_chromosome(
     chrom: str,

@@ -47,3 +47,39 @@ def owner_of_bins(length: int, stride: int) -> list[int]:
         ]
         owners.append(min(candidates)[1])
     return owners
+
+
+def variant_sequences(seq: str, pos: int, ref: str, alt: str, length: int = INPUT) -> tuple[str, str]:
+    """Reference and alternate model inputs of a variant, written straight from the contract's words.
+
+    The variant's 0-based position p sits at input index length // 2; outside the chromosome is N. The
+    alternate is the left flank up to p, then ALT, then the chromosome from p + len(REF) on, cut to length.
+    """
+    p = pos - 1
+    start = p - length // 2
+
+    def bases(lo: int, hi: int) -> str:
+        return "".join(seq[q] if 0 <= q < len(seq) else "N" for q in range(lo, hi))
+
+    reference = bases(start, start + length)
+    left = bases(start, p)
+    right = bases(p + len(ref), p + len(ref) + max(0, length - len(left) - len(alt)))
+    return reference, (left + alt + right)[:length]
+
+
+def write_bgzf(path: str, data: bytes, block: int = 1 << 15) -> None:
+    """BGZF (what ``bgzip`` writes): gzip members of at most 64 KiB with the 'BC' block-size field, then EOF."""
+    import struct
+    import zlib
+
+    out = bytearray()
+    for i in range(0, len(data), block):
+        chunk = data[i : i + block]
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = deflate.compress(chunk) + deflate.flush()
+        header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+        size = len(header) + 2 + len(body) + 8
+        out += header + struct.pack("<H", size - 1) + body + struct.pack("<II", zlib.crc32(chunk), len(chunk))
+    out += bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")  # the BGZF EOF block
+    with open(path, "wb") as f:
+        f.write(out)

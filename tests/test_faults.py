@@ -60,7 +60,7 @@ def test_a_replica_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, test
     config = PredictConfig(fasta=test_fasta, out=str(out), dtype="float32", batch_size=2, workers=2,
                            windows_per_part=1, threads_per_worker=1, progress=False)
     summary = predict(config, on_part=kill_one_replica)
-    assert killed and summary.parts == summary.windows == 6
+    assert killed and summary.parts == summary.units == 6
     report = validate(str(out), fasta=test_fasta)
     assert report.ok, report.table()
     assert_same_rows(read_atlas(out), read_atlas(reference_atlas))
@@ -85,6 +85,23 @@ def session_processes(sid: int) -> list[str]:
     return [" ".join(r) for r in rows if int(r[1]) == sid and not r[2].startswith("Z")]
 
 
+def end_session(sid: int) -> None:
+    """Wait for, then kill, what is left of a killed driver's session (its private Ray cluster).
+
+    Ray's GCS, raylet and workers die with the driver within seconds; its dashboard and runtime-env agents
+    notice only after about a minute, so the test ends whatever is left rather than leave it.
+    """
+    deadline = time.monotonic() + 15
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    for line in session_processes(sid):
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5)
+
+
 def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fasta, tmp_path):
     out = tmp_path / "interrupted"
     driver = subprocess.Popen(
@@ -107,17 +124,7 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fa
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     finally:
-        # Ray's GCS, raylet and workers die with the driver within seconds; its dashboard and runtime-env
-        # agents notice only after about a minute, so the test ends whatever is left rather than leave it.
-        deadline = time.monotonic() + 15
-        while session_processes(driver.pid) and time.monotonic() < deadline:
-            time.sleep(0.25)
-        for line in session_processes(driver.pid):
-            try:
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
+        end_session(driver.pid)
     assert session_processes(driver.pid) == []
 
     interrupted = json.loads((out / "_manifest.json").read_text())
@@ -128,7 +135,7 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fa
 
     config = dict(dtype="float32", batch_size=1, stride=57_344, windows_per_part=1, threads_per_worker=1)
     resumed = run_and_validate(test_fasta, out, **config)
-    assert resumed.resumed_parts >= len(kept) and resumed.windows_computed < resumed.windows
+    assert resumed.resumed_parts >= len(kept) and resumed.units_computed < resumed.units
     final = json.loads((out / "_manifest.json").read_text())
     assert all(p["sha256"] == kept[p["path"]] for p in final["parts"] if p["path"] in kept)
 
@@ -175,7 +182,7 @@ def run_and_validate_expecting_problem(fasta, out, corrupt_path):
     summary = predict(PredictConfig(fasta=fasta, out=str(out), dtype="float32", batch_size=2, threads_per_worker=1,
                                     progress=False))
     problems = validate(str(out), fasta=fasta).problems
-    assert summary.resumed_parts == 1 and summary.windows_computed == 5  # truncated + deleted recomputed
+    assert summary.resumed_parts == 1 and summary.units_computed == 5  # truncated + deleted recomputed
     chrom = corrupt_path.split("/")[0].removeprefix("chrom=")
     assert problems[0] == f"part {corrupt_path}: checksum does not match the manifest"
     assert all(chrom in p for p in problems), problems  # its bins are not counted as written either

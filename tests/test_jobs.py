@@ -119,7 +119,11 @@ def test_jobs_run_under_ray_job_submit(test_fasta, tmp_path):
     shutil.copytree(ROOT / "jobs", job_dir / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
     bed = tmp_path / "regions.bed"
     bed.write_text("chrB\t1000\t1300\nchrA\t0\t129\n")
-    atlas, regions = tmp_path / "atlas", tmp_path / "regions"
+    atlas, regions, scores = tmp_path / "atlas", tmp_path / "regions", tmp_path / "scores"
+    vcf = tmp_path / "calls.vcf"
+    sequence = "".join(line.strip() for line in open(test_fasta) if not line.startswith(">"))
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n" + "".join(
+        f"chrA\t{p}\t.\t{sequence[p - 1]}\t{'A' if sequence[p - 1] != 'A' else 'T'}\n" for p in (100, 200)))
     with ray_head() as (address, group):
         done = submit(address, job_dir, "jobs/genome_atlas.py", test_fasta, "--out", str(atlas), "--dtype",
                       "float32")
@@ -128,6 +132,10 @@ def test_jobs_run_under_ray_job_submit(test_fasta, tmp_path):
         done = submit(address, job_dir, "jobs/regions.py", test_fasta, str(bed), "--out", str(regions),
                       "--dtype", "float32")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        done = submit(address, job_dir, "jobs/variants.py", str(vcf), "--fasta", test_fasta, "--out", str(scores),
+                      "--scores", "sad,l2")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "status: ok 2" in done.stdout and "manifest status complete; OK" in done.stdout
         assert len(group_members(group)) > 3  # gcs, raylet, dashboard, ...: the group is the right handle
     assert not group_members(group), "Ray processes left behind"
     for out in (atlas, regions):

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent('''
     def worker_actor_nodes():
         actors = ray._private.state.actors().values()
         return sorted({a["Address"]["NodeID"] for a in actors
-                       if a["ActorClassName"].endswith("PartWorker") and a["State"] == "ALIVE"})
+                       if a["ActorClassName"].endswith("ReplicaWorker") and a["State"] == "ALIVE"})
 
     def on_part(record):
         result["parts_seen"] += 1
@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent('''
     try:
         config = PredictConfig(fasta=fasta, out=out, progress=False, windows_per_part=1, batch_size=1)
         summary = predict(config, on_part=on_part)
-        result.update(ok=True, parts=summary.parts, windows=summary.windows)
+        result.update(ok=True, parts=summary.parts, windows=summary.units)
     except Exception as e:
         result.update(ok=False, error=f"{type(e).__name__}: {e}")
     result["seconds"] = round(time.time() - t0, 1)

@@ -327,3 +327,29 @@ def test_store_sees_parts_written_by_other_processes(s3):
     assert store.exists("chrom=chrA/part-000001-000002.parquet")
     assert store.size("chrom=chrA/part-000001-000002.parquet") == 2
     assert len(AtlasStore(f"s3://{BUCKET}/atlases/listing", s3["options"]).list_part_files()) == 2
+
+
+def test_variant_scores_from_a_gzipped_vcf_on_s3_into_s3(ray_cluster, s3, test_fasta, tmp_path):
+    """score-variants reads a gzip VCF and the FASTA from S3, writes its table there, resumes and validates."""
+    import gzip
+
+    from enformer_batch import VariantConfig, score_variants
+
+    sequence = "".join(line.strip() for line in open(test_fasta) if not line.startswith(">"))[:2000]
+    records = "".join(f"chrA\t{p}\t.\t{sequence[p - 1]}\t{'C' if sequence[p - 1] != 'C' else 'G'}\t.\t.\t.\n"
+                      for p in (500, 900, 1500))
+    text = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + records
+    s3["fs"].pipe_file(f"{BUCKET}/vcf/calls.vcf.gz", gzip.compress(text.encode()))
+    out = f"s3://{BUCKET}/variants/calls"
+    config = VariantConfig(vcf=f"s3://{BUCKET}/vcf/calls.vcf.gz", fasta=f"s3://{BUCKET}/indexed/test.fa", out=out,
+                           storage_options=s3["options"], variants_per_part=2, progress=False)
+    first = score_variants(config)
+    assert first.units == first.rows == 3 and first.counts == {"ok": 3}
+    assert validate(out, vcf=config.vcf, storage_options=s3["options"]).ok
+    s3["fs"].rm(f"{BUCKET}/variants/calls/chrom=chrA/part-000000002-000000003.parquet")  # a lost part
+    again = score_variants(config)
+    assert again.units_computed == 1 and again.resumed_parts == 1
+    table = ds.dataset(f"{BUCKET}/variants/calls", filesystem=s3["fs"], format="parquet",
+                       partitioning="hive").to_table()
+    assert sorted(table.column("pos").to_pylist()) == [500, 900, 1500]
+    assert table.column("status").to_pylist() == ["ok"] * 3

@@ -1,0 +1,642 @@
+"""The engine: Ray orchestration shared by every mode (genome atlas, variant scores, ...).
+
+Owns a run's life cycle, whatever its work units are: checking ``--out``, starting Ray, asking the model
+what it is, resuming from the manifest, streaming parts through reader tasks and model replicas with a
+bounded number in flight, committing finished parts to the manifest (the driver is its only writer) and
+marking the run complete. A *mode* says what a part is and supplies three plain functions that run
+where the data is: ``read`` (a Ray task: FASTA → base codes and whatever else the part needs), ``infer``
+(on a replica, holding its device: codes → small arrays, e.g. predictions or scores) and ``table`` (on
+the same replica, off the device: arrays → the part's Arrow table). One actor per GPU (or one CPU actor)
+holds a model replica and writes what it computed, so results never travel through the object store;
+the driver only sees part records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from .inference import InferenceSettings, ModelInfo, Predictor
+from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
+
+WORKER_NAME_PREFIX = "enformer-batch-worker-"
+
+
+class RunError(RuntimeError):
+    """A run that stopped; committed parts are kept and the run is not marked complete."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What every mode's run shares: the output, the model and how it is computed, and the replicas."""
+
+    out: str
+    model: str = "demo"
+    head: str = "human"
+    tracks: str | None = None
+    batch_size: int = 4
+    precision: str = "fp32"
+    rc: bool = False
+    shifts: tuple[int, ...] = (0,)
+    n_encoding: str = "zeros"
+    device: str = "auto"  # "gpu": replicas ask Ray for GPUs even before any exists (autoscaling clusters)
+    workers: int | None = None  # default: one per GPU-share in the cluster, else one CPU worker
+    gpus_per_worker: float = 1.0
+    # Torch threads per replica; default: the node's cores divided among its replicas. On CPUs the
+    # reduction order, hence the last bits of fp32 results, depends on it: pin it to compare runs bit-wise.
+    threads_per_worker: int | None = None
+    overwrite: bool = False
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    progress: bool = True
+    manifest_interval_s: float = 10.0  # how often the driver commits finished parts to the manifest
+    replica_patience_s: float = 900.0  # fail when no replica has run this long (e.g. no GPU node comes up)
+
+    def inference_settings(self, dtype: str = "float32") -> InferenceSettings:
+        return InferenceSettings(
+            model=self.model,
+            head=self.head,
+            tracks=self.tracks,
+            precision=self.precision,
+            rc=self.rc,
+            shifts=tuple(self.shifts),
+            n_encoding=self.n_encoding,
+            batch_size=self.batch_size,
+            dtype=dtype,
+            storage_options=dict(self.storage_options),
+        )
+
+    def check(self) -> None:
+        self.inference_settings().check()
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        if self.device not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"--device must be auto, gpu or cpu, got {self.device!r}")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise ValueError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
+        if self.gpus_per_worker <= 0:
+            raise ValueError(f"--gpus-per-worker must be positive, got {self.gpus_per_worker}")
+
+
+class Part(Protocol):
+    """A unit of commit: one Parquet file under ``chrom=<chrom>/<name>``, holding units ``[first, end)``."""
+
+    chrom: str
+    name: str
+    first: int
+    end: int
+
+    @property
+    def units(self) -> int: ...  # work units (windows, variants) in this part, for progress
+
+
+class Mode(Protocol):
+    """A kind of run. Picklable and small: the engine ships it to reader tasks and replicas."""
+
+    unit: str  # what progress counts: "window", "variant"
+
+    def read(self, part: Any) -> Any:
+        """Runs in a Ray task: the part's inputs (base codes and the like) from the FASTA."""
+
+    def infer(self, predictor: Predictor, part: Any, inputs: Any) -> Any:
+        """Runs on a replica while it holds the device; returns only what must leave it."""
+
+    def table(self, part: Any, result: Any, info: ModelInfo) -> pa.Table:
+        """Runs on the replica off the device: the part's rows."""
+
+    def tally(self, result: Any) -> tuple[int, Mapping[str, int]]:
+        """(model inputs computed, counts by status) of a finished part, for the summary."""
+
+
+@dataclass
+class JobPlan:
+    """What a mode planned: the run identity, totals for progress and the manifest, and its parts in order.
+
+    ``parts`` may be a generator: a mode whose input is a stream (a VCF) plans while the run goes on.
+    """
+
+    identity: dict
+    totals: dict  # at least "parts" and "units"
+    parts: Iterable[Any]
+    notes: tuple[str, ...] = ()  # one-line facts for the user (e.g. how chromosome names were matched)
+
+
+@dataclass(frozen=True)
+class PartResult:
+    record: PartRecord
+    sequences: int  # model inputs computed for the part (before augmentation)
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out: str
+    unit: str
+    units: int
+    units_computed: int
+    rows: int
+    parts: int
+    seconds: float
+    resumed_parts: int
+    sequences: int = 0  # model inputs computed (before augmentation passes)
+    counts: Mapping[str, int] = field(default_factory=dict)  # rows by status, for modes that have one
+    notes: tuple[str, ...] = ()
+
+    @property
+    def units_per_second(self) -> float:
+        return self.units_computed / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        lines = [
+            f"done: {self.units} {self.unit}s ({self.units_computed} computed, {self.resumed_parts} parts resumed), "
+            f"{self.rows} rows in {self.parts} parts, {self.seconds:.1f} s, "
+            f"{self.units_per_second:.2f} {self.unit}s/s"
+        ]
+        if self.counts:
+            lines.append("status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
+        computed_rows = sum(self.counts.values()) if self.counts else self.units_computed  # rows with a status
+        if computed_rows and self.sequences:
+            lines.append(f"model inputs per {self.unit}: {self.sequences / computed_rows:.3f}")
+        lines += list(self.notes)
+        lines.append(f"output: {self.out}")
+        return "\n".join(lines)
+
+
+# --- the run identity -----------------------------------------------------------------------------
+
+
+def model_identity(options: RunOptions, info: ModelInfo) -> dict:
+    """The part of a run identity every mode shares: the model, its geometry and tracks, and how it is run."""
+    from . import __version__
+
+    return {
+        "engine_version": __version__,
+        "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
+                  "config": info.config},
+        "geometry": asdict(info.geometry),
+        "tracks": [
+            {"index": i, "name": n, "description": d}
+            for i, n, d in zip(info.track_indices, info.track_names, info.track_descriptions)
+        ],
+        "precision": options.precision,
+        "augmentation": {"rc": options.rc, "shifts": list(options.shifts)},
+        "n_encoding": options.n_encoding,
+    }
+
+
+def identity_digest(identity: Mapping) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_difference(old: Mapping, new: Mapping) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(keys) or "format"
+
+
+# --- Ray stages -----------------------------------------------------------------------------------
+
+
+def read_inputs(mode: Mode, part: Any) -> Any:
+    """A Ray task: the mode reads a part's inputs."""
+    try:
+        return mode.read(part)
+    except RunError:
+        raise
+    except Exception as e:
+        raise RunError(f"reading {part.chrom} {mode.unit}s {part.first}-{part.end - 1}: {e}") from e
+
+
+class ReplicaWorker:
+    """A model replica that computes parts and writes them where they were computed.
+
+    Several calls may run at once (the Ray actor is threaded): device work is serialised by a lock so the
+    device runs one batch stream, while a finished part is tabled and written beside it.
+    """
+
+    def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None):
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.predictor = Predictor(settings)
+        self.store = store
+        self._device_lock = threading.Lock()
+
+    def ping(self) -> bool:
+        return True
+
+    def placement(self) -> dict:
+        """Where this replica runs: node, Ray's GPU ids, and the torch device it predicts on."""
+        import ray
+
+        context = ray.get_runtime_context()
+        return {"node": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "device": str(self.predictor.device)}
+
+    def run_part(self, mode: Mode, part: Any, inputs: Any) -> PartResult:
+        with self._device_lock:
+            result = mode.infer(self.predictor, part, inputs)
+        table = mode.table(part, result, self.predictor.info)
+        sequences, counts = mode.tally(result)
+        return PartResult(self.store.write_part(part, table), sequences, dict(counts))
+
+
+def _ray_init() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Ray's start-up chatter would bury our one-line errors and the progress bar; its errors still show.
+    quiet = {"logging_level": "ERROR", "log_to_driver": True}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**quiet)
+    else:
+        ray.init(include_dashboard=False, **quiet)
+
+
+def _worker_layout(options: RunOptions) -> tuple[int, float, int]:
+    """(workers, gpus per worker, torch threads per worker) for the cluster Ray is connected to.
+
+    ``device="auto"`` uses GPUs when the cluster has some now; ``"gpu"`` asks for them regardless, so an
+    autoscaler starts GPU nodes for ``--workers`` replicas; ``"cpu"`` never uses them.
+    """
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    use_gpus = options.device == "gpu" or (options.device == "auto" and gpus >= options.gpus_per_worker)
+    if use_gpus:
+        workers = options.workers or max(1, int(gpus // options.gpus_per_worker))
+        # A GPU replica's CPU threads only launch kernels; writing runs in pyarrow's own pool.
+        return workers, options.gpus_per_worker, options.threads_per_worker or 2
+    workers = options.workers or 1
+    return workers, 0.0, options.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+
+
+class _Progress:
+    def __init__(self, total: int, unit: str, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, unit=unit, desc="run", file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
+            )
+
+    def note(self, text: str) -> None:
+        """A line above the bar (tqdm redraws the bar below it)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def stage(options: RunOptions, text: str) -> None:
+    """One line on stderr per start-up stage (genome, Ray, model, replicas), so a slow start is not silence."""
+    if options.progress:
+        print(f"enformer-batch: {text}", file=sys.stderr, flush=True)
+
+
+def describe_model(settings: InferenceSettings) -> ModelInfo:
+    """Load the model once on the CPU and report what the run needs to know (a Ray task runs this)."""
+    return Predictor(settings, device="cpu").info
+
+
+def _actor_error_message(error: BaseException) -> str:
+    """The last line of the exception an actor's __init__ raised, from Ray's ActorDiedError text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error:" in line or "Error(" in line:
+            return line
+    return lines[-1] if lines else type(error).__name__
+
+
+def _remote_error(error: BaseException) -> BaseException:
+    """The exception raised inside a Ray task or actor call, unwrapped from Ray's wrappers."""
+    import ray
+
+    while isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None:
+        error = error.cause
+    return error
+
+
+class _WorkerPool:
+    """The model actors and their health: parts go only to replicas known to be alive.
+
+    A replica that dies (killed, OOM, node lost) is restarted by Ray (``max_restarts=-1``); until a ping
+    answers it gets no parts, so a replica waiting for a replacement node does not hold work hostage.
+    """
+
+    def __init__(self, settings: InferenceSettings, store: AtlasStore, workers: int, gpus: float, threads: int):
+        import ray
+
+        actor_class = ray.remote(ReplicaWorker)
+        options = dict(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=2)
+        # Named so that operators (and the fault tests) can find a run's replicas: `ray list actors`.
+        run = uuid.uuid4().hex[:8]
+        self.actors = [
+            actor_class.options(name=f"{WORKER_NAME_PREFIX}{run}-{i}", **options).remote(settings, store, threads)
+            for i in range(workers)
+        ]
+        self.load = [0] * workers
+        self.healthy = [False] * workers
+        self.all_down_since: float | None = time.monotonic()
+        self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
+        self.on_first_ready: Callable[[int, int], None] | None = None  # (replicas ready, replicas) at start-up
+        self._started: set[int] = set()
+
+    def free_slot(self, depth: int) -> int | None:
+        candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < depth]
+        return min(candidates, key=lambda i: self.load[i]) if candidates else None
+
+    def mark_dead(self, i: int) -> None:
+        """Take replica ``i`` out of rotation until a ping answers.
+
+        It is killed (and so restarted by Ray) first: a replica that is only unreachable could otherwise
+        still be writing the part that is about to be recomputed elsewhere.
+        """
+        import ray
+
+        if self.healthy[i]:
+            self.healthy[i] = False
+            ray.kill(self.actors[i], no_restart=False)
+            self.pings[self.actors[i].ping.remote()] = i
+            if not any(self.healthy):
+                self.all_down_since = time.monotonic()
+
+    def on_ping(self, ref) -> None:
+        import ray
+
+        i = self.pings.pop(ref)
+        try:
+            ray.get(ref)
+            self.healthy[i] = True
+            self.all_down_since = None
+            if i not in self._started:
+                self._started.add(i)
+                if self.on_first_ready is not None:
+                    self.on_first_ready(len(self._started), len(self.actors))
+        except ray.exceptions.RayActorError as e:
+            if getattr(e, "actor_init_failed", False):  # the model cannot load on this replica
+                raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
+            time.sleep(0.1)  # it is restarting (or waiting for a node): ask again shortly
+            self.pings[self.actors[i].ping.remote()] = i
+        except ray.exceptions.RayTaskError as e:
+            raise _remote_error(e) from None
+
+    def check_progress(self, patience_s: float) -> None:
+        """Fail, rather than wait forever, when no replica has been alive for ``patience_s`` seconds."""
+        if self.all_down_since is not None and time.monotonic() - self.all_down_since > patience_s:
+            raise RunError(
+                f"no model replica has been running for {patience_s:.0f} s: the cluster lacks the resources "
+                "they ask for (GPUs, CPUs) or they keep dying; see `ray status` and the Ray logs"
+            )
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+class Job(Protocol):
+    """A mode's driver side: input checks before Ray starts, and the plan once the model is known."""
+
+    options: RunOptions
+    mode: Mode
+
+    def inference_settings(self) -> InferenceSettings: ...
+
+    def prepare(self) -> None:
+        """Fail fast on bad input, before Ray starts."""
+
+    def plan(self, info: ModelInfo) -> JobPlan: ...
+
+
+def open_output(options: RunOptions) -> tuple[AtlasStore, Mapping | None]:
+    """The output store and the manifest of an earlier run there (None if none), refusing unusable outputs."""
+    store = AtlasStore(options.out, options.storage_options)
+    try:
+        previous = store.read_manifest()
+    except StoreError:
+        if not options.overwrite:
+            raise
+        previous = None
+    if previous is None and store.list_part_files() and not options.overwrite:
+        raise StoreError(f"--out {options.out} holds Parquet parts but no manifest; pass --overwrite to replace them")
+    store.check_writable()
+    return store, previous
+
+
+def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
+    """Run (or resume) a job and return its summary.
+
+    Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
+    RunError when a part fails; committed parts are kept and re-running the same call resumes.
+    """
+    import ray
+
+    t0 = time.perf_counter()
+    options = job.options
+    options.check()
+    job.prepare()
+    store, previous = open_output(options)
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        stage(options, f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
+    _ray_init()
+    settings = job.inference_settings()
+    stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
+    try:
+        info: ModelInfo = ray.get(ray.remote(describe_model).options(num_cpus=1, max_retries=0).remote(settings))
+    except ray.exceptions.RayTaskError as e:
+        raise _remote_error(e) from None
+    plan = job.plan(info)
+    committed = _resumable_parts(options, store, previous, plan.identity)
+    store.clear_success()
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "identity": plan.identity,
+        "run": identity_digest(plan.identity),
+        "status": "running",
+        "totals": plan.totals,
+        "parts": manifest_parts(committed),
+    }
+    store.write_manifest(manifest)
+    resumed = len(committed)
+
+    def save(status: str = "running") -> None:
+        manifest["status"] = status
+        manifest["parts"] = manifest_parts(committed)
+        store.write_manifest(manifest)
+
+    workers, gpus, threads = _worker_layout(options)
+    if resumed:
+        stage(options, f"resuming: {resumed} parts already committed are kept")
+    stage(options, f"starting {workers} model replica(s) "
+          f"({f'{gpus:g} GPU' if gpus else 'CPU'}, {threads} torch thread(s) each); each loads the model")
+    pool = _WorkerPool(settings, store, workers, gpus, threads)
+    progress = _Progress(int(plan.totals["units"]), job.mode.unit, options.progress)
+    pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
+    computed = sequences = 0
+    counts: Counter = Counter()
+
+    def fresh_parts():
+        for part in plan.parts:
+            if store.part_relpath(part.chrom, part.name) in committed:
+                progress.update(part.units)
+            else:
+                yield part
+
+    try:
+        for result, part in _stream_parts(
+            fresh_parts(), job.mode, pool, save, options.manifest_interval_s, options.replica_patience_s
+        ):
+            committed[result.record.path] = result.record
+            computed += part.units
+            sequences += result.sequences
+            counts.update(result.counts)
+            progress.update(part.units)
+            if on_part is not None:
+                on_part(result.record)
+    except BaseException:
+        pool.shutdown()  # first, so that no replica publishes a part after the manifest is saved
+        try:
+            save()  # whatever committed so far stays committed; the run is not complete
+        except Exception as e:  # noqa: BLE001 - the original failure is the one to report
+            print(f"enformer-batch: could not save the manifest after the failure: {e}", file=sys.stderr)
+        raise
+    finally:
+        progress.close()
+        pool.shutdown()
+    save("complete")
+    store.mark_success()
+    return RunSummary(
+        out=options.out,
+        unit=job.mode.unit,
+        units=int(plan.totals["units"]),
+        units_computed=computed,
+        rows=sum(r.rows for r in committed.values()),
+        parts=len(committed),
+        seconds=time.perf_counter() - t0,
+        resumed_parts=resumed,
+        sequences=sequences,
+        counts=dict(counts),
+        notes=plan.notes,
+    )
+
+
+def _resumable_parts(options: RunOptions, store: AtlasStore, previous: Mapping | None, identity: Mapping):
+    """Committed parts of an earlier run with the same identity (present with the recorded size)."""
+    if previous is None:
+        if options.overwrite:
+            store.remove_all()
+        return {}
+    if previous.get("format") != MANIFEST_FORMAT or previous.get("identity") != identity:
+        if not options.overwrite:
+            what = describe_difference(previous.get("identity") or {}, identity)
+            raise StoreError(
+                f"--out {options.out} holds a run with another configuration ({what} differ); "
+                "pass --overwrite to replace it, or choose another --out"
+            )
+        store.remove_all()
+        return {}
+    # A part whose file is gone or has another size (truncated) is recomputed; checksums are left to validate,
+    # which reads every byte, so that resuming a large atlas does not.
+    return {
+        path: record
+        for path, record in records_from_manifest(previous).items()
+        if store.exists(path) and store.size(path) == record.bytes
+    }
+
+
+def _stream_parts(
+    parts: Iterable[Any], mode: Mode, pool: _WorkerPool, save, interval: float, patience_s: float
+):
+    """Yield ``(result, part)`` as parts commit, keeping at most ``depth`` parts queued per replica.
+
+    ``parts`` is consumed lazily (it may be a stream); parts the system failed are retried first.
+    """
+    import ray
+
+    depth = 2  # one running, one read and waiting, so the device never waits on a read
+    # Reads need no CPU reservation: at most `depth` per replica are in flight, and reserving a CPU could
+    # deadlock a cluster whose CPUs are all held by CPU replicas.
+    read_task = ray.remote(read_inputs).options(num_cpus=0, max_retries=3)
+    mode_ref = ray.put(mode)  # shipped once, not with every call
+    fresh = iter(parts)
+    retry: deque = deque()
+    exhausted = False
+    in_flight: dict = {}
+    attempts: dict[str, int] = {}
+    last_save = time.monotonic()
+
+    def next_part():
+        nonlocal exhausted
+        if retry:
+            return retry.popleft()
+        if not exhausted:
+            part = next(fresh, None)
+            if part is not None:
+                return part
+            exhausted = True
+        return None
+
+    while True:
+        while (slot := pool.free_slot(depth)) is not None and (part := next_part()) is not None:
+            inputs = read_task.remote(mode_ref, part)
+            in_flight[pool.actors[slot].run_part.remote(mode_ref, part, inputs)] = (part, slot)
+            pool.load[slot] += 1
+        if exhausted and not retry and not in_flight:
+            break
+        ready, _ = ray.wait(list(in_flight) + list(pool.pings), num_returns=1, timeout=1.0)
+        for ref in ready:
+            if ref in pool.pings:
+                pool.on_ping(ref)
+                continue
+            part, slot = in_flight.pop(ref)
+            pool.load[slot] -= 1
+            try:
+                result: PartResult = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:  # the part itself failed: stop, naming it
+                raise RunError(f"run stopped: {_remote_error(e)}; committed parts are kept and the run is not "
+                               "complete; fix the cause and re-run the same command to resume") from None
+            except ray.exceptions.RayError as e:
+                # The system failed the part (replica died or unreachable, an object or node lost): recompute
+                # it. The name is deterministic, so whatever it may have published is replaced, not duplicated.
+                if isinstance(e, ray.exceptions.RayActorError):
+                    pool.mark_dead(slot)
+                key = f"{part.chrom}/{part.name}"
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] > 3:
+                    raise RunError(f"{part.chrom} {mode.unit}s {part.first}-{part.end - 1} failed 4 "
+                                   f"times ({type(e).__name__}); see the Ray logs") from None
+                retry.append(part)
+                continue
+            yield result, part
+        pool.check_progress(patience_s)
+        if time.monotonic() - last_save >= interval:
+            try:
+                save()
+            except Exception as e:  # noqa: BLE001 - a store hiccup; parts stay committable at the next save
+                print(f"enformer-batch: manifest update failed, will retry: {e}", file=sys.stderr)
+            last_save = time.monotonic()
