@@ -83,7 +83,8 @@ def run_options(args: argparse.Namespace) -> dict:
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
-    parser.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
+    parser.add_argument("fasta", help="genome path or fsspec URL (s3://, gs://, https://...): FASTA (.fai), bgzip "
+                        "FASTA (.fai/.gzi), plain-gzip FASTA (decompressed once into $ENFORMER_BATCH_CACHE) or .2bit")
     add_model_arguments(parser)
     parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
                         "at most the output span (default: the output span, 114,688 for Enformer)")
@@ -227,14 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
     v.add_argument("url", help="atlas or scored-table directory or URL")
-    v.add_argument("--fasta", default=None,
-                   help="check chromosome lengths against this FASTA's index, and (atlases) the bases under every part")
+    v.add_argument("--fasta", default=None, help="check chromosome lengths against this genome (any form predict "
+                   "takes), and (atlases) the bases under every part")
     v.add_argument("--vcf", default=None, help="variant tables: check that every row of this VCF (one per ALT) "
                    "appears exactly once")
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")
     t.add_argument("model", nargs="?", default="demo", help="'demo', a checkpoint directory or URL")
+    t.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for the model URL (repeatable)")
 
     # --- atlas access (enformer_batch.query / enformer_batch.export) ---
     region_help = ("CHROM:START-END, 0-based half-open like the atlas (bins overlapping [START, END) are "
@@ -276,9 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Throughput and prices are labelled estimates; override them with measured or quoted "
                         "figures.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pl.add_argument("fasta", help="FASTA path or URL (read through its .fai), or a .fai / chrom.sizes file")
-    pl.add_argument("--model", default="demo", help="'enformer' (the official heads: human 5,313, mouse "
-                    "1,643 tracks; nothing read), 'demo', or a checkpoint directory/URL (reads config.json)")
+    pl.add_argument("fasta", help="genome path or URL in any form predict takes, or a .fai / chrom.sizes file")
+    pl.add_argument("--model", default=None, help="'enformer' (the default: the full-size official heads, human "
+                    "5,313, mouse 1,643 tracks; nothing read), 'demo', or a checkpoint directory/URL (reads "
+                    "config.json)")
     pl.add_argument("--head", default="human", help="output head")
     pl.add_argument("--tracks", default=None, help="track selection, as for predict; default all")
     pl.add_argument("--n-tracks", type=int, default=None, help="plan for this many tracks, not --tracks")
@@ -295,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--list-gpus", action="store_true", help="print the default per-GPU figures and exit")
     pl.add_argument("--storage-option", type=_storage_option, action="append", default=[],
                     metavar="KEY=VALUE", help="fsspec storage option for FASTA, BED and model URLs")
+
+    # --debug is accepted after the command too (`enformer-batch predict ... --debug`); SUPPRESS keeps a
+    # --debug given before the command from being reset by the subcommand's default.
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return parser
 
 
@@ -363,7 +373,7 @@ def _tracks(args: argparse.Namespace) -> int:
     from .model import load_model
     from .tracks import render_track_table
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, storage_options=dict(args.storage_option))
     print(render_track_table(loaded.tracks, dict(loaded.config.output_heads)), end="")
     return 0
 
@@ -440,12 +450,15 @@ def _plan(args: argparse.Namespace) -> int:
     if args.list_gpus:
         print(gpu_table())
         return 0
-    print(plan_run(
-        args.fasta, stride=args.stride, chroms=args.chroms, regions=args.regions, model=args.model,
+    plan = plan_run(
+        args.fasta, stride=args.stride, chroms=args.chroms, regions=args.regions, model=args.model or "enformer",
         head=args.head, tracks=args.tracks, n_tracks=args.n_tracks, dtype=args.dtype, rc=args.rc,
         shifts=args.shifts, gpu=args.gpu, windows_per_second=args.windows_per_second,
         price_per_hour=args.price_per_hour, storage_options=dict(args.storage_option),
-    ))
+    )
+    print(plan)
+    if args.model is None:
+        print("(no --model: planned for the full-size Enformer; --model demo|PATH plans for another checkpoint)")
     return 0
 
 

@@ -64,6 +64,77 @@ def write_fasta(path: str, records: Sequence[tuple[str, bytes]], line_width: int
     return path
 
 
+def compress_fasta(fasta: str, out: str, form: str) -> str:
+    """Write ``fasta`` as ``form``: ``bgzip`` (BGZF blocks via Biopython, as `bgzip` writes) or ``gzip``
+    (one plain gzip stream, as UCSC, Ensembl and NCBI ship genomes). Returns ``out``."""
+    import gzip
+    import shutil
+
+    if form == "bgzip":
+        from Bio import bgzf
+
+        with open(fasta, "rb") as src, bgzf.BgzfWriter(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    elif form == "gzip":
+        with open(fasta, "rb") as src, gzip.open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    else:
+        raise ValueError(f"form must be bgzip or gzip, got {form!r}")
+    for stale in (out + ".fai", out + ".gzi"):
+        if os.path.exists(stale):
+            os.remove(stale)
+    return out
+
+
+_TWOBIT_CODE = np.full(256, 255, dtype=np.uint8)
+for _code, _base in enumerate(b"TCAG"):  # the 2bit alphabet: T=0, C=1, A=2, G=3
+    _TWOBIT_CODE[_base] = _TWOBIT_CODE[_base | 0x20] = _code
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the True runs of a boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
+    return edges[::2], edges[1::2] - edges[::2]
+
+
+def write_twobit(path: str, records: Sequence[tuple[str, bytes]]) -> str:
+    """Write ``(name, sequence)`` records as a UCSC .2bit file (version 0, little-endian), as faToTwoBit does.
+
+    Bases other than ACGT (N and IUPAC codes) become N blocks; lowercase becomes mask blocks. Names are cut
+    at the first whitespace, as FASTA indexes do. Used to give tests and the README every input form of one
+    genome; the reader is py2bit, an independent implementation.
+    """
+    import struct
+
+    names = [name.split()[0] for name, _ in records]
+    header_size = 16 + sum(1 + len(n.encode()) + 4 for n in names)
+    bodies = []
+    for _, seq in records:
+        raw = np.frombuffer(seq, dtype=np.uint8)
+        codes = _TWOBIT_CODE[raw]
+        n_starts, n_sizes = _runs(codes == 255)
+        m_starts, m_sizes = _runs((raw >= ord("a")) & (raw <= ord("z")))
+        codes = np.where(codes == 255, 0, codes).astype(np.uint8)  # N blocks pack as T, as faToTwoBit does
+        padded = np.zeros(-(-len(codes) // 4) * 4, dtype=np.uint8)
+        padded[: len(codes)] = codes
+        quads = padded.reshape(-1, 4)
+        packed = (quads[:, 0] << 6) | (quads[:, 1] << 4) | (quads[:, 2] << 2) | quads[:, 3]
+        body = struct.pack("<II", len(codes), len(n_starts))
+        body += n_starts.astype("<u4").tobytes() + n_sizes.astype("<u4").tobytes()
+        body += struct.pack("<I", len(m_starts)) + m_starts.astype("<u4").tobytes() + m_sizes.astype("<u4").tobytes()
+        body += struct.pack("<I", 0) + packed.astype(np.uint8).tobytes()
+        bodies.append(body)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IIII", 0x1A412743, 0, len(records), 0))
+        offset = header_size
+        for name, body in zip(names, bodies):
+            f.write(bytes([len(name.encode())]) + name.encode() + struct.pack("<I", offset))
+            offset += len(body)
+        for body in bodies:
+            f.write(body)
+    return path
+
+
 def write_demo_genome(path: str, chroms: Sequence[DemoChrom] = DEMO_GENOME, seed: int = 7) -> str:
     """Write the demo genome (or another set of synthetic chromosomes) to ``path``; returns the path."""
     return write_fasta(path, [(c.name, chrom_sequence(c, seed)) for c in chroms])
@@ -97,7 +168,14 @@ if __name__ == "__main__":
 
     if len(sys.argv) == 3 and sys.argv[1] == "write":
         print(write_demo_genome(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] in ("bgzip", "gzip"):
+        print(compress_fasta(sys.argv[2], sys.argv[3], sys.argv[1]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "2bit":
+        import pyfaidx
+
+        fasta = pyfaidx.Fasta(sys.argv[2], as_raw=True)
+        print(write_twobit(sys.argv[3], [(name, fasta[name][:].encode()) for name in fasta.keys()]))
     elif len(sys.argv) == 3 and sys.argv[1] == "show":
         print(show_atlas(sys.argv[2]))
     else:
-        sys.exit("usage: python -m enformer_batch.demo write FASTA | show ATLAS")
+        sys.exit("usage: python -m enformer_batch.demo write FASTA | show ATLAS | bgzip|gzip|2bit FASTA OUT")

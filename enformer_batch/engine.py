@@ -321,6 +321,11 @@ class _Progress:
                 total=total, unit=unit, desc="run", file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
             )
 
+    def note(self, text: str) -> None:
+        """A line above the bar (tqdm redraws the bar below it)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+
     def update(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n)
@@ -328,6 +333,12 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def stage(options: RunOptions, text: str) -> None:
+    """One line on stderr per start-up stage (genome, Ray, model, replicas), so a slow start is not silence."""
+    if options.progress:
+        print(f"enformer-batch: {text}", file=sys.stderr, flush=True)
 
 
 def describe_model(settings: InferenceSettings) -> ModelInfo:
@@ -379,6 +390,8 @@ class _WorkerPool:
         self.healthy = [False] * workers
         self.all_down_since: float | None = time.monotonic()
         self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
+        self.on_first_ready: Callable[[int, int], None] | None = None  # (replicas ready, replicas) at start-up
+        self._started: set[int] = set()
 
     def free_slot(self) -> int | None:
         candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < self.depth]
@@ -407,6 +420,10 @@ class _WorkerPool:
             ray.get(ref)
             self.healthy[i] = True
             self.all_down_since = None
+            if i not in self._started:
+                self._started.add(i)
+                if self.on_first_ready is not None:
+                    self.on_first_ready(len(self._started), len(self.actors))
         except ray.exceptions.RayActorError as e:
             if getattr(e, "actor_init_failed", False):  # the model cannot load on this replica
                 raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
@@ -488,8 +505,12 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
 
     options = job.options
     previous = open_output(options, store)
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        stage(options, f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
     _ray_init()
     settings = job.inference_settings()
+    stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
     try:
         info: ModelInfo = ray.get(ray.remote(describe_model).options(num_cpus=1, max_retries=0).remote(settings))
     except ray.exceptions.RayTaskError as e:
@@ -538,7 +559,16 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
     # Replicas start only when a part needs computing: a fully resumed run loads no model anywhere.
     fresh = fresh_parts()
     first = next(fresh, None)
-    pool = None if first is None else _WorkerPool(settings, store, _worker_layout(options))
+    pool = None
+    if first is not None:
+        layout = _worker_layout(options)
+        if resumed:
+            stage(options, f"resuming: {resumed} parts already committed are kept")
+        device = f"{layout.gpus:g} GPU" if layout.gpus else "CPU"
+        stage(options, f"starting {layout.workers} model replica(s) ({device}, {layout.threads} torch thread(s), "
+              f"{layout.writers} writer thread(s) each); each loads the model")
+        pool = _WorkerPool(settings, store, layout)
+        pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
     try:
         for result, part in _stream_parts(
             itertools.chain([first], fresh) if pool else (), job.mode, pool, save, options.manifest_interval_s,

@@ -1,17 +1,26 @@
-"""Genome access: open a FASTA (local path or any fsspec URL) through its index, read intervals, encode them.
+"""Genome access: open a genome (local path or any fsspec URL), read intervals, encode them.
 
-Owns everything that touches sequence: the ``.fai`` index (built beside the FASTA when missing and the
-place is writable), chromosome names and lengths exactly as in the FASTA, reading an interval with
-padding outside ``[0, length)``, and the compact uint8 base codes (A=0, C=1, G=2, T=3, anything else =
-4) that travel between stages. One-hot rows are made from codes on the model's device (see
-``onehot``). Case is ignored, so soft-masked lowercase is the same base.
+Owns everything that touches sequence: the four forms genomes are shipped in (plain FASTA, bgzip FASTA,
+plain-gzip FASTA, UCSC ``.2bit``, told apart by their first bytes, not their names), the ``.fai``/``.gzi``
+indexes (built beside the file when missing and the place is writable), the local cache copies that a
+plain-gzip FASTA or a remote ``.2bit`` needs, chromosome names and lengths exactly as in the file,
+reading an interval with padding outside ``[0, length)``, and the compact uint8 base codes (A=0, C=1, G=2,
+T=3, anything else = 4) that travel between stages. One-hot rows are made from codes on the model's
+device (see ``onehot``). Case is ignored, so soft-masked lowercase is the same base.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import shutil
+import struct
+import sys
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -51,22 +60,66 @@ def local_path(url: str) -> str:
     return url[len("file://") :] if url.startswith("file://") else url
 
 
+# Name endings that say how a genome file is stored, not which genome it is (see FastaSource.name).
+_FORM_SUFFIXES = (".gz", ".bgz", ".bgzf", ".2bit", ".fa", ".fasta", ".fna", ".fas", ".fsa")
+# First bytes of a 2bit file: its signature 0x1A412743, written in either byte order.
+_TWOBIT_MAGIC = (b"\x43\x27\x41\x1a", b"\x1a\x41\x27\x43")
+
+
+def sniff_form(head: bytes) -> str:
+    """The form of a genome file from its first 16 bytes: ``fasta``, ``bgzip``, ``gzip`` or ``2bit``.
+
+    BGZF is gzip whose header carries the extra subfield ``BC`` (SAM specification, section 4.1): that,
+    not the file name, separates a bgzip FASTA (random access) from a plain-gzip one (none).
+    """
+    if head[:4] in _TWOBIT_MAGIC:
+        return "2bit"
+    if head[:2] == b"\x1f\x8b":
+        if len(head) >= 14 and head[3] & 0x04 and head[12:14] == b"BC":
+            return "bgzip"
+        return "gzip"
+    return "fasta"
+
+
+def genome_cache_dir() -> str:
+    """Where plain-gzip FASTAs are decompressed and remote .2bit files copied: ``$ENFORMER_BATCH_CACHE/genomes``."""
+    root = os.environ.get("ENFORMER_BATCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "enformer-batch")
+    return os.path.join(root, "genomes")
+
+
 @dataclass(frozen=True)
 class FastaSource:
-    """Where a FASTA lives; picklable, so tasks open it themselves (an open handle is never shipped)."""
+    """Where a genome lives (FASTA, bgzip FASTA, plain-gzip FASTA or .2bit; a path or fsspec URL).
+
+    Picklable, so tasks open it themselves (an open handle is never shipped).
+    """
 
     url: str
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    # Resolved where the source is made (the driver) and shipped with it, so every task of a run uses the
+    # cache that the command's environment names, not whatever a Ray worker process inherited.
+    cache_dir: str = field(default_factory=lambda: genome_cache_dir())
+
+    @property
+    def file_name(self) -> str:
+        # In a chained URL (zip://genome.fa::s3://bucket/archive.zip) the genome is the first link.
+        return os.path.basename(self.url.split("::")[0].rstrip("/"))
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.url.rstrip("/"))
+        """The genome's name for the run identity: the file name less the endings that only say how it is
+        stored (``hg38.fa.gz``, ``hg38.fa`` and ``hg38.2bit`` are all ``hg38``), so converting a genome
+        between FASTA, bgzip and 2bit does not make its atlas another run."""
+        name = self.file_name
+        while True:
+            stem, ext = os.path.splitext(name)
+            if not stem or ext.lower() not in _FORM_SUFFIXES:
+                return name
+            name = stem
 
-    def open(self):  # -> pyfaidx.Fasta
-        """Open the FASTA through its index, building the index where it is missing and writable."""
-        import pyfaidx
-
-        kwargs = dict(as_raw=True, sequence_always_upper=False, rebuild=False, build_index=True)
+    @cached_property
+    def form(self) -> str:
+        """``fasta``, ``bgzip``, ``gzip`` or ``2bit``, from the file's first bytes (see ``sniff_form``)."""
         try:
             if is_local(self.url):
                 path = local_path(self.url)
@@ -76,44 +129,60 @@ class FastaSource:
                     raise GenomeError(f"FASTA is not a readable file: {path}")
                 if os.path.getsize(path) == 0:
                     raise GenomeError(f"FASTA {path} is empty")
-                fai = path + ".fai"
-                if not os.path.exists(fai) and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
-                    raise GenomeError(
-                        f"{path} has no index ({fai}) and its directory is not writable; "
-                        f"create one with `samtools faidx {path}` or copy the FASTA somewhere writable"
-                    )
-                return pyfaidx.Fasta(path, **kwargs)
-            import fsspec
-
-            fs, path = fsspec.core.url_to_fs(self.url, **dict(self.storage_options))
+                with open(path, "rb") as f:
+                    return sniff_form(f.read(16))
+            fs, path = self._fs()
             if not fs.exists(path):
                 raise GenomeError(f"FASTA not found: {self.url}")
-            fasta_file = fsspec.core.OpenFile(fs, path, "rb")
-            index_file = fsspec.core.OpenFile(fs, path + ".fai", "rb")
-            if fs.exists(path + ".fai"):
-                return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
-            try:  # pyfaidx writes the index beside the FASTA through the same file system
-                return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
-            except Exception as e:
-                raise GenomeError(
-                    f"{self.url} has no index (.fai) and one cannot be written there ({type(e).__name__}); "
-                    "create it with `samtools faidx` and put it beside the FASTA"
-                ) from e
-        except GenomeError:
-            raise
-        except pyfaidx.FastaIndexingError as e:
-            raise GenomeError(f"cannot index FASTA {self.url}: {e}") from e
-        except ValueError as e:
-            if "Duplicate key" in str(e):
-                raise GenomeError(
-                    f"FASTA {self.url} has duplicate sequence names ({e}); names must be unique"
-                ) from e
-            raise GenomeError(f"cannot read FASTA {self.url}: {e}") from e
+            with fs.open(path, "rb") as f:
+                head = f.read(16)
         except OSError as e:
             raise GenomeError(f"cannot read FASTA {self.url}: {e}") from e
+        if not head:
+            raise GenomeError(f"FASTA {self.url} is empty")
+        return sniff_form(head)
+
+    def _fs(self):
+        import fsspec
+
+        return fsspec.core.url_to_fs(self.url, **dict(self.storage_options))
+
+    def open(self):  # -> pyfaidx.Fasta or TwoBitGenome
+        """Open the genome for random access, building indexes or cache copies where they are missing."""
+        form = self.form
+        if form == "2bit":
+            return TwoBitGenome(self._local_copy(), self.url)
+        if form == "gzip":
+            return _open_fasta(self._local_copy(), {}, self.url, bgzip=False)
+        name = self.file_name.lower()
+        if form == "bgzip" and not name.endswith((".gz", ".bgz")):
+            raise GenomeError(f"{self.url} is bgzip-compressed but its name does not end in .gz or .bgz; "
+                              "rename it so that its index (.gzi) is found and written under the usual name")
+        if form == "fasta" and name.endswith((".gz", ".bgz")):
+            raise GenomeError(f"{self.url} is named like a compressed file but is not compressed; rename it "
+                              "without the .gz/.bgz ending")
+        return _open_fasta(self.url, self.storage_options, self.url, bgzip=form == "bgzip")
+
+    def lengths(self) -> dict[str, int]:
+        """Chromosome names (as in the file, in file order) and lengths, from the index alone."""
+        genome = self.open()
+        try:
+            if isinstance(genome, TwoBitGenome):
+                lengths = genome.lengths()
+            else:
+                lengths = {name: int(rec.rlen) for name, rec in genome.faidx.index.items()}
+                self._check_index(genome)
+        finally:
+            genome.close()
+        if not lengths:
+            raise GenomeError(f"FASTA {self.url} holds no sequences")
+        empty = [name for name, n in lengths.items() if n == 0]
+        if empty:
+            raise GenomeError(f"FASTA {self.url} has empty sequences: {', '.join(empty[:5])}")
+        return lengths
 
     def _check_index(self, fasta) -> None:
-        if self.url.endswith((".gz", ".bgz")):  # offsets are into the decompressed stream
+        if self.form == "bgzip":  # offsets are into the decompressed stream
             return
         problem = _index_mismatch(fasta)
         if problem:
@@ -122,20 +191,248 @@ class FastaSource:
                 "rebuilt, or run `samtools faidx` again"
             )
 
-    def lengths(self) -> dict[str, int]:
-        """Chromosome names (as in the FASTA, in file order) and lengths, from the index alone."""
-        fasta = self.open()
+    # --- cache copies: plain gzip (decompressed) and remote .2bit (downloaded) ---------------------
+
+    def _stamp(self) -> tuple[int, str]:
+        """(size, version) of the source: a changed file gets a new cache entry."""
+        if is_local(self.url):
+            st = os.stat(local_path(self.url))
+            return st.st_size, f"{os.path.realpath(local_path(self.url))}:{st.st_mtime_ns}"
+        fs, path = self._fs()
+        info = fs.info(path)
+        version = next((str(info[k]) for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified",
+                                                "last_modified", "updated", "created") if info.get(k)), "")
+        return int(info.get("size") or 0), f"{self.url}:{version}"
+
+    def _local_copy(self) -> str:
+        """A local, uncompressed file for this source: the file itself (a local .2bit) or a cache copy.
+
+        Built once per machine under ``cache_dir``, keyed by the source's location, size and
+        modification time (or ETag), written to a temporary name and renamed, under a lock, so concurrent
+        readers on one node neither duplicate the work nor see half a file.
+        """
+        form = self.form
+        if form == "2bit" and is_local(self.url):
+            return local_path(self.url)
+        size, version = self._stamp()
+        key = hashlib.sha256(version.encode()).hexdigest()[:16]
+        folder = os.path.join(self.cache_dir, key)
+        target = os.path.join(folder, self.name + (".2bit" if form == "2bit" else ".fa"))
+        if os.path.exists(target):
+            return target
         try:
-            lengths = {name: int(rec.rlen) for name, rec in fasta.faidx.index.items()}
-            self._check_index(fasta)
-        finally:
-            fasta.close()
-        if not lengths:
-            raise GenomeError(f"FASTA {self.url} holds no sequences")
-        empty = [name for name, n in lengths.items() if n == 0]
-        if empty:
-            raise GenomeError(f"FASTA {self.url} has empty sequences: {', '.join(empty[:5])}")
-        return lengths
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise GenomeError(f"cannot create the genome cache {folder} ({e.strerror}); set "
+                              "ENFORMER_BATCH_CACHE to a writable directory") from e
+        import fcntl
+
+        with open(os.path.join(folder, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(target):  # another reader on this node made it while we waited
+                return target
+            need = self._gunzipped_size(size) if form == "gzip" else size
+            free = shutil.disk_usage(folder).free
+            if free < need * 1.05 + (64 << 20):
+                raise GenomeError(
+                    f"{self.file_name} needs about {_size(need)} in the genome cache {folder} and only "
+                    f"{_size(free)} is free there; set ENFORMER_BATCH_CACHE to a larger disk"
+                    + (" or convert it to bgzip: `zcat FILE.fa.gz | bgzip > FILE.fa.bgz` (random access, no copy)"
+                       if form == "gzip" else "")
+                )
+            if form == "gzip":
+                notice = (f"{self.file_name} is plain gzip (no random access): decompressing it once into "
+                          f"{folder} (about {_size(need)}; a bgzip FASTA would be read in place)")
+            else:
+                notice = f"copying {self.file_name} once into {folder} ({_size(need)}; py2bit reads local files)"
+            print(f"enformer-batch: {notice}", file=sys.stderr, flush=True)
+            partial = f"{target}.partial-{os.getpid()}"
+            try:
+                self._write_copy(partial, form)
+                os.replace(partial, target)
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+        return target
+
+    def _gunzipped_size(self, compressed: int) -> int:
+        """Decompressed size from the gzip trailer (ISIZE: the size modulo 2**32, of the last member)."""
+        with self._open_raw() as f:
+            f.seek(max(compressed - 4, 0))
+            isize = struct.unpack("<I", f.read(4).rjust(4, b"\0"))[0]
+        # ISIZE wraps at 4 GiB; a FASTA decompresses to more than its compressed size, so add 4 GiB until it
+        # does. (A multi-member file's ISIZE covers its last member only: the write below still fails cleanly.)
+        while isize < compressed:
+            isize += 1 << 32
+        # Deflate cannot exceed ~1032:1, so a larger figure is not a trailer (a truncated or damaged file):
+        # fall back to a typical FASTA ratio for the space check; decompressing then reports the damage.
+        return isize if isize <= 1032 * compressed else 4 * compressed
+
+    def _open_raw(self):
+        if is_local(self.url):
+            return open(local_path(self.url), "rb")
+        fs, path = self._fs()
+        return fs.open(path, "rb")
+
+    def _write_copy(self, partial: str, form: str) -> None:
+        chunk = 8 << 20
+        try:
+            with self._open_raw() as src, open(partial, "wb") as dst:
+                if form == "gzip":
+                    with gzip.GzipFile(fileobj=src, mode="rb") as z:
+                        while block := z.read(chunk):
+                            dst.write(block)
+                else:
+                    shutil.copyfileobj(src, dst, chunk)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise GenomeError(f"{self.url} is truncated or corrupt ({e}); download it again") from e
+        except OSError as e:
+            raise GenomeError(f"cannot copy {self.url} into the genome cache: {e}") from e
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip: bool):  # -> pyfaidx.Fasta
+    """Open a plain or bgzip FASTA through its index (.fai, and .gzi for bgzip), building what is missing."""
+    import pyfaidx
+
+    self_url = shown  # what error messages name: the user's URL, not a cache path
+    kwargs = dict(as_raw=True, sequence_always_upper=False, rebuild=False, build_index=True)
+    try:
+        if is_local(url):
+            path = local_path(url)
+            if not os.path.exists(path):  # gone since the form was read (tasks reuse the driver's form)
+                raise GenomeError(f"FASTA not found: {path}")
+            fai = path + ".fai"
+            missing = [p for p in ((fai, path + ".gzi") if bgzip else (fai,)) if not os.path.exists(p)]
+            if missing and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+                raise GenomeError(
+                    f"{path} has no index ({', '.join(missing)}) and its directory is not writable; "
+                    f"create it with `samtools faidx {path}` or copy the FASTA somewhere writable"
+                )
+            return pyfaidx.Fasta(path, **kwargs)
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options))
+        if not fs.exists(path):
+            raise GenomeError(f"FASTA not found: {self_url}")
+        fasta_file = fsspec.core.OpenFile(fs, path, "rb")
+        index_file = fsspec.core.OpenFile(fs, path + ".fai", "rb")
+        if bgzip:
+            kwargs["gzi_indexname"] = fsspec.core.OpenFile(fs, path + ".gzi", "rb")
+        if fs.exists(path + ".fai") and (not bgzip or fs.exists(path + ".gzi")):
+            return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
+        try:  # pyfaidx writes the indexes beside the FASTA through the same file system
+            return pyfaidx.Fasta(fasta_file, indexname=index_file, **kwargs)
+        except Exception as e:
+            raise GenomeError(
+                f"{self_url} has no index ({'.fai/.gzi' if bgzip else '.fai'}) and one cannot be written there "
+                f"({type(e).__name__}); create it with `samtools faidx` and put it beside the FASTA"
+            ) from e
+    except GenomeError:
+        raise
+    except pyfaidx.FastaIndexingError as e:
+        raise GenomeError(f"cannot index FASTA {self_url}: {e}") from e
+    except ValueError as e:
+        if "Duplicate key" in str(e):
+            raise GenomeError(
+                f"FASTA {self_url} has duplicate sequence names ({e}); names must be unique"
+            ) from e
+        raise GenomeError(f"cannot read FASTA {self_url}: {e}") from e
+    except (OSError, EOFError, zlib.error, struct.error) as e:  # how a truncated or damaged bgzip file surfaces
+        if bgzip:
+            raise GenomeError(f"cannot read bgzip FASTA {self_url} (truncated or corrupt?): {e}") from e
+        raise GenomeError(f"cannot read FASTA {self_url}: {e}") from e
+
+
+class TwoBitGenome:
+    """A UCSC .2bit genome read through py2bit (lib2bit), with the slice access ``read_codes`` uses.
+
+    Soft-masking is not loaded (py2bit's ``storeMasked=False``): bases come back upper case, as case is
+    ignored for FASTA too. 2bit holds only ACGT and N, so IUPAC codes of the source FASTA read as N,
+    which is what they encode to anyway.
+    """
+
+    def __init__(self, path: str, shown: str):
+        import py2bit
+
+        self.path, self.shown = path, shown
+        problem = _twobit_problem(path)
+        if problem:
+            raise GenomeError(f"cannot read 2bit genome {shown}: {problem}")
+        try:
+            self._tb = py2bit.open(path)
+        except RuntimeError as e:
+            raise GenomeError(f"cannot read 2bit genome {shown}: {e}") from e
+
+    def lengths(self) -> dict[str, int]:
+        return {name: int(n) for name, n in self._tb.chroms().items()}
+
+    def __getitem__(self, chrom: str) -> _TwoBitChrom:
+        return _TwoBitChrom(self, chrom)
+
+    def sequence(self, chrom: str, start: int, end: int) -> str:
+        try:
+            return self._tb.sequence(chrom, start, end)
+        except RuntimeError as e:
+            raise GenomeError(f"cannot read {chrom}:{start}-{end} from 2bit genome {self.shown}: {e}") from e
+
+    def close(self) -> None:
+        self._tb.close()
+
+
+@dataclass(frozen=True)
+class _TwoBitChrom:
+    genome: TwoBitGenome
+    chrom: str
+
+    def __getitem__(self, where: slice) -> str:
+        return self.genome.sequence(self.chrom, where.start, where.stop)
+
+
+def _twobit_problem(path: str) -> str | None:
+    """What is wrong with a 2bit file's layout (header, index, record headers within the file), or None.
+
+    lib2bit reads records lazily, so a truncated file would otherwise open fine and fail mid-run: walking
+    the record headers and checking that each record's packed bases end inside the file catches it up front.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if len(head) < 16 or head[:4] not in _TWOBIT_MAGIC:
+            return "not a 2bit file (bad signature)"
+        order = "<" if head[:4] == _TWOBIT_MAGIC[0] else ">"
+        version, count, _ = struct.unpack(order + "III", head[4:16])
+        if version not in (0, 1):
+            return f"unknown 2bit version {version}"
+        wide = version == 1  # 64-bit offsets
+        offsets = []
+        for _ in range(count):
+            n = f.read(1)
+            if not n:
+                return "the sequence index ends early (truncated file)"
+            name = f.read(n[0])
+            raw = f.read(8 if wide else 4)
+            if len(name) < n[0] or len(raw) < (8 if wide else 4):
+                return "the sequence index ends early (truncated file)"
+            offsets.append((name.decode("ascii", "replace"), struct.unpack(order + ("Q" if wide else "I"), raw)[0]))
+        for name, offset in offsets:
+            f.seek(offset)
+            raw = f.read(8)
+            if len(raw) < 8:
+                return f"sequence {name!r} starts past the end of the file (truncated file)"
+            dna_size, n_blocks = struct.unpack(order + "II", raw)
+            f.seek(8 * n_blocks, os.SEEK_CUR)
+            raw = f.read(4)
+            if len(raw) < 4:
+                return f"sequence {name!r} is cut short (truncated file)"
+            (mask_blocks,) = struct.unpack(order + "I", raw)
+            end = offset + 8 + 8 * n_blocks + 4 + 8 * mask_blocks + 4 + (dna_size + 3) // 4
+            if end > size:
+                return f"sequence {name!r} ({dna_size:,} bp) ends past the end of the file (truncated file)"
+    return None
 
 
 def _index_mismatch(fasta) -> str | None:

@@ -95,6 +95,7 @@ class RunPlan:
     price_per_hour: float
     throughput_source: str
     chroms: tuple[ChromPlan, ...] = field(default=())
+    model: str = ""  # what the track count and geometry came from, in words
 
     @property
     def windows(self) -> int:
@@ -133,6 +134,7 @@ class RunPlan:
         lines += [
             "",
             f"FASTA            {self.fasta}",
+            *([f"model            {self.model}"] if self.model else []),
             f"geometry         {self.geometry.input_length:,} bp in, {self.geometry.output_bins} bins of "
             f"{self.geometry.bin_size} bp out; stride {self.stride:,} bp",
             f"tracks           {self.tracks:,} × {self.dtype}",
@@ -230,7 +232,7 @@ def plan_run(
     stride: int | None = None,
     chroms: Sequence[str] | None = None,
     regions: str | None = None,
-    model: str = "demo",
+    model: str = "enformer",
     head: str = "human",
     tracks: str | None = None,
     n_tracks: int | None = None,
@@ -243,7 +245,11 @@ def plan_run(
     windows_per_part: int | None = None,
     storage_options: Mapping[str, str] | None = None,
 ) -> RunPlan:
-    """Plan a run exactly as ``predict`` would tile it, and estimate its output size, GPU time and cost."""
+    """Plan a run exactly as ``predict`` would tile it, and estimate its output size, GPU time and cost.
+
+    ``model`` defaults to ``enformer``, the full-size official checkpoint (5,313 human tracks), since that is
+    what a real run costs; ``demo`` or a checkpoint directory/URL plans for that model instead.
+    """
     from .predict import DEFAULT_WINDOWS_PER_PART, PredictConfig, select_bins
 
     if dtype not in VALUE_BYTES:
@@ -295,7 +301,16 @@ def plan_run(
         price_per_hour=price_per_hour,
         throughput_source=source,
         chroms=tuple(chrom_plans),
+        model=_describe_model(model, head, n_tracks),
     )
+
+
+def _describe_model(model: str, head: str, n_tracks: int) -> str:
+    if model == "enformer":
+        return f"Enformer, full size (official checkpoint; {head} head, {n_tracks:,} tracks planned)"
+    if model == "demo":
+        return f"demo (the embedded tiny model, {n_tracks:,} tracks; not what a real run costs)"
+    return f"{model} ({head} head, {n_tracks:,} tracks)"
 
 
 def gpu_table() -> str:

@@ -27,6 +27,7 @@ from .engine import (  # noqa: F401 - re-exported: the atlas API predates the en
     _WorkerPool,
     model_identity,
     run_job,
+    stage,
 )
 from .genome import FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, NonFiniteOutput, Predictor
@@ -221,6 +222,8 @@ class AtlasJob:
 
     def prepare(self) -> None:
         check_request(self.options)
+        form = self.fasta.form  # a missing, unreadable or empty file fails here, before any stage line
+        stage(self.options, f"reading the genome index of {self.fasta.file_name} ({form})")
         self.lengths = self.fasta.lengths()
         # Fail fast, before Ray starts, on what needs no model (re-checked in plan against the model's geometry).
         if self.options.stride is not None:

@@ -153,3 +153,27 @@ def test_help_documents_the_options(capsys):
                    "--precision", "--dtype", "--rc", "--shifts", "--n-encoding", "--workers",
                    "--gpus-per-worker", "--overwrite"):
         assert option in text
+
+
+def test_debug_works_before_or_after_the_command(tmp_path, capsys):
+    from enformer_batch.genome import GenomeError
+
+    missing = str(tmp_path / "missing.fa")
+    code, _, err = run_cli(capsys, "predict", missing, "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "FASTA not found")
+    for argv in (["--debug", "predict", missing, "--out", str(tmp_path / "o")],
+                 ["predict", missing, "--out", str(tmp_path / "o"), "--debug"],
+                 ["predict", "--debug", missing, "--out", str(tmp_path / "o")],
+                 ["plan", missing, "--debug"]):
+        with pytest.raises(GenomeError, match="FASTA not found"):  # --debug: the exception itself
+            main(argv)
+
+
+def test_tracks_takes_storage_options(tmp_path, capsys, monkeypatch):
+    """`dir://` needs its root as a storage option: the listing works only when the option reaches fsspec."""
+    monkeypatch.setenv("ENFORMER_BATCH_CACHE", str(tmp_path / "cache"))
+    root = os.path.join(REPO, "enformer_batch")
+    code, _, err = run_cli(capsys, "tracks", "dir://demo_model")
+    assert code != 0 and err.startswith("enformer-batch: error: ")
+    code, out, _ = run_cli(capsys, "tracks", "dir://demo_model", "--storage-option", f"path={root}")
+    assert code == 0 and "head human: 12 tracks" in out and "DEMO0000012" in out

@@ -48,13 +48,14 @@ def test_chroms_and_regions_count_only_what_a_run_writes(test_fasta, tmp_path):
 
 
 def test_track_count_comes_from_the_checkpoint_config(test_fasta):
-    assert plan_run(test_fasta).tracks == 12  # the demo model's human head
-    assert plan_run(test_fasta, head="mouse").tracks == 4
-    assert plan_run(test_fasta, tracks="0-3,7").tracks == 5
+    assert plan_run(test_fasta, model="demo").tracks == 12  # the demo model's human head
+    assert plan_run(test_fasta, model="demo", head="mouse").tracks == 4
+    assert plan_run(test_fasta, model="demo", tracks="0-3,7").tracks == 5
+    assert plan_run(test_fasta).tracks == 5313  # the default: the full-size Enformer
     assert plan_run(test_fasta, model="enformer").tracks == 5313
     assert plan_run(test_fasta, model="enformer", head="mouse", n_tracks=100).tracks == 100
     with pytest.raises(ValueError, match="out of range"):
-        plan_run(test_fasta, tracks="12")
+        plan_run(test_fasta, model="demo", tracks="12")
 
 
 @pytest.mark.parametrize("dtype,tracks", [("float16", 12), ("float16", 400), ("float32", 400)])
@@ -92,7 +93,12 @@ def test_plan_command(test_fasta, tmp_path, capsys):
     windows = sum(Tiling(ENFORMER, c.length, SPAN).n_windows for c in TEST_GENOME)
     bins = sum(-(-c.length // 128) for c in TEST_GENOME)
     assert total.split()[2:4] == [f"{windows:,}", f"{bins:,}"]
-    assert "ESTIMATE" in out and "A10G" in out and "12 × float32" in out
+    assert "ESTIMATE" in out and "A10G" in out and "5,313 × float32" in out
+    # Without --model the plan is for the full-size Enformer, and it says so.
+    assert "Enformer, full size" in out and "no --model" in out
+    assert cli_main(["plan", test_fasta, "--model", "demo", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "12 × float32" in out and "demo" in out and "no --model" not in out
     sizes = tmp_path / "genome.chrom.sizes"
     sizes.write_text("".join(f"{c.name}\t{c.length}\n" for c in TEST_GENOME))
     assert cli_main(["plan", str(sizes), "--model", "enformer"]) == 0
