@@ -381,3 +381,34 @@ def calibrate_batchnorm(model: Borzoi, batches: list[Tensor]) -> None:
         m.momentum = 0.1
         m.eval()
     model.train(was_training)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Squashed target scale
+
+
+def unsquash_parameters(table) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-track ``(scale, clip_soft, exponent)`` from a Borzoi targets table (``TrackTable``).
+
+    Borzoi was trained on coverage transformed per track as ``y = min(x ** t, soft-clipped) * scale`` with
+    ``t = 3/4`` for ``sum_sqrt`` tracks (RNA) and ``1`` otherwise, values above ``clip_soft`` compressed
+    by a square root; ``unsquash_tensor`` inverts that.
+    """
+    cols = {name: table.column(name) for name in ("scale", "clip_soft", "sum_stat")}
+    missing = [name for name, col in cols.items() if col is None]
+    if missing:
+        raise ValueError(f"--unsquash needs the track table columns {', '.join(missing)}, which it lacks")
+    scale = torch.tensor([float(v) for v in cols["scale"]])
+    clip_soft = torch.tensor([float(v) for v in cols["clip_soft"]])
+    exponent = torch.tensor([0.75 if v.strip() == "sum_sqrt" else 1.0 for v in cols["sum_stat"]])
+    return scale, clip_soft, exponent
+
+
+def unsquash_tensor(pred: Tensor, table, params: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+    """Undo Borzoi's squashed scale on ``pred [..., tracks]`` (all of the table's tracks, head order), as
+    borzoi-pytorch's ``AnnotatedBorzoi._undo_squashed_scale`` (its default, ``old_transform``) defines it:
+    ``x = pred / scale``; above ``clip_soft``, ``x = (x - clip_soft)² + clip_soft``; then ``x ** (1 / t)``."""
+    scale, clip_soft, exponent = (p.to(pred.device) for p in (params or unsquash_parameters(table)))
+    x = pred.float() / scale
+    x = torch.where(x > clip_soft, (x - clip_soft) ** 2 + clip_soft, x)
+    return x ** (1.0 / exponent)
