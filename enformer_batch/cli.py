@@ -40,8 +40,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``enformer-batch predict`` (also used by the ``jobs/`` entrypoints)."""
     parser.add_argument("fasta", help="FASTA path or fsspec URL (s3://, gs://, https://...); indexed via its .fai")
     parser.add_argument("--out", required=True, help="atlas directory or object-store prefix")
-    parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
-                        "(config.json + model.safetensors or pytorch_model.bin), or hf://ORG/NAME")
+    parser.add_argument("--model", default="demo", help="'demo' / 'demo-borzoi' (embedded tiny Enformer / Borzoi), an "
+                        "Enformer or Borzoi checkpoint directory or URL (config.json + model.safetensors or "
+                        "pytorch_model.bin), e.g. hf://johahi/borzoi-replicate-0; A,B,C,D averages replicates")
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
                         "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
@@ -57,6 +58,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
     parser.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
                         help="one-hot row for N, IUPAC codes and padding")
+    parser.add_argument("--unsquash", action="store_true", help="undo Borzoi's squashed target scale per track "
+                        "(from the table's scale, clip_soft, sum_stat) to coverage; needs --dtype float32")
     parser.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"],
                         help="auto: GPUs if the cluster has them now; gpu: ask for GPUs even before any node has "
                         "them (autoscaling clusters; give --workers); cpu: never")
@@ -96,6 +99,7 @@ def predict_config(args: argparse.Namespace) -> PredictConfig:
         overwrite=args.overwrite,
         storage_options=dict(args.storage_option),
         progress=not args.no_progress,
+        unsquash=getattr(args, "unsquash", False),
     )
 
 
@@ -111,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="predict every bin of a genome (or of BED regions) into a Parquet atlas",
         description=(
-            "Tile FASTA into model windows (Enformer: 196,608 bp in, 896 bins of 128 bp out), predict them on "
+            "Tile FASTA into model windows (Enformer: 196,608 bp in, 896 bins of 128 bp out; Borzoi: 524,288 bp "
+            "in, 6,144 bins of 32 bp out), predict them on "
             "Ray actors (one per GPU, or one CPU worker), and write <out>/chrom=<name>/part-*.parquet with "
             "columns start, end and one per track, plus _manifest.json and _SUCCESS. Re-running the same "
             "command on the same --out resumes; an --out holding another configuration is refused unless "
@@ -129,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")
-    t.add_argument("model", nargs="?", default="demo", help="'demo', a checkpoint directory or URL")
+    t.add_argument("model", nargs="?", default="demo", help="'demo', 'demo-borzoi', a checkpoint directory or URL")
 
     # --- atlas access (enformer_batch.query / enformer_batch.export) ---
     region_help = ("CHROM:START-END, 0-based half-open like the atlas (bins overlapping [START, END) are "
@@ -172,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "figures.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pl.add_argument("fasta", help="FASTA path or URL (read through its .fai), or a .fai / chrom.sizes file")
-    pl.add_argument("--model", default="demo", help="'enformer' (the official heads: human 5,313, mouse "
-                    "1,643 tracks; nothing read), 'demo', or a checkpoint directory/URL (reads config.json)")
+    pl.add_argument("--model", default="demo", help="'enformer' / 'borzoi' (the published heads: Enformer human "
+                    "5,313, mouse 1,643; Borzoi human 7,611, mouse 2,608; nothing read), 'demo', 'demo-borzoi', "
+                    "a checkpoint directory/URL (reads config.json), or A,B,... replicates")
     pl.add_argument("--head", default="human", help="output head")
     pl.add_argument("--tracks", default=None, help="track selection, as for predict; default all")
     pl.add_argument("--n-tracks", type=int, default=None, help="plan for this many tracks, not --tracks")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .families import BUNDLED_TABLES, CheckpointError, checkpoint_family
 from .tracks import TrackTable, read_track_table
 from .windows import Geometry
 
@@ -53,10 +54,6 @@ BIN_SIZE = 128
 CONFIG_NAME = "config.json"
 WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing files or does not fit the model described by its config."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -710,38 +707,6 @@ def _fetch_remote(url: str, storage_options: dict[str, Any] | None, cache_dir: s
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_BORZOI_DIR = Path(__file__).resolve().parent / "demo_borzoi"
-# Track tables bundled for checkpoints that carry none (Apache-2.0; see data/README.md), by family and head,
-# used only when the head has exactly the table's number of tracks.
-BUNDLED_TABLES = {
-    ("enformer", "human"): "targets_human.txt",
-    ("enformer", "mouse"): "targets_mouse.txt",
-    ("borzoi", "human"): "borzoi_targets_human.txt",
-}
-FAMILIES = ("enformer", "borzoi")
-
-
-def checkpoint_family(raw: dict[str, Any], origin: str) -> str:
-    """``"enformer"`` or ``"borzoi"`` from a checkpoint's ``config.json``; CheckpointError for anything else.
-
-    ``model_type`` decides when present (both libraries write it); hand-written configs without it are told
-    apart by the fields only one family has.
-    """
-    model_type = str(raw.get("model_type", "")).lower()
-    architectures = [str(a) for a in raw.get("architectures") or []]
-    if model_type in FAMILIES:
-        return model_type
-    if not model_type:
-        if any(a.lower().startswith("enformer") for a in architectures) or {"output_heads", "target_length"} & set(raw):
-            return "enformer"
-        if any(a.lower() in ("borzoi", "annotatedborzoi") for a in architectures) or "bins_to_return" in raw:
-            return "borzoi"
-    found = f"model_type {model_type!r}" if model_type else "no model_type"
-    found += f", architectures {architectures}" if architectures else ""
-    raise CheckpointError(
-        f"checkpoint {origin} is neither an Enformer nor a Borzoi checkpoint: its {CONFIG_NAME} has {found}"
-    )
-
-
 def _enformer_config(raw: dict[str, Any], use_tf_gamma: bool | None) -> EnformerConfig:
     if use_tf_gamma is None and "use_tf_gamma" not in raw:
         # The official weights (EleutherAI/enformer-official-rough) were ported from TensorFlow and saved before

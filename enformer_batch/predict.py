@@ -35,7 +35,7 @@ from .store import (
     part_table,
     records_from_manifest,
 )
-from .windows import ENFORMER, BinRanges, Geometry, PartPlan, bins_of_interval, merge_ranges, plan_selection
+from .windows import BinRanges, Geometry, PartPlan, bins_of_interval, merge_ranges, plan_selection
 
 DEFAULT_WINDOWS_PER_PART = 16
 WORKER_NAME_PREFIX = "enformer-batch-worker-"
@@ -72,6 +72,7 @@ class PredictConfig:
     overwrite: bool = False
     windows_per_part: int = DEFAULT_WINDOWS_PER_PART
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    unsquash: bool = False  # undo Borzoi's squashed target scale (see inference.InferenceSettings)
     progress: bool = True
     manifest_interval_s: float = 10.0  # how often the driver commits finished parts to the manifest
     replica_patience_s: float = 900.0  # fail when no replica has run this long (e.g. no GPU node comes up)
@@ -88,6 +89,7 @@ class PredictConfig:
             batch_size=self.batch_size,
             dtype=self.dtype,
             storage_options=dict(self.storage_options),
+            unsquash=self.unsquash,
         )
 
 
@@ -204,7 +206,9 @@ def run_identity(
     return {
         "engine_version": __version__,
         "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
-                  "config": info.config},
+                  "config": info.config, "family": info.family,
+                  "replicates": [{"id": i, "weights_sha256": h} for i, h in info.replicates],
+                  "unsquash": info.unsquash},
         "fasta": {"name": fasta.name, "chromosomes": dict(lengths)},
         "chromosomes": list(selection),
         "regions": None
@@ -454,10 +458,8 @@ def predict(config: PredictConfig, on_part: Callable[[PartRecord], None] | None 
     check_request(config)
     fasta = FastaSource(config.fasta, dict(config.storage_options))
     lengths = fasta.lengths()
-    # Fail fast, before Ray starts, on what needs no model (re-checked below against the model's geometry).
-    if config.stride is not None:
-        ENFORMER.check_stride(config.stride)
-    select_bins(config, lengths, ENFORMER.bin_size)
+    # Fail fast, before Ray starts, on what needs no model; the stride and bins follow the model's geometry.
+    select_bins(config, lengths, 1)
     store = AtlasStore(config.out, config.storage_options)
     try:
         previous = store.read_manifest()
