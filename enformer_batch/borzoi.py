@@ -183,6 +183,17 @@ class _SeparableBlock(nn.Module):
         return self.conv_layer(x)
 
 
+def _separable_range(block: _SeparableBlock, x: Tensor, start: int, lo: int, hi: int, n: int) -> Tensor:
+    """``block`` over positions ``[lo, hi)`` of a length-``n`` sequence, from ``x`` holding ``[start, ...)``
+    with one position of margin each side where the sequence has one (zeros, as 'same' padding, past its
+    ends)."""
+    x = F.pad(x, (1 if lo == 0 else 0, 1 if hi == n else 0))
+    begin = lo - 1 - (start - (1 if lo == 0 else 0))
+    x = x[..., begin : begin + hi - lo + 2]
+    depthwise, pointwise = block.conv_layer
+    return pointwise(F.conv1d(x, depthwise.weight, None, groups=depthwise.groups))
+
+
 def central_mask_features(seq_len: int, n_features: int, device: torch.device) -> Tensor:
     """``[2 * seq_len - 1, n_features]`` Borzoi positional features for distances ``-(seq_len-1)..seq_len-1``.
 
@@ -207,6 +218,16 @@ class BorzoiAttention(Attention):
             pos = central_mask_features(n, self.num_rel_pos_features, device)
             self._pos_cache = {key: pos}
         return pos
+
+    def _rel_logits(self, q: Tensor, n: int, device: torch.device) -> Tensor:
+        features = self.num_rel_pos_features
+        if features >= self.dim_key or (self.training and self.pos_dropout):
+            return super()._rel_logits(q, n, device)
+        # q · (W p) = (q W) · p: with fewer features (32) than key dimensions (64), projecting the queries onto
+        # the feature space first halves the [n, 2n-1] product, the largest matmul of the attention.
+        positions = self._positions(n, device).to(self.to_rel_k.weight.dtype)
+        w = self.to_rel_k.weight.view(self.heads, self.dim_key, features)  # [h, dk, F]
+        return torch.matmul(torch.matmul(q, w), positions.T)
 
 
 def rotary(x: Tensor, rotary_dim: int, base: float) -> Tensor:
@@ -331,18 +352,24 @@ class Borzoi(nn.Module):
         skip1 = self.unet1(skip0)  # 64 bp
         x = F.max_pool1d(skip1, 2).transpose(1, 2)  # 128 bp, channels-last for the transformer
         x = self.transformer(x)
-        # Up-sampling path. Every block before an up-sampling is pointwise, so it runs at the lower
-        # resolution (nearest-neighbour up-sampling commutes with it), as in borzoi-pytorch.
-        x = self.upsampling_unet1[0].pointwise_last(x).transpose(1, 2)
-        x = x.repeat_interleave(2, dim=-1) + self.horizontal_conv1(skip1)
-        x = self.separable1(x)
-        x = self.upsampling_unet0[0](x)
-        x = x.repeat_interleave(2, dim=-1) + self.horizontal_conv0(skip0)
-        x = self.separable0(x)
-        bins, n = self.config.output_bins, x.shape[-1]
-        trim = (n - bins) // 2
-        x = x[..., trim : trim + bins].transpose(1, 2)  # [B, bins, dim]: the rest is pointwise
-        return F.gelu(self.final_joined_convs[0].pointwise_last(x), approximate="tanh")
+        # Up-sampling path, computed only where the crop needs it: after the transformer every block is
+        # pointwise except the two 3-wide separable convolutions, so the bins kept (6,144 of 16,384) plus a
+        # one-bin margin per separable block decide what is computed. Pointwise blocks before an
+        # up-sampling run at the lower resolution (nearest-neighbour up-sampling commutes with them).
+        n0, n1 = skip0.shape[-1], skip1.shape[-1]
+        bins = self.config.output_bins
+        crop = (n0 - bins) // 2
+        a0, b0 = max(crop - 1, 0), min(crop + bins + 1, n0)  # 32 bp: input of separable0
+        a1, b1 = a0 // 2, (b0 + 1) // 2  # 64 bp: output of separable1
+        p1, q1 = max(a1 - 1, 0), min(b1 + 1, n1)  # 64 bp: input of separable1
+        a2, b2 = p1 // 2, (q1 + 1) // 2  # 128 bp: transformer output used
+        u = self.upsampling_unet1[0].pointwise_last(x[:, a2:b2]).transpose(1, 2)
+        y = u.repeat_interleave(2, dim=-1)[..., p1 - 2 * a2 : q1 - 2 * a2] + self.horizontal_conv1(skip1[..., p1:q1])
+        y = _separable_range(self.separable1, y, p1, a1, b1, n1)
+        y = self.upsampling_unet0[0](y)
+        y = y.repeat_interleave(2, dim=-1)[..., a0 - 2 * a1 : b0 - 2 * a1] + self.horizontal_conv0(skip0[..., a0:b0])
+        y = _separable_range(self.separable0, y, a0, crop, crop + bins, n0)
+        return F.gelu(self.final_joined_convs[0].pointwise_last(y.transpose(1, 2)), approximate="tanh")
 
     def _head(self, name: str, emb: Tensor) -> Tensor:
         conv = getattr(self, f"{name}_head")

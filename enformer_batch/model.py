@@ -330,6 +330,14 @@ class Attention(nn.Module):
             self._pos_cache = {key: pos}  # keep only the latest length
         return pos
 
+    def _rel_logits(self, q: Tensor, n: int, device: torch.device) -> Tensor:
+        """Position logits ``q · to_rel_k(features(distance))``: ``[b, h, n, dk] -> [b, h, n, 2n-1]``."""
+        positions = self._positions(n, device).to(self.to_rel_k.weight.dtype)
+        if self.training and self.pos_dropout:
+            positions = F.dropout(positions, self.pos_dropout)
+        rel_k = self.to_rel_k(positions).view(-1, self.heads, self.dim_key).transpose(0, 1)  # [h, 2n-1, dk]
+        return torch.matmul(q, rel_k.transpose(-1, -2))
+
     def forward(self, x: Tensor) -> Tensor:
         b, n, _ = x.shape
         h = self.heads
@@ -338,12 +346,7 @@ class Attention(nn.Module):
         v = self.to_v(x).view(b, n, h, -1).transpose(1, 2)
         q = q * self.scale
 
-        positions = self._positions(n, x.device).to(self.to_rel_k.weight.dtype)
-        if self.training and self.pos_dropout:
-            positions = F.dropout(positions, self.pos_dropout)
-        rel_k = self.to_rel_k(positions).view(-1, h, self.dim_key).transpose(0, 1)  # [h, 2n-1, dk]
-        rel_logits = torch.matmul(q + self.rel_pos_bias, rel_k.transpose(-1, -2))  # [b, h, n, 2n-1]
-        bias = relative_shift(rel_logits)
+        bias = relative_shift(self._rel_logits(q + self.rel_pos_bias, n, x.device))
 
         qc = q + self.rel_content_bias
         if x.device.type == "cpu" and qc.dtype == torch.float32 and not self.training:

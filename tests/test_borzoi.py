@@ -21,7 +21,8 @@ from enformer_batch.borzoi import SEQUENCE_LENGTH, Borzoi, BorzoiConfig, calibra
 from enformer_batch.model import CheckpointError, load_model
 
 NARROW = dict(stem_channels=16, tower_channels=(16, 20, 24, 28, 32), final_channels=32)
-SMALL = dict(dim=32, depth=1, heads=2, attn_dim_key=8, attn_dim_value=16, enable_mouse_head=True)
+# attn_dim_key 64 > 32 position features, as in the published model: the factorised position logits run.
+SMALL = dict(dim=32, depth=1, heads=2, attn_dim_key=64, attn_dim_value=16, enable_mouse_head=True)
 
 
 def _onehot(batch: int, seed: int) -> torch.Tensor:
