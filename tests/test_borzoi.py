@@ -400,3 +400,28 @@ def test_borzoi_atlas_end_to_end(ray_cluster, borzoi_genome, tmp_path):
                                unsquash_tensor(squashed, table).numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match="--dtype float32"):
         predict(PredictConfig(out=str(tmp_path / "x"), **{**common, "dtype": "float16"}, unsquash=True))
+
+
+def test_planner_knows_borzoi(tmp_path):
+    from enformer_batch.families import FAMILIES
+    from enformer_batch.plan import GPU_PROFILES, plan_run
+
+    sizes = tmp_path / "g.chrom.sizes"
+    sizes.write_text("chr1\t1000000\nchr2\t196608\n")
+    plan = plan_run(str(sizes), model="borzoi", gpu="H100")
+    assert (plan.geometry.input_length, plan.geometry.bin_size, plan.geometry.output_bins) == (524_288, 32, 6144)
+    assert plan.tracks == 7611 and plan.family == "borzoi"
+    assert plan.windows == -(-1_000_000 // 196_608) + 1
+    assert plan.bins == -(-1_000_000 // 32) + 196_608 // 32
+    assert plan.windows_per_second == pytest.approx(GPU_PROFILES["H100"].windows_per_second_at(4.91))
+    assert FAMILIES["borzoi"].tflop_per_window > FAMILIES["enformer"].tflop_per_window
+    # Named selections use the bundled Borzoi table; the demo's own table and geometry come from its files.
+    cage = plan_run(str(sizes), model="borzoi", tracks="^CAGE:").tracks
+    assert 0 < cage < 7611
+    assert plan_run(str(sizes), model="demo-borzoi", tracks="^RNA:").tracks == 4
+    demo = plan_run(str(sizes), model="demo-borzoi")
+    assert demo.geometry == plan.geometry and demo.tracks == 12
+    # Replicates multiply the forward passes.
+    ens = plan_run(str(sizes), model="demo-borzoi,demo-borzoi", rc=True, windows_per_second=1, price_per_hour=1)
+    assert ens.passes_per_window == 4 and ens.replicates == 2
+    assert plan_run(str(sizes), model="enformer").geometry.bin_size == 128
