@@ -272,9 +272,11 @@ class RotaryAttention(nn.Module):
         k = qkv[..., dim : dim + kvd].view(b, n, self.kv_heads, d).transpose(1, 2)
         v = qkv[..., dim + kvd :].view(b, n, self.kv_heads, d).transpose(1, 2)
         q, k = rotary(q, self.rotary_dim, self.base), rotary(k, self.rotary_dim, self.base)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, enable_gqa=True
-        )
+        # Query head i reads K/V head i // group (flash-attn's grouping); repeated explicitly rather than
+        # SDPA's enable_gqa, which needs torch >= 2.5.
+        group = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.mha["out_proj"](out.transpose(1, 2).reshape(b, n, dim))
 
 

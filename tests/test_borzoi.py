@@ -425,3 +425,15 @@ def test_planner_knows_borzoi(tmp_path):
     ens = plan_run(str(sizes), model="demo-borzoi,demo-borzoi", rc=True, windows_per_second=1, price_per_hour=1)
     assert ens.passes_per_window == 4 and ens.replicates == 2
     assert plan_run(str(sizes), model="enformer").geometry.bin_size == 128
+
+
+def test_cli_names_what_a_foreign_checkpoint_holds(tmp_path, capsys):
+    from enformer_batch.cli import main
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "pytorch_model.bin").write_bytes(b"")
+    (tmp_path / "c" / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    assert main(["tracks", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"enformer-batch: error: checkpoint {tmp_path / 'c'} is neither an Enformer nor a Borzoi "
+                   "checkpoint: its config.json has model_type 'bert', architectures ['BertModel']"]
