@@ -1,7 +1,8 @@
 """enformer-batch: genome-wide batch prediction of sequence-to-function models on Ray, into Parquet atlases.
 
 Pipeline, one module per stage: ``genome`` (FASTA, index, encoding) → ``windows`` (tiling, stitching) →
-``model`` (Enformer, weights, tracks) → ``inference`` (the model call on one device) → ``predict`` (Ray
+``families`` / ``model`` / ``borzoi`` (Enformer and Borzoi: geometry,
+weights, tracks) → ``inference`` (the model call on one device) → ``predict`` (Ray
 orchestration) → ``store`` (Parquet parts, manifest) → ``atlas`` (validate, query). ``cli`` sits on top.
 """
 
