@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
+	# The Borzoi oracle (tests/test_borzoi.py); --no-deps: see the note in pyproject.toml's test extra.
+	$(PY) -m pip install -q --no-deps borzoi-pytorch==0.5.1
 	touch $@
 
 install: $(VENV)/.installed

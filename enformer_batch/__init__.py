@@ -1,10 +1,11 @@
 """enformer-batch: genome-wide batch prediction of sequence-to-function models on Ray, into Parquet atlases.
 
-Pipeline, one module per stage: ``genome`` (FASTA, index, encoding) → work units: ``windows`` (tiling,
-stitching) and ``vcf`` (variant rows) → ``model`` (Enformer, weights, tracks) → ``inference`` (the model call
-on one device) → ``engine`` (Ray orchestration, resume, commit; mode-agnostic) with its modes ``predict``
-(genome atlases) and ``variants`` (variant scores) → ``store`` (Parquet parts, manifest) → ``atlas``
-(validate), ``query`` and ``export`` (reading back). ``cli`` sits on top.
+Pipeline, one module per stage: ``genome`` (FASTA, bgzip, 2bit; index; encoding) → work units: ``windows``
+(tiling, stitching), ``vcf`` (variant rows) → ``families`` / ``model`` / ``borzoi`` (Enformer and Borzoi:
+geometry, weights, tracks) → ``inference`` (the model call on one device) → ``engine`` (Ray orchestration,
+resume, commit; mode-agnostic) with its modes ``predict`` (genome atlases), ``variants`` (variant scores) and
+``experiments`` (mutagenesis, edits) → ``store`` (Parquet parts, manifest) → ``atlas`` (validate), ``query``
+and ``export`` (reading back). ``cli`` sits on top.
 """
 
 __version__ = "0.1.0"

@@ -3,7 +3,9 @@
 Conventions (one-hot channel order A, C, G, T):
 
 * Reverse complement: reverse the sequence axis and the channel axis (A<->T, C<->G); the prediction of the
-  reverse-complemented input is reversed along bins so it lines up with the forward strand again.
+  reverse-complemented input is reversed along bins so it lines up with the forward strand again and, when
+  the model's track table pairs stranded tracks (Borzoi's ``strand_pair``), each track takes its pair's
+  value: the reverse strand's "+" track is the forward strand's "-" track. Unpaired tracks stay in place.
 * Shift ``s`` (as Basenji's ``shift_sequence``): the sequence content moves ``s`` positions towards higher
   coordinates, ``shifted[i] = onehot[i - s]``; vacated positions are filled with the N row
   (``n_value`` in every channel: 0.0 for our default all-zero N, 0.25 for Basenji's convention). As in
@@ -50,12 +52,14 @@ def predict_augmented(
     rc: bool,
     shifts: Sequence[int] = (0,),
     n_value: float = 0.0,
+    strand_pairs: Tensor | None = None,
 ) -> Tensor:
     """Average ``model_fn`` over shifts x strands; ``onehot [B, L, 4]`` -> ``[B, bins, T]`` (fp32).
 
     ``model_fn`` maps ``[B, L, 4]`` to ``[B, bins, T]``. Each shift is predicted on the forward strand and,
-    when ``rc``, on the reverse complement of the shifted sequence (bins flipped back). An empty ``shifts``
-    means no shift.
+    when ``rc``, on the reverse complement of the shifted sequence (bins flipped back, and tracks permuted
+    by ``strand_pairs``, a ``[T]`` index tensor where ``strand_pairs[i]`` is track ``i``'s other-strand
+    track, itself when unstranded). An empty ``shifts`` means no shift.
     """
     shift_list = list(shifts) or [0]
     total: Tensor | None = None
@@ -67,6 +71,8 @@ def predict_augmented(
             pred = model_fn(inp).float()
             if flipped:
                 pred = pred.flip(-2)
+                if strand_pairs is not None:
+                    pred = pred.index_select(-1, strand_pairs)
             total = pred if total is None else total + pred
             count += 1
     assert total is not None

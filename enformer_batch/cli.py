@@ -40,9 +40,10 @@ def _storage_option(text: str) -> tuple[str, str]:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every mode shares: the model, how it is run, the replicas, the output (``RunOptions``)."""
     parser.add_argument("--out", required=True, help="output directory or object-store prefix")
-    parser.add_argument("--model", default="demo", help="'demo' (embedded tiny model), a checkpoint directory or URL "
-                        "(config.json + model.safetensors or pytorch_model.bin), hf://ORG/NAME, or "
-                        "sim:rate=R,tracks=T (a simulated accelerator: real-shaped outputs at R windows/s, for "
+    parser.add_argument("--model", default="demo", help="'demo' / 'demo-borzoi' (embedded tiny Enformer / Borzoi), an "
+                        "Enformer or Borzoi checkpoint directory or URL (config.json + model.safetensors or "
+                        "pytorch_model.bin), e.g. hf://johahi/borzoi-replicate-0; A,B,C,D averages replicates; "
+                        "sim:rate=R,tracks=T is a simulated accelerator (real-shaped outputs at R windows/s, for "
                         "benchmarking the pipeline)")
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
@@ -54,6 +55,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
     parser.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
                         help="one-hot row for N, IUPAC codes and padding")
+    parser.add_argument("--unsquash", action="store_true", help="undo Borzoi's squashed target scale per track "
+                        "(from the table's scale, clip_soft, sum_stat) to coverage; atlases need --dtype float32")
     parser.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"],
                         help="auto: GPUs if the cluster has them now; gpu: ask for GPUs even before any node has "
                         "them (autoscaling clusters; give --workers); cpu: never")
@@ -76,7 +79,7 @@ def run_options(args: argparse.Namespace) -> dict:
         out=args.out, model=args.model, head=args.head, tracks=args.tracks, batch_size=args.batch_size,
         precision=args.precision, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, device=args.device,
         workers=args.workers, gpus_per_worker=args.gpus_per_worker, threads_per_worker=args.threads_per_worker,
-        writers_per_worker=args.writers_per_worker, overwrite=args.overwrite,
+        writers_per_worker=args.writers_per_worker, unsquash=args.unsquash, overwrite=args.overwrite,
         storage_options=dict(args.storage_option), progress=not args.no_progress,
     )
 
@@ -140,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="predict every bin of a genome (or of BED regions) into a Parquet atlas",
         description=(
-            "Tile FASTA into model windows (Enformer: 196,608 bp in, 896 bins of 128 bp out), predict them on "
+            "Tile FASTA into model windows (Enformer: 196,608 bp in, 896 bins of 128 bp out; Borzoi: 524,288 bp "
+            "in, 6,144 bins of 32 bp out), predict them on "
             "Ray actors (one per GPU, or one CPU worker), and write <out>/chrom=<name>/part-*.parquet with "
             "columns start, end and one per track, plus _manifest.json and _SUCCESS. Re-running the same "
             "command on the same --out resumes; an --out holding another configuration (or other weights, or a "
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("tracks", help="list a model's tracks")
-    t.add_argument("model", nargs="?", default="demo", help="'demo', a checkpoint directory or URL")
+    t.add_argument("model", nargs="?", default="demo", help="'demo', 'demo-borzoi', a checkpoint directory or URL")
     t.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for the model URL (repeatable)")
 
@@ -281,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pl.add_argument("fasta", help="genome path or URL in any form predict takes, or a .fai / chrom.sizes file")
     pl.add_argument("--model", default=None, help="'enformer' (the default: the full-size official heads, human "
-                    "5,313, mouse 1,643 tracks; nothing read), 'demo', or a checkpoint directory/URL (reads "
-                    "config.json)")
+                    "5,313, mouse 1,643 tracks) / 'borzoi' (human 7,611, mouse 2,608; nothing read), 'demo', "
+                    "'demo-borzoi', a checkpoint directory/URL (reads config.json), or A,B,... replicates")
     pl.add_argument("--head", default="human", help="output head")
     pl.add_argument("--tracks", default=None, help="track selection, as for predict; default all")
     pl.add_argument("--n-tracks", type=int, default=None, help="plan for this many tracks, not --tracks")

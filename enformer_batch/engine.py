@@ -67,6 +67,7 @@ class RunOptions:
     writers_per_worker: int | None = None
     overwrite: bool = False
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    unsquash: bool = False  # undo Borzoi's squashed target scale (see inference.InferenceSettings)
     progress: bool = True
     manifest_interval_s: float = 10.0  # how often the driver commits finished parts to the manifest
     replica_patience_s: float = 900.0  # fail when no replica has run this long (e.g. no GPU node comes up)
@@ -83,6 +84,7 @@ class RunOptions:
             batch_size=self.batch_size,
             dtype=dtype,
             storage_options=dict(self.storage_options),
+            unsquash=self.unsquash,
         )
 
     def check(self) -> None:
@@ -196,7 +198,9 @@ def model_identity(options: RunOptions, info: ModelInfo) -> dict:
     return {
         "numerics_version": NUMERICS_VERSION,  # not the package version: a patch release resumes a run
         "model": {"id": info.model_id, "weights_sha256": info.weights_sha256, "head": info.head,
-                  "config": info.config},
+                  "config": info.config, "family": info.family,
+                  "replicates": [{"id": i, "weights_sha256": h} for i, h in info.replicates],
+                  "unsquash": info.unsquash},
         "geometry": asdict(info.geometry),
         "tracks": [
             {"index": i, "name": n, "description": d}

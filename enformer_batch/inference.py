@@ -50,6 +50,7 @@ class InferenceSettings:
     storage_options: Mapping[str, str] = field(default_factory=dict)
     # The sha256 the run records for the weights; a replica that loads other bytes refuses (issue 15).
     weights_sha256: str | None = None
+    unsquash: bool = False  # undo Borzoi's squashed target scale (needs clip_soft/scale/sum_stat in the table)
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -61,6 +62,8 @@ class InferenceSettings:
         onehot_table(self.n_encoding)
         if not self.shifts:
             raise ValueError("--shifts needs at least one shift (0 means none)")
+        if self.unsquash and self.dtype != "float32":
+            raise ValueError("--unsquash gives counts beyond float16's range (65,504): add --dtype float32")
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,18 @@ class ModelInfo:
     track_indices: tuple[int, ...]
     track_names: tuple[str, ...]
     track_descriptions: tuple[str | None, ...]
+    family: str = "enformer"
+    # (source, weights sha256) of every replicate; one entry for a single checkpoint.
+    replicates: tuple[tuple[str, str], ...] = ()
+    unsquash: bool = False
 
 
-def geometry_of(config) -> Geometry:
+def geometry_of(model_or_config) -> Geometry:
+    """The geometry a model declares (``model.geometry``); an Enformer config is read the same way."""
+    geometry = getattr(model_or_config, "geometry", None)
+    if isinstance(geometry, Geometry):
+        return geometry
+    config = model_or_config
     bin_size = 2 ** int(getattr(config, "num_downsamples", 7))
     return Geometry(input_length=ENFORMER.input_length, bin_size=bin_size, output_bins=int(config.target_length))
 
@@ -110,6 +122,10 @@ def auto_batch_size(
     heads = int(config.get("heads", 8))
     n = input_length // 2 ** int(config.get("num_downsamples", 7))
     conv_peak = 4 * (dim // 2) * input_length * act
+    if "bins_to_return" in config:  # Borzoi: the stem's full-length output, then tower block 0 at L/2
+        stem = int(config.get("stem_channels", 512))
+        n = input_length // 128
+        conv_peak = (stem * input_length + 3 * stem * input_length // 2) * act
     # Attention logits stay fp32 under autocast's softmax; count them at 4 bytes.
     attn_peak = heads * n * (3 * n - 1) * 4 + 4 * n * dim * act
     per_window = max(conv_peak, attn_peak)
@@ -147,12 +163,24 @@ class Predictor:
             model_id=loaded.model_id,
             weights_sha256=loaded.weights_sha256,
             config=loaded.config.to_dict(),
-            geometry=geometry_of(loaded.config),
+            geometry=geometry_of(loaded.model),
             head=settings.head,
             track_indices=tuple(indices),
             track_names=tuple(names),
             track_descriptions=descriptions,
+            family=loaded.family,
+            replicates=loaded.replicates,
+            unsquash=settings.unsquash,
         )
+        pairs = table.strand_pairs() if table is not None else None
+        self._strand_pairs = None if pairs is None else torch.tensor(pairs, dtype=torch.long, device=self.device)
+        self._unsquash = None
+        if settings.unsquash:
+            if table is None:
+                raise ValueError(f"--unsquash needs a track table for head {settings.head!r}; the model has none")
+            from .borzoi import unsquash_parameters
+
+            self._unsquash = tuple(p[indices].to(self.device) for p in unsquash_parameters(table))
         self._onehot = torch.from_numpy(onehot_table(settings.n_encoding)).to(self.device)
         self._n_value = float(self._onehot[N_CODE, 0])
         self._tracks = torch.tensor(indices, dtype=torch.long, device=self.device)
@@ -190,8 +218,15 @@ class Predictor:
         onehot = self._onehot[x.long()]
         s = self.settings
         with autocast_context(s.precision, self.device.type):
-            y = predict_augmented(self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value)
-        return y if self._all_tracks else y.index_select(-1, self._tracks)
+            y = predict_augmented(
+                self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value, strand_pairs=self._strand_pairs
+            )
+        y = y if self._all_tracks else y.index_select(-1, self._tracks)
+        if self._unsquash is not None:
+            from .borzoi import unsquash_tensor
+
+            y = unsquash_tensor(y, None, self._unsquash)
+        return y
 
     @torch.inference_mode()
     def predict_batch(self, codes: np.ndarray) -> np.ndarray:

@@ -37,7 +37,11 @@ class GpuProfile:
     @property
     def windows_per_second(self) -> float:
         """ESTIMATE: peak × assumed utilisation / FLOPs per window (bf16 autocast, full Enformer)."""
-        return self.peak_bf16_tflops * ASSUMED_UTILISATION / ENFORMER_TFLOP_PER_WINDOW
+        return self.windows_per_second_at(ENFORMER_TFLOP_PER_WINDOW)
+
+    def windows_per_second_at(self, tflop_per_window: float) -> float:
+        """ESTIMATE for a model of ``tflop_per_window`` (e.g. Borzoi's 4.91)."""
+        return self.peak_bf16_tflops * ASSUMED_UTILISATION / tflop_per_window
 
 
 # Peaks: NVIDIA datasheets (dense bf16 tensor TFLOP/s). Prices: AWS us-east-1 / GCP us-central1 on-demand
@@ -67,8 +71,6 @@ VALUE_BYTES = {"float16": 2, "float32": 4}
 ROW_OVERHEAD_BYTES = 4  # start/end int64 columns after zstd (consecutive multiples of the bin size)
 FOOTER_BYTES_PER_COLUMN = 160  # Parquet footer per column per file (~0.8 MiB at 5,313 columns)
 
-# The official Enformer heads, so a whole-genome cost can be planned without downloading the checkpoint.
-ENFORMER_HEADS = {"human": 5313, "mouse": 1643}
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class RunPlan:
     throughput_source: str
     chroms: tuple[ChromPlan, ...] = field(default=())
     model: str = ""  # what the track count and geometry came from, in words
+    family: str = "enformer"
+    replicates: int = 1  # forward passes per window multiply by the ensemble's size
 
     @property
     def windows(self) -> int:
@@ -134,14 +138,15 @@ class RunPlan:
         lines += [
             "",
             f"FASTA            {self.fasta}",
-            *([f"model            {self.model}"] if self.model else []),
+            f"model            {self.model or self.family}" + (f", ensemble of {self.replicates} replicates"
+                                                               if self.replicates > 1 else ""),
             f"geometry         {self.geometry.input_length:,} bp in, {self.geometry.output_bins} bins of "
             f"{self.geometry.bin_size} bp out; stride {self.stride:,} bp",
             f"tracks           {self.tracks:,} × {self.dtype}",
             f"output (est.)    {human_bytes(self.output_bytes)} of Parquet "
             f"({self.bins:,} rows; upper bound where windows are all N)",
             f"forward passes   {self.windows * self.passes_per_window:,} "
-            f"({self.passes_per_window} per window: reverse complement × shifts)",
+            f"({self.passes_per_window} per window: reverse complement × shifts × replicates)",
             f"GPU              {self.gpu}: {self.windows_per_second:.1f} windows/s per GPU",
             *(f"                 {line}" for line in self.throughput_source.split("; ")),
             f"GPU time (est.)  {self.gpu_hours:,.2f} GPU-hours ({self.gpu_hours * 60:,.1f} GPU-minutes)",
@@ -183,47 +188,85 @@ def read_lengths(fasta: str, storage_options: Mapping[str, str] | None = None) -
     return FastaSource(fasta, dict(storage_options or {})).lengths()
 
 
-def model_tracks(
-    model: str, head: str, tracks: str | None, storage_options: Mapping[str, str] | None = None
-) -> tuple[Geometry, int]:
-    """Geometry and selected track count from a checkpoint's config.json (no weights are read).
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a dry run needs to know about ``--model``: read from config.json only (no weights, no torch)."""
 
-    ``model`` is ``enformer`` (the official checkpoint's heads, nothing read), ``demo``, a directory or URL.
-    """
-    from .tracks import read_track_table, select_tracks
+    family: str
+    geometry: Geometry
+    heads: dict[str, int]
+    replicates: int
+    root: str | None  # checkpoint directory/URL of the first replicate (None for the official names)
 
-    if model == "enformer":
-        if head not in ENFORMER_HEADS:
-            raise ValueError(f"--head {head!r}: Enformer has heads {', '.join(ENFORMER_HEADS)}")
-        return Geometry(), len(select_tracks(tracks, ENFORMER_HEADS[head]))
+
+def _read_config(model: str, storage_options: Mapping[str, str] | None) -> tuple[str, dict]:
     import fsspec
 
-    if model == "demo":
+    if model in ("demo", "demo-borzoi"):
         from importlib import resources
 
-        root = str(resources.files("enformer_batch") / "demo_model")
+        root = str(resources.files("enformer_batch") / ("demo_model" if model == "demo" else "demo_borzoi"))
     else:
         root = model.rstrip("/")
     options = dict(storage_options or {}) if "://" in root else {}
     try:
         with fsspec.open(f"{root}/config.json", "rt", **options) as f:
-            config = json.load(f)
+            return root, json.load(f)
     except FileNotFoundError:
         raise ValueError(f"--model {model}: no config.json there") from None
-    heads = config.get("output_heads", {})
-    if head not in heads:
-        raise ValueError(f"--head {head!r}: the model has heads {', '.join(heads) or 'none'}")
+
+
+def describe_model(model: str, storage_options: Mapping[str, str] | None = None) -> ModelSummary:
+    """Family, geometry and heads of ``--model``: ``enformer`` / ``borzoi`` (the published checkpoints' heads,
+    nothing read), ``demo``, ``demo-borzoi``, a directory or URL, or a comma-separated replicate list."""
+    from .families import FAMILIES, checkpoint_family, geometry_from_config, heads_from_config
+
+    sources = [m.strip() for m in model.split(",") if m.strip()] or [model]
+    first = sources[0]
+    if first in FAMILIES:
+        fam = FAMILIES[first]
+        return ModelSummary(first, geometry_from_config(first, {}), dict(fam.official_heads), len(sources), None)
+    root, config = _read_config(first, storage_options)
+    family = checkpoint_family(config, first)
+    return ModelSummary(family, geometry_from_config(family, config), heads_from_config(family, config),
+                        len(sources), root)
+
+
+def model_tracks(
+    model: str, head: str, tracks: str | None, storage_options: Mapping[str, str] | None = None
+) -> tuple[Geometry, int]:
+    """Geometry and selected track count from a checkpoint's config.json (no weights are read).
+
+    ``model`` is ``enformer`` / ``borzoi`` (the official checkpoints' heads, nothing read), ``demo``,
+    ``demo-borzoi``, a directory or URL. Named selections use the checkpoint's table, else the bundled one.
+    """
+    from pathlib import Path
+
+    import fsspec
+
+    from .tracks import read_track_table, select_tracks
+
+    summary = describe_model(model, storage_options)
+    if head not in summary.heads:
+        raise ValueError(f"--head {head!r}: the model has heads {', '.join(summary.heads) or 'none'}")
+    n = summary.heads[head]
     table = None
     if tracks is not None:
-        try:
-            with fsspec.open(f"{root}/targets_{head}.txt", "rt", **options) as f:
-                table = read_track_table(f)
-        except FileNotFoundError:
-            pass  # indices and ranges need no table; select_tracks says so for anything else
-    # Same rule as inference.geometry_of, without importing torch for a dry run.
-    geometry = Geometry(bin_size=2 ** int(config.get("num_downsamples", 7)),
-                        output_bins=int(config.get("target_length", 896)))
-    return geometry, len(select_tracks(tracks, int(heads[head]), table))
+        if summary.root is not None:
+            options = dict(storage_options or {}) if "://" in summary.root else {}
+            try:
+                with fsspec.open(f"{summary.root}/targets_{head}.txt", "rt", **options) as f:
+                    table = read_track_table(f)
+            except FileNotFoundError:
+                pass  # indices and ranges need no table; select_tracks says so for anything else
+        if table is None:
+            from .families import BUNDLED_TABLES
+
+            bundled = BUNDLED_TABLES.get((summary.family, head))
+            if bundled:
+                candidate = read_track_table(Path(__file__).resolve().parent / "data" / bundled)
+                table = candidate if len(candidate) == n else None
+    return summary.geometry, len(select_tracks(tracks, n, table))
 
 
 def plan_run(
@@ -257,12 +300,16 @@ def plan_run(
     if gpu not in GPU_PROFILES and (windows_per_second is None or price_per_hour is None):
         raise ValueError(f"--gpu {gpu!r} has no default figures (known: {', '.join(GPU_PROFILES)}); "
                          "give --windows-per-second and --price-per-hour")
+    from .families import FAMILIES
+
     if n_tracks is not None:
         if n_tracks < 1:
             raise ValueError(f"--n-tracks must be at least 1, got {n_tracks}")
         geometry, _ = model_tracks(model, head, None, storage_options)
     else:
         geometry, n_tracks = model_tracks(model, head, tracks, storage_options)
+    summary = describe_model(model, storage_options)
+    tflop = FAMILIES[summary.family].tflop_per_window
     stride = geometry.output_span if stride is None else stride
     geometry.check_stride(stride)
     lengths = read_lengths(fasta, storage_options)
@@ -281,14 +328,15 @@ def plan_run(
         source = "throughput: given"
     else:
         assert profile is not None
-        windows_per_second = profile.windows_per_second
+        windows_per_second = profile.windows_per_second_at(tflop)
         source = (f"throughput ESTIMATE: {profile.peak_bf16_tflops:g} TFLOP/s bf16 peak × "
-                  f"{ASSUMED_UTILISATION:.0%} / {ENFORMER_TFLOP_PER_WINDOW} TFLOP per Enformer window")
+                  f"{ASSUMED_UTILISATION:.0%} / {tflop} TFLOP per {summary.family.capitalize()} window "
+                  "(the published model's size)")
     if price_per_hour is None:
         assert profile is not None
         price_per_hour = profile.price_per_gpu_hour
         source += f"; price ESTIMATE: {profile.instance} on-demand list price per GPU"
-    passes = (2 if rc else 1) * max(1, len(shifts))
+    passes = (2 if rc else 1) * max(1, len(shifts)) * summary.replicates
     return RunPlan(
         fasta=os.path.basename(fasta.rstrip("/")) or fasta,
         geometry=geometry,
@@ -302,14 +350,18 @@ def plan_run(
         throughput_source=source,
         chroms=tuple(chrom_plans),
         model=_describe_model(model, head, n_tracks),
+        family=summary.family,
+        replicates=summary.replicates,
     )
 
 
 def _describe_model(model: str, head: str, n_tracks: int) -> str:
     if model == "enformer":
         return f"Enformer, full size (official checkpoint; {head} head, {n_tracks:,} tracks planned)"
-    if model == "demo":
-        return f"demo (the embedded tiny model, {n_tracks:,} tracks; not what a real run costs)"
+    if model == "borzoi":
+        return f"Borzoi, full size (official replicate; {head} head, {n_tracks:,} tracks planned)"
+    if model in ("demo", "demo-borzoi"):
+        return f"{model} (an embedded tiny model, {n_tracks:,} tracks; not what a real run costs)"
     return f"{model} ({head} head, {n_tracks:,} tracks)"
 
 

@@ -225,10 +225,8 @@ class AtlasJob:
         form = self.fasta.form  # a missing, unreadable or empty file fails here, before any stage line
         stage(self.options, f"reading the genome index of {self.fasta.file_name} ({form})")
         self.lengths = self.fasta.lengths()
-        # Fail fast, before Ray starts, on what needs no model (re-checked in plan against the model's geometry).
-        if self.options.stride is not None:
-            ENFORMER.check_stride(self.options.stride)
-        select_bins(self.options, self.lengths, ENFORMER.bin_size)
+        # Fail fast, before Ray starts, on what needs no model; the stride and bins follow the model's geometry.
+        select_bins(self.options, self.lengths, 1)
 
     def plan(self, info: ModelInfo) -> JobPlan:
         config, geometry = self.options, info.geometry

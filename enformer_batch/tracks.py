@@ -50,6 +50,24 @@ class TrackTable:
     def __len__(self) -> int:
         return len(self.identifiers)
 
+    def column(self, name: str) -> tuple[str, ...] | None:
+        """A Basenji/Borzoi column (``clip_soft``, ``scale``, ``sum_stat``…) as strings, or None if absent."""
+        if not self.extra or any(name not in row for row in self.extra):
+            return None
+        return tuple(row[name] for row in self.extra)
+
+    def strand_pairs(self) -> tuple[int, ...] | None:
+        """Borzoi's ``strand_pair``: for each track, the head index of its other-strand track (itself when
+        unstranded); None when the table has no such column."""
+        col = self.column("strand_pair")
+        if col is None:
+            return None
+        pairs = tuple(int(v) for v in col)
+        bad = [i for i, j in enumerate(pairs) if not 0 <= j < len(pairs) or pairs[j] != i]
+        if bad:
+            raise ValueError(f"track table strand_pair is not a pairing: row {bad[0]} -> {pairs[bad[0]]}")
+        return pairs
+
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[str, str]]) -> TrackTable:
         """Build a table from ``(identifier, description)`` pairs (head index = position)."""
@@ -88,16 +106,32 @@ def read_track_table(source: str | os.PathLike[str] | io.TextIOBase) -> TrackTab
             raise ValueError(f"track table line {line_no}: duplicate index {idx}")
         extra = {h: fields[i] for h, i in col.items() if h not in ("index", "identifier", "description", "")}
         rows[idx] = (fields[col["identifier"]].strip(), fields[col["description"]].strip(), extra)
-    if sorted(rows) != list(range(len(rows))):
-        raise ValueError(f"track table indices must be 0..{len(rows) - 1} without gaps")
-    ordered = [rows[i] for i in range(len(rows))]
+    # Indices may start past 0 (Basenji's targets_mouse.txt numbers on after the human head's 5,313 tracks).
+    first = min(rows, default=0)
+    if sorted(rows) != list(range(first, first + len(rows))):
+        raise ValueError(f"track table indices must be {first}..{first + len(rows) - 1} without gaps")
+    ordered = [rows[i] for i in range(first, first + len(rows))]
+    if first:
+        for _, _, extra in ordered:
+            if extra.get("strand_pair", "").strip().lstrip("-").isdigit():
+                extra["strand_pair"] = str(int(extra["strand_pair"]) - first)
     return TrackTable(
         tuple(r[0] for r in ordered), tuple(r[1] for r in ordered), tuple(r[2] for r in ordered)
     )
 
 
 def write_track_table(table: TrackTable, path: str | os.PathLike[str]) -> None:
-    """Write ``table`` in the Basenji ``targets_*.txt`` layout (used by the demo-model generator)."""
+    """Write ``table`` in the Basenji ``targets_*.txt`` layout (used by the demo-model generators); a table
+    with Borzoi's ``clip_soft`` / ``strand_pair`` columns keeps them (before the description)."""
+    borzoi = table.column("strand_pair") is not None
+    if borzoi:
+        columns = ("index", "identifier", "file", "clip", "clip_soft", "scale", "sum_stat", "strand_pair")
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            fh.write("\t".join(columns + ("description",)) + "\n")
+            for i, (ident, desc) in enumerate(zip(table.identifiers, table.descriptions, strict=True)):
+                row = {"index": str(i), "identifier": ident, **table.extra[i]}
+                fh.write("\t".join([row.get(c, "") for c in columns] + [desc]) + "\n")
+        return
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write("\t".join(_COLUMNS) + "\n")
         for i, (ident, desc) in enumerate(zip(table.identifiers, table.descriptions, strict=True)):

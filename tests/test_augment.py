@@ -97,3 +97,35 @@ def test_autocast_context():
     assert y.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown precision"):
         autocast_context("fp8", "cpu")
+
+
+def _stranded_model(x: torch.Tensor) -> torch.Tensor:
+    """Toy model with 5 tracks: (0, 1) and (2, 3) are +/- strand pairs, 4 is unstranded."""
+    w = torch.tensor([[1.0, 0.2, 0.5, -1.0, 0.3], [2.0, -1.0, 1.5, 0.1, 0.3], [0.1, 3.0, -0.5, 2.0, 0.7],
+                      [4.0, 0.5, 1.0, 0.0, 0.7]])
+    pos = torch.linspace(0, 1, x.shape[1])[None, :, None]
+    return torch.nn.functional.softplus(((x @ w) * (1 + pos)).reshape(x.shape[0], -1, 32, 5).mean(2))
+
+
+def test_rc_augmentation_swaps_strand_pairs():
+    """design.md: the reverse-complement prediction, bins reversed back, has each stranded track swapped with
+    its pair before averaging; unpaired tracks stay."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 640), generator=g), 4).float()
+    pairs = torch.tensor([1, 0, 3, 2, 4])
+    got = predict_augmented(_stranded_model, x, rc=True, strand_pairs=pairs)
+    # Direct computation, track by track.
+    fwd = _stranded_model(x)
+    rc_seq = torch.from_numpy(np.ascontiguousarray(x.numpy()[:, ::-1, ::-1]))
+    rev = _stranded_model(rc_seq).numpy()[:, ::-1, :]
+    expected = np.empty_like(fwd.numpy())
+    for t, partner in enumerate([1, 0, 3, 2, 4]):
+        expected[..., t] = (fwd.numpy()[..., t] + rev[..., partner]) / 2
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
+    # Without the pairing the stranded tracks come out different: the swap is not vacuous.
+    unpaired = predict_augmented(_stranded_model, x, rc=True)
+    assert not torch.allclose(unpaired[..., :4], got[..., :4], atol=1e-3)
+    torch.testing.assert_close(unpaired[..., 4], got[..., 4])
+    # With the pairing, rc averaging is strand-symmetric: the reverse strand's '+' is the forward '-'.
+    flipped = predict_augmented(_stranded_model, reverse_complement(x), rc=True, strand_pairs=pairs)
+    torch.testing.assert_close(flipped, got.flip(-2)[..., [1, 0, 3, 2, 4]], rtol=1e-6, atol=1e-6)

@@ -226,3 +226,82 @@ def test_reduced_precision_close_to_fp32(small_pair, precision):
     )
     assert r.min() > 0.99
     assert rel < (0.1 if precision == "bf16" else 0.02)
+
+
+def _publish(mem, prefix: str, directory) -> None:
+    for f in directory.iterdir():
+        mem.pipe(f"{prefix}/{f.name}", f.read_bytes())
+
+
+def test_cache_is_keyed_by_content_and_checked(small_pair, tmp_path):
+    """New bytes at the same URL are fetched again; a cache entry holding other bytes than were downloaded
+    is detected and replaced (or refused when the source is gone)."""
+    fsspec = pytest.importorskip("fsspec")
+    ours, _ = small_pair
+    _save_ours(ours, tmp_path / "v1")
+    changed = _random_model(SMALL, seed=1)
+    _save_ours(changed, tmp_path / "v2")
+    mem = fsspec.filesystem("memory")
+    cache = str(tmp_path / "cache")
+    _publish(mem, "/cache-test", tmp_path / "v1")
+    first = load_model("memory://cache-test", cache_dir=cache)
+    _publish(mem, "/cache-test", tmp_path / "v2")  # same URL, other weights
+    second = load_model("memory://cache-test", cache_dir=cache)
+    assert second.weights_sha256 != first.weights_sha256
+    x = _onehot(1, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(second.model(x)["human"], changed(x)["human"], rtol=0, atol=0)
+    entries = [p for p in (tmp_path / "cache").glob("*/*") if p.is_dir()]
+    assert len(entries) == 2
+
+    # Tamper with the cached weights of the current entry: detected, downloaded again.
+    current = max(entries, key=lambda p: (p / ".complete").stat().st_mtime)
+    weights = current / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    again = load_model("memory://cache-test", cache_dir=cache)
+    assert again.weights_sha256 == second.weights_sha256
+    # Source gone: the intact entry still serves; a tampered one is not trusted.
+    mem.rm("/cache-test", recursive=True)
+    assert load_model("memory://cache-test", cache_dir=cache).weights_sha256 == second.weights_sha256
+    for entry in entries:
+        w = entry / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:-8] + b"\1" * 8)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model("memory://cache-test", cache_dir=cache)
+
+
+def test_download_checked_against_the_store_declared_sha256(small_pair, tmp_path):
+    """Stores that declare a file's sha256 (Hugging Face LFS) have the downloaded bytes checked against it."""
+    fsspec = pytest.importorskip("fsspec")
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class DeclaringFS(MemoryFileSystem):
+        protocol = "declaring"
+        declared: dict = {}
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return MemoryFileSystem._strip_protocol(path.replace("declaring://", "memory://", 1))
+
+        def ls(self, path, detail=True, **kwargs):
+            out = super().ls(path, detail=detail, **kwargs)
+            if detail:
+                for d in out:
+                    name = d["name"].rsplit("/", 1)[-1]
+                    if name in self.declared:
+                        d["lfs"] = {"sha256": self.declared[name]}
+            return out
+
+    fsspec.register_implementation("declaring", DeclaringFS, clobber=True)
+    ours, _ = small_pair
+    _save_ours(ours, tmp_path / "ckpt")
+    fs = DeclaringFS()
+    _publish(fs, "/decl", tmp_path / "ckpt")
+    import hashlib
+
+    good = hashlib.sha256((tmp_path / "ckpt" / "model.safetensors").read_bytes()).hexdigest()
+    DeclaringFS.declared = {"model.safetensors": "0" * 64}
+    with pytest.raises(CheckpointError, match="the store declares 0000"):
+        load_model("declaring://decl", cache_dir=str(tmp_path / "c"))
+    DeclaringFS.declared = {"model.safetensors": good}
+    assert load_model("declaring://decl", cache_dir=str(tmp_path / "c")).weights_sha256 == good
