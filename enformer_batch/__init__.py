@@ -4,16 +4,17 @@ Pipeline, one module per stage: ``genome`` (FASTA, bgzip, 2bit; index; encoding)
 (tiling, stitching), ``vcf`` (variant rows) → ``families`` / ``model`` / ``borzoi`` (Enformer and Borzoi:
 geometry, weights, tracks) → ``inference`` (the model call on one device) → ``engine`` (Ray orchestration,
 resume, commit; mode-agnostic) with its modes ``predict`` (genome atlases), ``variants`` (variant scores) and
-``experiments`` (mutagenesis, edits) → ``store`` (Parquet parts, manifest) → ``atlas`` (validate), ``query``
-and ``export`` (reading back). ``cli`` sits on top.
+``experiments`` (mutagenesis, edits) → ``store`` (Parquet parts, manifest) → ``validate`` (checking an
+output against its manifest), ``atlas`` (``Atlas``, ``open_atlas``: queries) and ``export`` (bigWig, plots).
+``cli`` sits on top.
 """
 
 __version__ = "0.1.0"
 
 # The function `predict` shadows the module of the same name on purpose: `enformer_batch.predict(...)`.
-from .atlas import ValidationReport, validate  # noqa: E402
+from .atlas import Atlas, open_atlas  # noqa: E402
 from .predict import PredictConfig, RunSummary, predict  # noqa: E402
-from .query import Atlas, open_atlas  # noqa: E402
+from .validate import ValidationReport, validate  # noqa: E402
 from .variants import VariantConfig, score_variants  # noqa: E402
 
 __all__ = [

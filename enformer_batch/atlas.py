@@ -1,439 +1,304 @@
-"""Reading a finished atlas back: validation against its manifest and the FASTA index.
+"""Looking values up in a finished atlas: ``open_atlas`` and ``Atlas.query``.
 
-Owns the reader's side of the contract. ``validate`` re-derives what a run should have written from the
-manifest's recorded configuration (geometry, stride, chromosomes, regions) and checks the files against
-it: every listed part present with its size, checksum, row count and schema; every expected bin written
-exactly once; no stray part; the chromosome lengths equal to the FASTA index when one is given, and for
-atlases with ``--fasta`` the bases under every part equal to those it was predicted from (the part's codes
-digest). Variant, mutagenesis and edit tables are checked the same way against their own plans (``COVERAGE``).
-Temporary files of interrupted writes and a lease left by a driver are reported as notes: they do not make
-the output wrong, and a resume removes them.
+Owns the reader's fast path. An ``Atlas`` is opened from the manifest alone (tracks, chromosome lengths,
+geometry, part list); a query then touches only the parts whose windows can hold bins of the requested
+range, reads only the requested track columns, and filters on ``start``/``end`` so that Parquet row-group
+statistics skip the rest of each part. Coordinates are 0-based half-open throughout, like the atlas
+itself: ``query("chr1", 1000, 2000)`` returns every bin overlapping bp 1000..1999.
+
+Also owns the region syntax the command line uses (``parse_region``) and track selection against an
+atlas (head indices, identifiers, description regexes; see ``enformer_batch.tracks``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import time
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 
-from .store import SUCCESS, AtlasStore, records_from_manifest, track_schema
-from .windows import BinRanges, Geometry, n_bins, plan_selection
+from .store import AtlasStore, PartRecord, records_from_manifest, track_schema
+from .tracks import _INDEX_RE, _RANGE_RE, TrackTable, select_tracks
+from .windows import Geometry, Tiling
 
+__all__ = ["Atlas", "AtlasTrack", "open_atlas", "parse_region"]
 
-@dataclass
-class ChromCoverage:
-    chrom: str
-    length: int
-    bins_expected: int
-    bins_found: int = 0
-    duplicates: int = 0
-    parts: int = 0
+TrackSpec = str | Sequence[str | int] | None
+
+_NUMBER = r"\d[\d,]*"
+_REGION_RE = re.compile(rf"^({_NUMBER})\s*-\s*({_NUMBER})$")
 
 
-@dataclass
-class ValidationReport:
-    url: str
-    status: str = "missing"
-    problems: list[str] = field(default_factory=list)
-    chroms: list[ChromCoverage] = field(default_factory=list)
-    unit: str = "bins"  # what coverage counts: bins of an atlas, rows of a variant table
-    notes: list[str] = field(default_factory=list)  # worth knowing, not defects: leftovers, a lease
+def parse_region(text: str) -> tuple[str, int | None, int | None]:
+    """``chr:start-end`` (0-based half-open, commas allowed in numbers) → ``(chrom, start, end)``.
+
+    A bare chromosome name means the whole chromosome: ``(chrom, None, None)``. The split is at the last
+    colon, so names that themselves contain ':' (``HLA-A*01:01``) still work when followed by a range.
+    """
+    text = text.strip()
+    chrom, sep, span = text.rpartition(":")
+    if sep:
+        m = _REGION_RE.match(span.strip())
+        if m:
+            start, end = (int(g.replace(",", "")) for g in m.groups())
+            if not chrom:
+                raise ValueError(f"region {text!r} has no chromosome; expected chr:start-end")
+            if end <= start:
+                raise ValueError(f"region {text!r} is empty: start {start} >= end {end} (0-based half-open)")
+            return chrom, start, end
+        if re.match(r"^[\d,\s-]*$", span):  # looks like a range, but malformed: say so rather than guess
+            raise ValueError(f"cannot parse region {text!r}; expected chr:start-end, e.g. chr1:10,000-20,000")
+    if not text:
+        raise ValueError("empty region; expected chr:start-end")
+    return text, None, None
+
+
+@dataclass(frozen=True)
+class AtlasTrack:
+    """One stored track: ``index`` is the model head's channel, ``name`` the Parquet column."""
+
+    index: int
+    name: str
+    description: str
+
+
+class Atlas:
+    """A read-only view of an atlas; build it with ``open_atlas``."""
+
+    def __init__(self, store: AtlasStore, manifest: Mapping):
+        self.store = store
+        self.url = store.url
+        self.manifest = manifest
+        identity = manifest["identity"]
+        self.status: str = manifest.get("status", "?")
+        self.geometry = Geometry(**identity["geometry"])
+        self.stride: int | None = identity.get("stride")
+        self.dtype: str = identity.get("dtype", "float16")
+        lengths = identity["fasta"]["chromosomes"]
+        self.genome_chroms: dict[str, int] = {c: int(n) for c, n in lengths.items()}
+        self.track_list: tuple[AtlasTrack, ...] = tuple(
+            AtlasTrack(int(t["index"]), str(t["name"]), str(t.get("description", ""))) for t in identity["tracks"]
+        )
+        self._chroms = {c: int(lengths[c]) for c in identity["chromosomes"]}
+        self._parts: dict[str, list[PartRecord]] = {c: [] for c in self._chroms}
+        for record in records_from_manifest(manifest).values():
+            self._parts.setdefault(record.chrom, []).append(record)
+        for records in self._parts.values():
+            records.sort(key=lambda r: r.first_window)
+        self._filesystem = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Atlas({self.url!r}, status={self.status!r}, chroms={len(self._chroms)}, "
+            f"tracks={len(self.track_list)}, parts={sum(map(len, self._parts.values()))})"
+        )
+
+    # --- what is in it -----------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        """True when the run finished: every planned part is committed."""
+        return self.status == "complete"
+
+    def completeness(self) -> str:
+        """One line for users: complete, or how many parts are committed and what that means for reads."""
+        committed = sum(map(len, self._parts.values()))
+        if self.complete:
+            return f"atlas {self.url} is complete ({committed} parts)"
+        total = (self.manifest.get("totals") or {}).get("parts", "?")
+        return (f"atlas {self.url} is incomplete (manifest status {self.status!r}): {committed} of {total} parts "
+                "committed; bins of the other parts are absent from what is read")
+
+    def part_urls(self) -> list[str]:
+        """Where the committed parts are, in chromosome and window order: hand these, not a glob, to other readers.
+
+        A glob (``<atlas>/*/*.parquet``) also matches files no manifest lists: parts of a running or crashed
+        run written after its last commit, or a late write. Local atlases give paths; others give URLs.
+        """
+        prefix = self.store.root if self.store.local else self.url
+        return [f"{prefix}/{r.path}" for c in self._parts.values() for r in c]
 
     @property
-    def ok(self) -> bool:
-        return not self.problems
+    def tracks(self) -> pa.Table:
+        """The stored tracks: columns ``index`` (head channel), ``name`` (column) and ``description``."""
+        return pa.table(
+            {
+                "index": pa.array([t.index for t in self.track_list], pa.int64()),
+                "name": pa.array([t.name for t in self.track_list], pa.string()),
+                "description": pa.array([t.description for t in self.track_list], pa.string()),
+            }
+        )
 
-    def table(self) -> str:
-        rows = [("chrom", "length", f"{self.unit} expected", f"{self.unit} found", "duplicates", "parts")]
-        rows += [
-            (c.chrom, str(c.length), str(c.bins_expected), str(c.bins_found), str(c.duplicates), str(c.parts))
-            for c in self.chroms
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-                 for r in rows]
-        verdict = "OK" if self.ok else f"{len(self.problems)} problem(s)"
-        lines.append(f"{self.url}: manifest status {self.status}; {verdict}")
-        lines += [f"  - {p}" for p in self.problems[:50]]
-        if len(self.problems) > 50:
-            lines.append(f"  ... and {len(self.problems) - 50} more")
-        lines += [f"  note: {n}" for n in self.notes[:20]]
-        if len(self.notes) > 20:
-            lines.append(f"  note: ... and {len(self.notes) - 20} more")
-        return "\n".join(lines)
+    @property
+    def chroms(self) -> dict[str, int]:
+        """The atlas' chromosomes and their lengths in bp, in the order the run selected them."""
+        return dict(self._chroms)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of every part: ``start``, ``end`` and one column per stored track."""
+        return track_schema(self.track_names, self.dtype)
+
+    @property
+    def track_names(self) -> list[str]:
+        return [t.name for t in self.track_list]
+
+    def select_tracks(self, tracks: TrackSpec = None) -> list[str]:
+        """Column names for a track selection.
+
+        ``None``/``"all"``: every stored track. A string uses the ``--tracks`` grammar of
+        ``enformer_batch.tracks.select_tracks`` (numbers and ranges are *head* indices, as stored in the
+        manifest) and returns columns in head-index order. A list of identifiers (or head indices) returns
+        them in the order given.
+        """
+        by_name = {t.name: t for t in self.track_list}
+        by_index = {t.index: t for t in self.track_list}
+        if tracks is None or isinstance(tracks, str) and tracks.strip() in ("", "all"):
+            return self.track_names
+        if not isinstance(tracks, str):
+            names = []
+            for item in tracks:
+                if isinstance(item, int) and not isinstance(item, bool):
+                    if item not in by_index:
+                        raise ValueError(f"track index {item} is not in this atlas ({self._index_summary()})")
+                    names.append(by_index[item].name)
+                elif str(item) in by_name:
+                    names.append(str(item))
+                else:
+                    raise ValueError(f"unknown track {item!r}: not a track of this atlas ({self._name_summary()})")
+            if not names:
+                raise ValueError("track selection is empty")
+            return list(dict.fromkeys(names))
+        # Numbers and ranges name head indices, which an atlas of a track subset does not number 0..n-1:
+        # resolve those here and hand identifiers/regexes to the shared grammar over the stored tracks.
+        table = TrackTable.from_rows([(t.name, t.description) for t in self.track_list])
+        chosen: set[int] = set()
+        for item in (s.strip() for s in tracks.split(",")):
+            if not item:
+                raise ValueError(f"track specification {tracks!r} has an empty item")
+            m = _RANGE_RE.match(item)
+            if _INDEX_RE.match(item) or m:
+                lo, hi = (int(item), int(item)) if not m else (int(m.group(1)), int(m.group(2)))
+                if lo > hi:
+                    raise ValueError(f"track range {item!r} is empty: start {lo} > end {hi} (ranges are inclusive)")
+                missing = [i for i in range(lo, hi + 1) if i not in by_index]
+                if missing:
+                    raise ValueError(
+                        f"track index {missing[0]} is not in this atlas ({self._index_summary()})"
+                    )
+                chosen.update(by_index[i].index for i in range(lo, hi + 1))
+            else:
+                chosen.update(self.track_list[p].index for p in select_tracks(item, len(table), table))
+        return [by_index[i].name for i in sorted(chosen)]
+
+    def _index_summary(self) -> str:
+        indices = sorted(t.index for t in self.track_list)
+        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
+        return f"its {len(indices)} tracks have head indices {shown}"
+
+    def _name_summary(self) -> str:
+        names = self.track_names
+        return f"it has {len(names)}: " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+    # --- where things are --------------------------------------------------------------------------
+    def check_range(self, chrom: str, start: int | None = None, end: int | None = None) -> tuple[int, int]:
+        """Validate a range (``None`` = chromosome start/end) and return it as integers."""
+        if chrom not in self._chroms:
+            shown = ", ".join(list(self._chroms)[:10]) + (", ..." if len(self._chroms) > 10 else "")
+            where = " (it is in the FASTA, but the run did not select it)" if chrom in self.genome_chroms else ""
+            raise ValueError(f"chromosome {chrom!r} is not in this atlas{where}; it has {shown}")
+        length = self._chroms[chrom]
+        start = 0 if start is None else int(start)
+        end = length if end is None else int(end)
+        if start < 0 or end > length or start >= end:
+            raise ValueError(
+                f"range {chrom}:{start}-{end} is outside {chrom} or empty: need 0 <= start < end <= {length} "
+                "(0-based half-open)"
+            )
+        return start, end
+
+    def parts(self, chrom: str, start: int | None = None, end: int | None = None) -> list[PartRecord]:
+        """The committed parts that can hold bins overlapping ``[start, end)`` of ``chrom``."""
+        start, end = self.check_range(chrom, start, end)
+        records = self._parts.get(chrom, [])
+        if self.stride is None:  # an older manifest without the tiling: every part of the chromosome
+            return list(records)
+        tiling = Tiling(self.geometry, self._chroms[chrom], self.stride)
+        bin_size = self.geometry.bin_size
+        first_bin, end_bin = start // bin_size, -(-end // bin_size)
+        out = []
+        for r in records:
+            # A part writes at most the bins its window range owns; a region run writes a subset of them.
+            lo = tiling.owned_bins(r.first_window)[0]
+            hi = tiling.owned_bins(min(r.end_window, tiling.n_windows) - 1)[1]
+            if lo < end_bin and hi > first_bin:
+                out.append(r)
+        return out
+
+    def _arrow_filesystem(self):
+        if self._filesystem is None:
+            if self.store.local:
+                import pyarrow.fs
+
+                self._filesystem = pyarrow.fs.LocalFileSystem()
+            else:
+                from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+                self._filesystem = PyFileSystem(FSSpecHandler(self.store.fs))
+        return self._filesystem
+
+    # --- reading -----------------------------------------------------------------------------------
+    def query(
+        self, chrom: str, start: int | None = None, end: int | None = None, tracks: TrackSpec = None
+    ) -> pa.Table:
+        """Bins of ``chrom`` overlapping ``[start, end)`` (0-based half-open; ``None`` = whole chromosome).
+
+        Returns a pyarrow Table with columns ``chrom``, ``start``, ``end`` and one per selected track,
+        sorted by ``start``; null values mark windows the run skipped (all-N input). Bins a region run or
+        an incomplete run did not write are absent. ``.to_pandas()`` on the result needs pandas.
+        """
+        import pyarrow.dataset as ds
+
+        start, end = self.check_range(chrom, start, end)
+        names = self.select_tracks(tracks)
+        columns = ["start", "end", *names]
+        parts = self.parts(chrom, start, end)
+        if parts:
+            # The schema comes from the manifest: without it pyarrow opens a part just to infer it, which on
+            # an object store is an extra round of requests per query.
+            dataset = ds.dataset(
+                [self.store.path(p.path) for p in parts],
+                schema=self.schema,
+                format="parquet",
+                filesystem=self._arrow_filesystem(),
+            )
+            # Both bounds, so row-group statistics on start and end prune within each part.
+            table = dataset.to_table(
+                columns=columns, filter=(ds.field("end") > start) & (ds.field("start") < end)
+            )
+            table = table.sort_by("start") if len(parts) > 1 else table
+        else:
+            table = self.schema.empty_table().select(columns)
+        chrom_column = pa.repeat(pa.scalar(chrom, pa.string()), table.num_rows)
+        return table.add_column(0, pa.field("chrom", pa.string(), nullable=False), chrom_column)
 
 
-def selection_of(identity: Mapping) -> dict[str, BinRanges | None]:
-    """The run's selection, as ``predict`` planned it: each chromosome's wanted bin ranges (None = all)."""
-    regions = identity.get("regions")
-    return {
-        chrom: None if regions is None else tuple(tuple(r) for r in regions["bins"].get(chrom, []))
-        for chrom in identity["chromosomes"]
-    }
+def open_atlas(
+    url: str, storage_options: Mapping[str, str] | None = None, *, allow_incomplete: bool = False
+) -> Atlas:
+    """Open the atlas at ``url`` (a directory or any fsspec URL) for queries.
 
-
-def expected_bins(identity: Mapping) -> dict[str, np.ndarray]:
-    """Bin indices each selected chromosome must have, from the manifest's identity."""
-    lengths = identity["fasta"]["chromosomes"]
-    geometry = Geometry(**identity["geometry"])
-    out = {}
-    for chrom, ranges in selection_of(identity).items():
-        total = n_bins(lengths[chrom], geometry.bin_size)
-        ranges = ((0, total),) if ranges is None else ranges
-        out[chrom] = np.concatenate([np.arange(lo, min(hi, total)) for lo, hi in ranges] or [np.arange(0)])
-    return out
-
-
-def validate(
-    url: str,
-    fasta: str | None = None,
-    storage_options: Mapping[str, str] | None = None,
-    vcf: str | None = None,
-) -> ValidationReport:
-    """Check an atlas or a variant table; the report's ``problems`` names every defect found (empty when valid).
-
-    ``vcf`` (variant tables): also check that every row of that VCF appears exactly once.
+    Reads only ``_manifest.json``. An atlas whose run has not finished is refused unless
+    ``allow_incomplete=True``, in which case queries see the parts committed so far.
     """
-    report = ValidationReport(url)
     store = AtlasStore(url, storage_options)
-    try:
-        manifest = store.read_manifest()
-    except Exception as e:  # a corrupt manifest is a finding, not a crash
-        report.problems.append(str(e))
-        return report
+    manifest = store.read_manifest()
     if manifest is None:
-        report.problems.append(f"no _manifest.json at {url}: not an atlas, or the run never started")
-        return report
-    report.status = manifest.get("status", "?")
-    try:
-        identity = manifest["identity"]
-        coverage = COVERAGE[identity.get("mode", "atlas")](identity, store)
-    except (KeyError, TypeError, ValueError) as e:
-        report.problems.append(f"_manifest.json is malformed ({type(e).__name__}: {e}); re-run with --overwrite")
-        return report
-    report.unit = coverage.unit
-    if vcf is not None and type(coverage) is not VariantCoverage:
-        report.problems.append("--vcf checks variant tables; this is not one")
-    lengths: dict[str, int] = identity["fasta"]["chromosomes"]
-    if report.status != "complete":
-        report.problems.append(f"run is not complete (status {report.status!r}); re-run the same command to resume")
-    if report.status == "complete" and not store.exists(SUCCESS):
-        report.problems.append("manifest says complete but _SUCCESS is missing")
-    if report.status != "complete" and store.exists(SUCCESS):
-        report.problems.append("_SUCCESS exists but the manifest is not complete")
-
-    if fasta is not None:
-        from .genome import FastaSource
-
-        actual = FastaSource(fasta, dict(storage_options or {})).lengths()
-        for chrom in coverage.fasta_chromosomes():
-            if chrom not in actual:
-                report.problems.append(f"{chrom} is in the atlas but not in {fasta}")
-            elif actual[chrom] != lengths[chrom]:
-                report.problems.append(
-                    f"{chrom}: length {lengths[chrom]} in the manifest, {actual[chrom]} in {fasta}"
-                )
-
-    records = records_from_manifest(manifest)
-    planned = coverage.planned_paths()
-    for path in sorted(set(planned) - set(records)):
-        report.problems.append(f"missing part {path} (not committed)")
-    for path in sorted(set(records) - set(planned)):
-        report.problems.append(f"manifest lists {path}, which this run's plan does not contain")
-    for path in sorted(set(store.list_part_files()) - set(records)):
-        report.problems.append(f"stray part {path}: present but not in the manifest")
-    _note_leftovers_and_lease(store, report)
-    codes_of = None
-    if fasta is not None and isinstance(coverage, BinCoverage):
-        codes_of = _codes_digester(fasta, storage_options, coverage.geometry)
-
-    for path, record in sorted(records.items()):
-        if not store.exists(path):
-            report.problems.append(f"part {path} is listed in the manifest but missing")
-            continue
-        data = store.read_bytes(path)
-        if len(data) != record.bytes:
-            report.problems.append(f"part {path}: {len(data)} bytes, manifest says {record.bytes} (truncated?)")
-            continue
-        if hashlib.sha256(data).hexdigest() != record.sha256:
-            report.problems.append(f"part {path}: checksum does not match the manifest")
-            continue
-        try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as e:
-            report.problems.append(f"part {path}: unreadable Parquet ({e})")
-            continue
-        if table.num_rows != record.rows:
-            report.problems.append(f"part {path}: {table.num_rows} rows, manifest says {record.rows}")
-        if not table.schema.equals(coverage.schema):
-            report.problems.append(f"part {path}: schema differs from the manifest's tracks and dtype")
-            continue
-        if path not in planned:
-            continue
-        if codes_of is not None and record.codes_sha256:
-            part = planned[path]
-            try:
-                digest = codes_of(part)
-            except Exception as e:  # e.g. a chromosome the FASTA lacks: reported above
-                digest = f"unreadable ({e})"
-            if digest != record.codes_sha256:
-                report.problems.append(
-                    f"part {path}: the bases of {part.chrom} windows {part.first_window}-{part.end_window - 1} in "
-                    f"{fasta} differ from those it was predicted from (another masking or build of the genome?)"
-                )
-        report.problems += coverage.add(path, planned[path], table)
-    report.problems += coverage.finish(report, vcf, storage_options)
-    return report
-
-
-def _note_leftovers_and_lease(store: AtlasStore, report: ValidationReport) -> None:
-    from .lease import Lease, read_lease
-
-    leftovers = store.list_leftovers()
-    if leftovers:
-        report.notes.append(f"{len(leftovers)} temporary file(s) of interrupted writes (first: {leftovers[0]}); "
-                            "invisible to readers, removed by the next predict on this --out")
-    lease = read_lease(store)
-    if lease is not None:
-        stale = Lease(store).stale_reason(lease)
-        state = f"stale ({stale}): the next predict takes it over" if stale else "live: a predict is running"
-        report.notes.append(f"a driver's lease is present, {lease.describe(time.time())}; {state}")
-
-
-def _codes_digester(fasta: str, storage_options: Mapping[str, str] | None, geometry: Geometry):
-    """part -> digest of its base codes in ``fasta``, as the reader stage produces them."""
-    from .genome import FastaSource
-    from .integrity import part_codes_digest
-    from .predict import AtlasMode
-
-    mode = AtlasMode(FastaSource(fasta, dict(storage_options or {})), geometry.input_length)
-
-    def digest(part) -> str:
-        return part_codes_digest(mode, part)
-
-    return digest
-
-
-class BinCoverage:
-    """Atlas coverage: every expected bin of every selected chromosome written exactly once."""
-
-    unit = "bins"
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        self.identity = identity
-        self.lengths: dict[str, int] = identity["fasta"]["chromosomes"]
-        self.geometry = Geometry(**identity["geometry"])
-        self.store = store
-        self.schema = track_schema([t["name"] for t in identity["tracks"]], identity["dtype"])
-        self.plan = plan_selection(
-            selection_of(identity), self.lengths, self.geometry, identity["stride"], identity["windows_per_part"]
+        raise ValueError(f"no _manifest.json at {url}: not an atlas (or its run never started)")
+    status = manifest.get("status", "?")
+    if status != "complete" and not allow_incomplete:
+        raise ValueError(
+            f"atlas {url} is not complete (manifest status {status!r}); finish the run, or open it with "
+            "allow_incomplete=True (--allow-incomplete) to read the parts committed so far"
         )
-        self.starts: dict[str, list[np.ndarray]] = {c: [] for c in identity["chromosomes"]}
-        self.coverage = {c: ChromCoverage(c, self.lengths[c], 0) for c in identity["chromosomes"]}
-
-    def fasta_chromosomes(self) -> list[str]:
-        return list(self.identity["chromosomes"])
-
-    def planned_paths(self) -> dict:
-        return {self.store.part_relpath(part.chrom, part.name): part for part in self.plan}
-
-    def add(self, path: str, part, table) -> list[str]:
-        chrom, bin_size = part.chrom, self.geometry.bin_size
-        start = table.column("start").to_numpy()
-        end = table.column("end").to_numpy()
-        problems = []
-        if np.any(start % bin_size) or np.any(end != np.minimum(start + bin_size, self.lengths[chrom])):
-            problems.append(f"part {path}: start/end are not the bins [i*{bin_size}, (i+1)*...)")
-        self.starts[chrom].append(start)
-        self.coverage[chrom].parts += 1
-        return problems
-
-    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
-        problems = []
-        for chrom, want in expected_bins(self.identity).items():
-            cov = self.coverage[chrom]
-            cov.bins_expected = len(want)
-            found = np.concatenate(self.starts[chrom] or [np.arange(0)]) // self.geometry.bin_size
-            unique, counts = np.unique(found, return_counts=True)
-            cov.bins_found = len(unique)
-            cov.duplicates = int((counts > 1).sum())
-            if cov.duplicates:
-                problems.append(f"{chrom}: {cov.duplicates} bins written more than once")
-            missing = np.setdiff1d(want, unique)
-            extra = np.setdiff1d(unique, want)
-            if len(missing) and report.status == "complete":
-                first = missing[0] * self.geometry.bin_size
-                problems.append(f"{chrom}: {len(missing)} bins missing (first at {first})")
-            if len(extra):
-                problems.append(f"{chrom}: {len(extra)} bins outside the selection")
-            report.chroms.append(cov)
-        return problems
-
-
-class VariantCoverage:
-    """Variant-table coverage: each part holds its planned rows; with a VCF, every input row exactly once."""
-
-    unit = "rows"
-    keys = ("pos", "id", "ref", "alt")  # with the chromosome: what identifies an input row
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        from .variants import variant_schema
-
-        self.identity = identity
-        self.store = store
-        self.rows_by_chrom: dict[str, int] = identity["vcf"]["rows_by_chrom"]
-        self.per_part: int = identity["variants_per_part"]
-        self.schema = variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
-        self.found: Counter = Counter()
-        self.parts: Counter = Counter()
-        self.input_problems: list[str] = []
-
-    def fasta_chromosomes(self) -> list[str]:
-        return [c for c in self.rows_by_chrom if c in self.identity["fasta"]["chromosomes"]]
-
-    def planned_paths(self) -> dict:
-        from .variants import VariantPart, part_bounds
-
-        return {
-            self.store.part_relpath(chrom, VariantPart(chrom, first, end, 0).name): (chrom, first, end)
-            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
-        }
-
-    def add(self, path: str, planned: tuple[str, int, int], table) -> list[str]:
-        from .variants import STATUSES
-
-        chrom, first, end = planned
-        problems = []
-        if table.num_rows != end - first:
-            problems.append(f"part {path}: {table.num_rows} rows, the plan has {end - first}")
-        statuses = set(table.column("status").to_pylist())
-        if statuses - set(STATUSES):
-            problems.append(f"part {path}: unknown status {sorted(statuses - set(STATUSES))}")
-        columns = [table.column(c).to_pylist() for c in self.keys]
-        self.found.update((chrom, *row) for row in zip(*columns))
-        self.parts[chrom] += 1
-        return problems
-
-    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
-        for chrom, rows in self.rows_by_chrom.items():
-            found = sum(n for key, n in self.found.items() if key[0] == chrom)
-            report.chroms.append(ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows,
-                                               found, 0, self.parts[chrom]))
-        want = self.expected(vcf, storage_options)
-        return [] if want is None else self.compare(want)
-
-    def expected(self, vcf: str | None, storage_options) -> Counter | None:
-        """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
-        if vcf is None:
-            return None
-        from .vcf import ChromMatcher, VcfDigest, read_rows
-
-        digest = VcfDigest()
-        match = ChromMatcher(self.identity["fasta"]["chromosomes"])
-        want = Counter(
-            (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
-        )
-        if digest.sha256 != self.identity["vcf"]["sha256"]:
-            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
-        return want
-
-    def compare(self, want: Counter) -> list[str]:
-        problems = list(self.input_problems)
-        missing, extra = want - self.found, self.found - want
-        for what, rows in (("missing", missing), ("not in the input, or more often than in it", extra)):
-            if rows:
-                key, _ = next(iter(rows.items()))
-                problems.append(f"{sum(rows.values())} row(s) {what} (e.g. {' '.join(map(str, key))})")
-        return problems
-
-
-class EditCoverage(VariantCoverage):
-    """Edit tables: the manifest lists every edit, so each is checked to appear exactly once."""
-
-    keys = ("name", "start", "end", "sequence")
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        from .experiments import EDIT_FIELDS
-        from .variants import scores_schema
-
-        self.identity = identity
-        self.store = store
-        self.rows_by_chrom = identity["rows_by_chrom"]
-        self.per_part = identity["edits_per_part"]
-        self.schema = scores_schema(EDIT_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
-        self.found = Counter()
-        self.parts = Counter()
-        self.input_problems = []
-
-    def planned_paths(self) -> dict:
-        from .experiments import EditPart
-        from .variants import part_bounds
-
-        return {
-            self.store.part_relpath(chrom, EditPart(chrom, first, end, 0, ()).name): (chrom, first, end)
-            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
-        }
-
-    def expected(self, vcf: str | None, storage_options) -> Counter:
-        return Counter((chrom, name, start, end, seq) for name, chrom, start, end, seq in self.identity["edits"])
-
-
-class MutagenesisCoverage:
-    """Mutagenesis tables: each part holds every position of its range, with each base but the reference."""
-
-    unit = "rows"
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        from .experiments import MUTAGENESIS_FIELDS, planned_mutagenesis_parts
-        from .variants import scores_schema
-
-        self.identity = identity
-        self.store = store
-        self.plan = planned_mutagenesis_parts(identity)
-        self.schema = scores_schema(MUTAGENESIS_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
-        self.coverage: dict[str, ChromCoverage] = {}
-        for part in self.plan:
-            cov = self.coverage.setdefault(part.chrom, ChromCoverage(part.chrom, part.length, 0))
-            cov.bins_expected += 3 * (part.end - part.first)
-
-    def fasta_chromosomes(self) -> list[str]:
-        return list(self.coverage)
-
-    def planned_paths(self) -> dict:
-        return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
-
-    def add(self, path: str, part, table) -> list[str]:
-        rows = list(zip(*(table.column(c).to_pylist() for c in ("region", "pos", "ref", "alt"))))
-        problems = []
-        if {r[0] for r in rows} != {part.region.label}:
-            problems.append(f"part {path}: rows of another region than {part.region.label}")
-        per_position: Counter = Counter()
-        for _, pos, ref, alt in rows:
-            per_position[pos] += 1
-            if ref == alt or alt not in "ACGT":
-                problems.append(f"part {path}: position {pos} has the mutant {ref}>{alt}")
-                break
-        expected = set(range(part.first + 1, part.end + 1))
-        if set(per_position) != expected or any(
-            n != (4 if r == "N" else 3) for (_, pos, r, _), n in ((row, per_position[row[1]]) for row in rows)
-        ):
-            problems.append(f"part {path}: not every position of {part.first + 1}-{part.end} with each other base "
-                            "exactly once")
-        cov = self.coverage[part.chrom]
-        cov.bins_found += len(rows)
-        cov.parts += 1
-        return problems
-
-    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
-        report.chroms += list(self.coverage.values())
-        return []
-
-
-COVERAGE = {"atlas": BinCoverage, "variants": VariantCoverage, "edits": EditCoverage,
-            "mutagenesis": MutagenesisCoverage}
+    return Atlas(store, manifest)

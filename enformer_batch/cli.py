@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for the model URL (repeatable)")
 
-    # --- atlas access (enformer_batch.query / enformer_batch.export) ---
+    # --- atlas access (enformer_batch.atlas / enformer_batch.export) ---
     region_help = ("CHROM:START-END, 0-based half-open like the atlas (bins overlapping [START, END) are "
                    "returned; commas allowed: chr1:1,000,000-2,000,000); a bare CHROM means all of it")
     q = sub.add_parser("query", help="print or save the atlas rows overlapping a region",
@@ -366,7 +366,7 @@ def _plot_edit(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .atlas import validate
+    from .validate import validate
 
     report = validate(args.url, fasta=args.fasta, vcf=args.vcf, storage_options=dict(args.storage_option))
     print(report.table())
@@ -383,7 +383,7 @@ def _tracks(args: argparse.Namespace) -> int:
 
 
 def _open_atlas(args: argparse.Namespace):
-    from .query import open_atlas
+    from .atlas import open_atlas
 
     atlas = open_atlas(args.url, dict(args.storage_option), allow_incomplete=args.allow_incomplete)
     if not atlas.complete:  # issue 15: say so whenever what is read is not the whole atlas
@@ -394,7 +394,7 @@ def _open_atlas(args: argparse.Namespace):
 def _query(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from .query import parse_region
+    from .atlas import parse_region
 
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes binary data: give --output FILE")
@@ -437,8 +437,8 @@ def _export_bigwig(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from .atlas import parse_region
     from .export import plot_region
-    from .query import parse_region
 
     chrom, start, end = parse_region(args.region)
     atlas = _open_atlas(args)

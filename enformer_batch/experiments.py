@@ -74,8 +74,8 @@ class Region:
 def parse_regions(spec: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None,
                   max_bp: int = MAX_REGION_BP) -> list[Region]:
     """``chr:start-end`` (0-based half-open, commas allowed) or a BED path/URL → checked regions, in order."""
+    from .atlas import parse_region
     from .predict import read_bed_records
-    from .query import parse_region
 
     if "://" in spec or os.path.exists(spec) or spec.lower().endswith((".bed", ".bed.gz")):
         regions = [Region(c, s, e, f"{spec} line {n}")

@@ -2,7 +2,7 @@
 
 Owns the conversions that need optional libraries (the ``atlas`` extra: pyBigWig, matplotlib); both are
 imported lazily so the engine itself never depends on them. Everything is read through
-``enformer_batch.query``, so the same range and track checks apply. A bigWig gets one interval per stored
+``enformer_batch.atlas``, so the same range and track checks apply. A bigWig gets one interval per stored
 bin, with the bin's real end (the last bin of a chromosome may be short); bins with null values (skipped
 all-N windows) and bins a region run never wrote are left out, which browsers draw as gaps.
 """
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import pyarrow as pa
 
-from .query import Atlas, TrackSpec, open_atlas
+from .atlas import Atlas, TrackSpec, open_atlas
 
 __all__ = ["export_bigwig", "plot_edit", "plot_mutagenesis", "plot_region", "read_committed"]
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from enformer_batch import PredictConfig, open_atlas, predict
+from enformer_batch.atlas import Atlas, parse_region
 from enformer_batch.cli import main
-from enformer_batch.query import Atlas, parse_region
 from enformer_batch.store import SUCCESS, AtlasStore
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "atlas-recipes.md")
