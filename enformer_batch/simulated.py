@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import EnformerConfig, LoadedModel
+from .windows import ENFORMER, Geometry
 
 PREFIX = "sim:"
 
@@ -61,6 +62,11 @@ class SimulatedModel(torch.nn.Module):
         self.register_buffer("bin_term", torch.rand(spec.bins, 1, generator=g) + 0.5)
         self.register_buffer("track_term", torch.rand(1, spec.tracks, generator=g) + 0.5)
 
+    @property
+    def geometry(self) -> Geometry:
+        """Enformer's input and bin size, ``bins`` output bins (what downstream stages read from a model)."""
+        return Geometry(input_length=ENFORMER.input_length, bin_size=ENFORMER.bin_size, output_bins=self.spec.bins)
+
     def forward(self, onehot: torch.Tensor, head: str = "human") -> torch.Tensor:
         start = time.perf_counter()
         # A per-window factor from a sparse sample of the input: cheap, and different for different windows.
@@ -86,4 +92,5 @@ def load_simulated(source: str, device: str | torch.device = "cpu") -> LoadedMod
         model_id=source,
         weights_sha256=hashlib.sha256(source.encode()).hexdigest(),
         tracks={"human": None},
+        replicates=((source, hashlib.sha256(source.encode()).hexdigest()),),
     )
