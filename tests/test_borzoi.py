@@ -438,3 +438,34 @@ def test_cli_names_what_a_foreign_checkpoint_holds(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"enformer-batch: error: checkpoint {tmp_path / 'c'} is neither an Enformer nor a Borzoi "
                    "checkpoint: its config.json has model_type 'bert', architectures ['BertModel']"]
+
+
+def test_borzoi_variant_scores_end_to_end(ray_cluster, borzoi_genome, tmp_path):
+    """score-variants with the demo Borzoi: centred on its own 524,288-bp input; SAD over its 6,144 bins."""
+    from enformer_batch import VariantConfig, score_variants, validate
+
+    from .reference import onehot, parse_fasta, variant_sequences
+
+    seq = parse_fasta(borzoi_genome)["chrA"]
+    records = [(120_000, seq[119_999], "A" if seq[119_999] != "A" else "C"),
+               (200_000, seq[199_999:200_003], seq[199_999])]  # an SNV and a 3-bp deletion
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n"
+                   + "".join(f"chrA\t{p}\t.\t{r}\t{a}\n" for p, r, a in records))
+    out = tmp_path / "scores"
+    summary = score_variants(VariantConfig(vcf=str(vcf), fasta=borzoi_genome, out=str(out), model="demo-borzoi",
+                                           threads_per_worker=1, progress=False))
+    assert summary.counts == {"ok": 2} and validate(str(out), vcf=str(vcf)).ok
+    import duckdb
+
+    demo = load_model("demo-borzoi")
+    names = list(demo.tracks["human"].identifiers)
+    rows = duckdb.sql(f"select * from read_parquet('{out}/*/*.parquet') order by pos").fetchnumpy()
+    for i, (pos, ref, alt) in enumerate(records):
+        ref_seq, alt_seq = variant_sequences(seq, pos, ref, alt, length=B_INPUT)
+        with torch.no_grad():
+            r, a = (demo.model(torch.from_numpy(onehot(s))[None], head="human")[0].double().numpy()
+                    for s in (ref_seq, alt_seq))
+        want = (a - r).sum(axis=0)
+        got = np.array([rows[f"sad:{n}"][i] for n in names], dtype=np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
