@@ -3,13 +3,6 @@ built sequences, end to end on Ray (edges, N, resume after kill -9), bad input a
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -33,7 +26,7 @@ from enformer_batch.inference import InferenceSettings, Predictor
 from enformer_batch.variants import SCORES
 
 from .reference import INPUT, onehot, variant_sequences
-from .test_faults import REPO, assert_same_rows, end_session, session_processes
+from .test_faults import assert_same_rows, kill_driver_after_commits
 from .test_variants import oracle_model, parse_fasta  # noqa: F401 - the oracle fixture
 
 EDITS = "# name chrom start end sequence\ndel100\tchrA\t1000\t1100\t\nins8\tchrA\t2000\t2000\tACGTACGT\n" \
@@ -192,25 +185,7 @@ mutagenesis(MutagenesisConfig(fasta=sys.argv[1], regions="chrA:5000-5006", out=s
 
 def test_mutagenesis_resumes_after_kill_9_to_the_uninterrupted_table(ray_cluster, test_fasta, tmp_path):
     out = tmp_path / "interrupted"
-    driver = subprocess.Popen([sys.executable, "-c", KILLED, test_fasta, str(out)], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None:
-            try:
-                if len(json.loads((out / "_manifest.json").read_text())["parts"]) >= 2:
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.05)
-        assert driver.poll() is None, "the driver finished before it could be killed"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        end_session(driver.pid)
-    assert session_processes(driver.pid) == []
-    assert json.loads((out / "_manifest.json").read_text())["status"] == "running"
+    assert kill_driver_after_commits(KILLED, [test_fasta, str(out)], out)["status"] == "running"
     config = dict(fasta=test_fasta, regions="chrA:5000-5006", positions_per_part=1, batch_size=1,
                   threads_per_worker=1, progress=False)
     resumed = mutagenesis(MutagenesisConfig(out=str(out), **config))

@@ -102,23 +102,22 @@ def end_session(sid: int) -> None:
     time.sleep(0.5)
 
 
-def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fasta, tmp_path):
-    out = tmp_path / "interrupted"
+def kill_driver_after_commits(script: str, args: list[str], out, commits: int = 2) -> dict:
+    """Run ``script`` as a driver in its own session, SIGKILL it once its manifest lists ``commits`` parts,
+    end what is left of its Ray cluster, and return the manifest it left behind."""
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, test_fasta, str(out)],
+        [sys.executable, "-c", script, *args],
         cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 120
-        manifest = None
         while time.monotonic() < deadline and driver.poll() is None:
             try:
-                manifest = json.loads((out / "_manifest.json").read_text())
+                if len(json.loads((out / "_manifest.json").read_text())["parts"]) >= commits:
+                    break
             except (FileNotFoundError, json.JSONDecodeError):
-                manifest = None
-            if manifest and len(manifest["parts"]) >= 2:
-                break
+                pass
             time.sleep(0.05)
         assert driver.poll() is None, "the driver finished before it could be killed"
         os.kill(driver.pid, signal.SIGKILL)
@@ -126,8 +125,12 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fa
     finally:
         end_session(driver.pid)
     assert session_processes(driver.pid) == []
+    return json.loads((out / "_manifest.json").read_text())
 
-    interrupted = json.loads((out / "_manifest.json").read_text())
+
+def test_a_killed_driver_resumes_to_the_uninterrupted_atlas(ray_cluster, test_fasta, tmp_path):
+    out = tmp_path / "interrupted"
+    interrupted = kill_driver_after_commits(DRIVER, [test_fasta, str(out)], out)
     assert interrupted["status"] == "running" and not (out / "_SUCCESS").exists()
     kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
     assert 2 <= len(kept) < interrupted["totals"]["parts"]

@@ -387,33 +387,10 @@ score_variants(VariantConfig(vcf=sys.argv[1], fasta=sys.argv[2], out=sys.argv[3]
 
 
 def test_a_killed_driver_resumes_to_the_uninterrupted_table(ray_cluster, vcf_path, test_fasta, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .test_faults import REPO, assert_same_rows, end_session, session_processes
+    from .test_faults import assert_same_rows, kill_driver_after_commits
 
     out = tmp_path / "interrupted"
-    driver = subprocess.Popen([sys.executable, "-c", KILLED_DRIVER, vcf_path, test_fasta, str(out)], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": REPO}, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None:
-            try:
-                if len(json.loads((out / "_manifest.json").read_text())["parts"]) >= 2:
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.05)
-        assert driver.poll() is None, "the driver finished before it could be killed"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        end_session(driver.pid)
-    assert session_processes(driver.pid) == []
-    interrupted = json.loads((out / "_manifest.json").read_text())
+    interrupted = kill_driver_after_commits(KILLED_DRIVER, [vcf_path, test_fasta, str(out)], out)
     assert interrupted["status"] == "running" and not (out / "_SUCCESS").exists()
     kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
     assert not validate(str(out), vcf=vcf_path).ok
