@@ -87,6 +87,16 @@ def genome_cache_dir() -> str:
     return os.path.join(root, "genomes")
 
 
+def genome_name(file_name: str) -> str:
+    """A genome file's name less the endings that only say how it is stored (``hg38.fa.gz`` → ``hg38``)."""
+    name = file_name
+    while True:
+        stem, ext = os.path.splitext(name)
+        if not stem or ext.lower() not in _FORM_SUFFIXES:
+            return name
+        name = stem
+
+
 @dataclass(frozen=True)
 class FastaSource:
     """Where a genome lives (FASTA, bgzip FASTA, plain-gzip FASTA or .2bit; a path or fsspec URL).
@@ -110,12 +120,7 @@ class FastaSource:
         """The genome's name for the run identity: the file name less the endings that only say how it is
         stored (``hg38.fa.gz``, ``hg38.fa`` and ``hg38.2bit`` are all ``hg38``), so converting a genome
         between FASTA, bgzip and 2bit does not make its atlas another run."""
-        name = self.file_name
-        while True:
-            stem, ext = os.path.splitext(name)
-            if not stem or ext.lower() not in _FORM_SUFFIXES:
-                return name
-            name = stem
+        return genome_name(self.file_name)
 
     @cached_property
     def form(self) -> str:

@@ -39,12 +39,22 @@ def check_weights(loaded_sha256: str, expected_sha256: str | None, source: str) 
 
 
 def comparable_identity(identity: Mapping | None) -> dict:
-    """A recorded identity in today's terms: manifests written before ``numerics_version`` existed carried
-    the package version instead, and their numerics are version 1."""
+    """A recorded identity in today's terms, so that an atlas of an earlier release resumes: manifests written
+    before ``numerics_version`` existed carried the package version instead (their numerics are version 1),
+    recorded the genome's file name with its format endings, and knew one model family."""
+    from .genome import genome_name
+
     identity = dict(identity or {})
     if "numerics_version" not in identity and "engine_version" in identity:
         identity.pop("engine_version")
         identity["numerics_version"] = 1
+    fasta = identity.get("fasta")
+    if isinstance(fasta, Mapping) and isinstance(fasta.get("name"), str):  # "hg38.fa" was recorded as such once
+        identity["fasta"] = {**fasta, "name": genome_name(fasta["name"])}
+    model = identity.get("model")
+    if isinstance(model, Mapping) and "family" not in model:  # before Borzoi: one Enformer checkpoint
+        identity["model"] = {**model, "family": "enformer", "unsquash": False,
+                             "replicates": [{"id": model.get("id"), "weights_sha256": model.get("weights_sha256")}]}
     return identity
 
 

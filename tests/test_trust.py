@@ -77,6 +77,9 @@ def test_a_patch_release_resumes_and_a_numerics_change_refuses(ray_cluster, test
     # An atlas written before the identity carried numerics_version: it recorded the package version instead.
     old = dict(manifest["identity"], engine_version="0.0.9")
     del old["numerics_version"]
+    # ... the genome's file name with its ending, and a model entry from before Borzoi (one Enformer checkpoint).
+    old["fasta"] = {**old["fasta"], "name": old["fasta"]["name"] + ".fa"}
+    old["model"] = {k: v for k, v in old["model"].items() if k not in ("family", "replicates", "unsquash")}
     # ... and whose parts had neither version tokens nor codes digests: trusted on their size, as then.
     parts = [{k: v for k, v in p.items() if k not in ("token", "codes_sha256")} for p in manifest["parts"]]
     (out / MANIFEST).write_text(json.dumps({**manifest, "identity": old, "parts": parts}))
