@@ -567,10 +567,10 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
     if first is not None:
         layout = _worker_layout(options)
         if resumed:
-            stage(options, f"resuming: {resumed} parts already committed are kept")
+            progress.note(f"enformer-batch: resuming: {resumed} parts already committed are kept")
         device = f"{layout.gpus:g} GPU" if layout.gpus else "CPU"
-        stage(options, f"starting {layout.workers} model replica(s) ({device}, {layout.threads} torch thread(s), "
-              f"{layout.writers} writer thread(s) each); each loads the model")
+        progress.note(f"enformer-batch: starting {layout.workers} model replica(s) ({device}, {layout.threads} torch "
+                      f"thread(s), {layout.writers} writer thread(s) each); each loads the model")
         pool = _WorkerPool(settings, store, layout)
         pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
     try:
