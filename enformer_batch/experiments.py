@@ -28,11 +28,11 @@ from .genome import N_CODE, FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, Predictor
 from .store import PartRecord, codes_digest
 from .variants import (
-    SCORES,
     VariantInputs,
     VariantPart,
     VariantResult,
     _inputs,
+    check_scores,
     read_variant_inputs,
     score_part,
     scores_schema,
@@ -43,13 +43,6 @@ from .windows import ENFORMER
 
 MAX_REGION_BP = 10_000
 BASES = "ACGT"
-
-
-def _check_scores(scores: tuple[str, ...]) -> None:
-    unknown = [s for s in scores if s not in SCORES]
-    if unknown or not scores or len(set(scores)) != len(scores):
-        raise ValueError(f"--scores takes a comma-separated subset of {','.join(SCORES)}, each once; got "
-                         f"{','.join(scores) or 'nothing'}")
 
 
 # --- mutagenesis ----------------------------------------------------------------------------------
@@ -215,7 +208,7 @@ class MutagenesisConfig(RunOptions):
 
     def check(self) -> None:
         super().check()
-        _check_scores(tuple(self.scores))
+        check_scores(tuple(self.scores))
         if self.positions_per_part < 1:
             raise ValueError("positions_per_part must be at least 1")
 
@@ -406,7 +399,7 @@ class EditsConfig(RunOptions):
 
     def check(self) -> None:
         super().check()
-        _check_scores(tuple(self.scores))
+        check_scores(tuple(self.scores))
         if self.edits_per_part < 1:
             raise ValueError("edits_per_part must be at least 1")
 

@@ -33,6 +33,16 @@ SCORED = ("ok", "n_at_variant")
 DEFAULT_VARIANTS_PER_PART = 256
 
 
+def check_scores(scores: tuple[str, ...]) -> None:
+    """``--scores``: a non-empty subset of ``SCORES``, each named once (variants, mutagenesis and edits)."""
+    unknown = [s for s in scores if s not in SCORES]
+    if unknown or not scores:
+        raise ValueError(f"--scores takes a comma-separated subset of {','.join(SCORES)}; got "
+                         f"{','.join(scores) or 'nothing'}")
+    if len(set(scores)) != len(scores):
+        raise ValueError(f"--scores lists a score twice: {','.join(scores)}")
+
+
 @dataclass(frozen=True)
 class VariantConfig(RunOptions):
     """One variant-scoring run (see ``RunOptions`` for the model and replica settings)."""
@@ -46,12 +56,7 @@ class VariantConfig(RunOptions):
 
     def check(self) -> None:
         super().check()
-        unknown = [s for s in self.scores if s not in SCORES]
-        if unknown or not self.scores:
-            raise ValueError(f"--scores takes a comma-separated subset of {','.join(SCORES)}; got "
-                             f"{','.join(self.scores) or 'nothing'}")
-        if len(set(self.scores)) != len(self.scores):
-            raise ValueError(f"--scores lists a score twice: {','.join(self.scores)}")
+        check_scores(tuple(self.scores))
         if self.group_bp < 0:
             raise ValueError(f"--group-bp must be 0 (off) or positive, got {self.group_bp}")
         if self.variants_per_part < 1:
