@@ -675,11 +675,15 @@ def _stream_parts(
             exhausted = True
         return None
 
+    failure: RunError | None = None  # once set, nothing new starts; parts in flight finish and commit
+
     while True:
-        while (slot := pool.free_slot()) is not None and (part := next_part()) is not None:
+        while failure is None and (slot := pool.free_slot()) is not None and (part := next_part()) is not None:
             inputs = read_task.remote(mode_ref, part)
             in_flight[pool.actors[slot].run_part.remote(mode_ref, part, inputs)] = (part, slot)
             pool.load[slot] += 1
+        if failure is not None and not in_flight:
+            raise failure
         if exhausted and not retry and not in_flight:
             break
         ready, _ = ray.wait(list(in_flight) + list(pool.pings), num_returns=1, timeout=1.0)
@@ -692,9 +696,15 @@ def _stream_parts(
             try:
                 result: PartResult = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # the part itself failed: stop, naming it
-                raise RunError(f"run stopped: {_remote_error(e)}; committed parts are kept and the run is not "
-                               "complete; fix the cause and re-run the same command to resume") from None
+                # Parts already in flight are drained and committed first: stopping at once would leave
+                # their finished files on the store, uncommitted (stray) and recomputed on resume.
+                if failure is None:
+                    failure = RunError(f"run stopped: {_remote_error(e)}; committed parts are kept and the run "
+                                       "is not complete; fix the cause and re-run the same command to resume")
+                continue
             except ray.exceptions.RayError as e:
+                if failure is not None:
+                    continue
                 # The system failed the part (replica died or unreachable, an object or node lost): recompute
                 # it. The name is deterministic, so whatever it may have published is replaced, not duplicated.
                 if isinstance(e, ray.exceptions.RayActorError):
@@ -702,8 +712,9 @@ def _stream_parts(
                 key = f"{part.chrom}/{part.name}"
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] > 3:
-                    raise RunError(f"{part.chrom} {mode.unit}s {part.first}-{part.end - 1} failed 4 "
-                                   f"times ({type(e).__name__}); see the Ray logs") from None
+                    failure = RunError(f"{part.chrom} {mode.unit}s {part.first}-{part.end - 1} failed 4 "
+                                       f"times ({type(e).__name__}); see the Ray logs")
+                    continue
                 retry.append(part)
                 continue
             yield result, part
