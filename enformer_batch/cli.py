@@ -48,8 +48,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
                         "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
-    parser.add_argument("--batch-size", type=int, default=4, help="model inputs per model call")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision")
+    parser.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
+                        help="model inputs per model call; auto (default): from the GPU's free memory once the model "
+                        "is loaded, 4 on CPUs; the manifest records the value used")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="compute precision; auto (default): bf16 on GPUs that compute it natively (Ampere and "
+                        "later), fp32 elsewhere; the run identity records the resolved precision")
     parser.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
     parser.add_argument("--shifts", type=_int_list, default=(0,),
                         help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
@@ -71,6 +75,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE",
                         help="fsspec storage option for input, model and --out URLs (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _batch_size(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
 def run_options(args: argparse.Namespace) -> dict:

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from . import __version__
 from .inference import InferenceSettings, ModelInfo, Predictor
-from .integrity import NUMERICS_VERSION, GenomeMismatch, comparable_identity, refusal, verify_genome
+from .integrity import NUMERICS_VERSION, GenomeMismatch, check_weights, comparable_identity, refusal, verify_genome
 from .lease import Lease
 from .retry import with_retries
 from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
@@ -51,8 +51,8 @@ class RunOptions:
     model: str = "demo"
     head: str = "human"
     tracks: str | None = None
-    batch_size: int = 4
-    precision: str = "fp32"
+    batch_size: int | None = None  # None: auto (from the GPU's free memory; 4 on CPUs)
+    precision: str = "auto"  # auto: bf16 on accelerators that have it, fp32 on CPUs
     rc: bool = False
     shifts: tuple[int, ...] = (0,)
     n_encoding: str = "zeros"
@@ -206,7 +206,7 @@ def model_identity(options: RunOptions, info: ModelInfo) -> dict:
             {"index": i, "name": n, "description": d}
             for i, n, d in zip(info.track_indices, info.track_names, info.track_descriptions)
         ],
-        "precision": options.precision,
+        "precision": info.precision,  # resolved: "auto" is not a precision
         "augmentation": {"rc": options.rc, "shifts": list(options.shifts)},
         "n_encoding": options.n_encoding,
     }
@@ -243,12 +243,28 @@ class ReplicaWorker:
 
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.predictor = Predictor(settings)
         self.store = store
         self._device_lock = threading.Lock()
+        # A model that cannot load (a bad --head, a missing checkpoint) is reported by every call with its own
+        # exception, rather than as an actor that died in its constructor: the user gets one clear line.
+        self._load_error: BaseException | None = None
+        try:
+            self.predictor = Predictor(settings)
+        except Exception as e:  # noqa: BLE001 - re-raised by every call
+            self._load_error = e
+
+    def _loaded(self) -> Predictor:
+        if self._load_error is not None:
+            raise self._load_error
+        return self.predictor
 
     def ping(self) -> bool:
+        self._loaded()
         return True
+
+    def describe(self) -> ModelInfo:
+        """What the driver needs to plan a run, from the model as loaded on this replica's device."""
+        return self._loaded().info
 
     def placement(self) -> dict:
         """Where this replica runs: node, Ray's GPU ids, and the torch device it predicts on."""
@@ -258,13 +274,26 @@ class ReplicaWorker:
         return {"node": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "device": str(self.predictor.device)}
 
-    def run_part(self, mode: Mode, part: Any, inputs: Any) -> PartResult:
+    def run_part(self, mode: Mode, part: Any, inputs: Any, expected: ModelInfo | None = None) -> PartResult:
+        """Compute, table and write one part; ``expected``: the model the run records (refused if different)."""
+        if expected is not None:
+            check_replica(self._loaded().info, expected)
         with self._device_lock:
             result = mode.infer(self.predictor, part, inputs)
         table = mode.table(part, result, self.predictor.info)
         sequences, counts = mode.tally(result)
         record = self.store.write_part(part, table, codes_sha256=mode.digest(inputs))
         return PartResult(record, sequences, dict(counts))
+
+
+def check_replica(info: ModelInfo, expected: ModelInfo) -> None:
+    """Refuse to predict with other weights or another resolved precision than the run records."""
+    check_weights(info.weights_sha256, expected.weights_sha256, info.model_id)
+    if info.precision != expected.precision:
+        raise RunError(
+            f"this replica ({info.device}) resolved --precision to {info.precision}, the run records "
+            f"{expected.precision}: give --precision {expected.precision} explicitly, or run on devices of one kind"
+        )
 
 
 def _ray_init() -> None:
@@ -346,8 +375,9 @@ def stage(options: RunOptions, text: str) -> None:
 
 
 def describe_model(settings: InferenceSettings) -> ModelInfo:
-    """Load the model once on the CPU and report what the run needs to know (a Ray task runs this)."""
-    return Predictor(settings, device="cpu").info
+    """Load the model once and report what the run needs to know (a Ray task with a replica's resources runs
+    this, so that what depends on the device, such as ``--precision auto``, resolves as on the replicas)."""
+    return Predictor(settings).info
 
 
 def _actor_error_message(error: BaseException) -> str:
@@ -396,6 +426,29 @@ class _WorkerPool:
         self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
         self.on_first_ready: Callable[[int, int], None] | None = None  # (replicas ready, replicas) at start-up
         self._started: set[int] = set()
+        self.expected: ModelInfo | None = None  # the model the run records; replicas refuse any other
+
+    def describe(self, patience_s: float) -> ModelInfo:
+        """The model as the first replica to load it describes it (the run's plan needs its geometry)."""
+        import ray
+
+        asks = {actor.describe.remote(): i for i, actor in enumerate(self.actors)}
+        deadline = time.monotonic() + patience_s
+        while asks:
+            ready, _ = ray.wait(list(asks), num_returns=1, timeout=1.0)
+            if not ready:
+                if time.monotonic() > deadline:
+                    raise RunError(f"no model replica started within {patience_s:.0f} s: the cluster lacks the "
+                                   "resources they ask for (GPUs, CPUs); see `ray status`")
+                continue
+            i = asks.pop(ready[0])
+            try:
+                return ray.get(ready[0])
+            except ray.exceptions.RayTaskError as e:  # the model cannot load: the loader's own error
+                raise _remote_error(e) from None
+            except ray.exceptions.RayActorError:  # died while loading (killed, node lost): it restarts
+                asks[self.actors[i].describe.remote()] = i
+        raise RunError("no model replica could describe the model")
 
     def free_slot(self) -> int | None:
         candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < self.depth]
@@ -514,11 +567,45 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
         stage(options, f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
     _ray_init()
     settings = job.inference_settings()
-    stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
+    layout = _worker_layout(options)
+    pool: _WorkerPool | None = None
+    if previous is None:
+        # A new run computes: start the replicas now and plan with the first one's description of the model,
+        # so that loading the model overlaps the rest of the start and happens once per replica, not once more.
+        pool = _start_replicas(options, settings, store, layout)
     try:
-        info: ModelInfo = ray.get(ray.remote(describe_model).options(num_cpus=1, max_retries=0).remote(settings))
-    except ray.exceptions.RayTaskError as e:
-        raise _remote_error(e) from None
+        return _run_with_pool(job, store, on_part, t0, previous, settings, layout, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _start_replicas(options: RunOptions, settings: InferenceSettings, store: AtlasStore,
+                    layout: WorkerLayout, say: Callable[[str], None] | None = None) -> _WorkerPool:
+    device = f"{layout.gpus:g} GPU" if layout.gpus else "CPU"
+    say = say or (lambda text: stage(options, text))
+    say(f"starting {layout.workers} model replica(s) ({device}, {layout.threads} torch thread(s), "
+        f"{layout.writers} writer thread(s) each); each loads the model ({options.model})")
+    return _WorkerPool(settings, store, layout)
+
+
+def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Mapping | None,
+                   settings: InferenceSettings, layout: WorkerLayout, pool: _WorkerPool | None) -> RunSummary:
+    import ray
+
+    options = job.options
+    if pool is not None:
+        info = pool.describe(options.replica_patience_s)
+    else:
+        # A resumed run may have nothing left to compute: describe the model in a task, start no replica yet.
+        # The task has a replica's resources so that device-dependent choices (--precision auto) match theirs.
+        stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
+        # max_calls=1: the worker exits after it, so no GPU memory stays held beside the replicas.
+        describe = ray.remote(max_calls=1)(describe_model).options(num_cpus=1, num_gpus=layout.gpus, max_retries=0)
+        try:
+            info = ray.get(describe.remote(settings))
+        except ray.exceptions.RayTaskError as e:
+            raise _remote_error(e) from None
     settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256)  # replicas refuse other weights
     plan = job.plan(info)
     committed = _resumable_parts(options, store, previous, plan.identity)
@@ -537,6 +624,8 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
         "engine_version": __version__,  # informational; resume compares the identity's numerics_version
         "identity": plan.identity,
         "run": identity_digest(plan.identity),
+        # How the first replica ran the model (informational: batch size and device do not change values).
+        "resolved": {"precision": info.precision, "batch_size": info.batch_size, "device": info.device},
         "status": "running",
         "totals": plan.totals,
         "parts": manifest_parts(committed),
@@ -560,23 +649,22 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
             else:
                 yield part
 
-    # Replicas start only when a part needs computing: a fully resumed run loads no model anywhere.
+    # On a resumed run, replicas start only when a part needs computing: fully resumed, no model loads anywhere.
     fresh = fresh_parts()
     first = next(fresh, None)
-    pool = None
-    if first is not None:
-        layout = _worker_layout(options)
+    own_pool = None
+    if first is not None and pool is None:
         if resumed:
             progress.note(f"enformer-batch: resuming: {resumed} parts already committed are kept")
-        device = f"{layout.gpus:g} GPU" if layout.gpus else "CPU"
-        progress.note(f"enformer-batch: starting {layout.workers} model replica(s) ({device}, {layout.threads} torch "
-                      f"thread(s), {layout.writers} writer thread(s) each); each loads the model")
-        pool = _WorkerPool(settings, store, layout)
+        pool = own_pool = _start_replicas(options, settings, store, layout,
+                                          lambda text: progress.note(f"enformer-batch: {text}"))
+    if pool is not None:
+        pool.expected = info
         pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
     try:
         for result, part in _stream_parts(
-            itertools.chain([first], fresh) if pool else (), job.mode, pool, save, options.manifest_interval_s,
-            options.replica_patience_s,
+            itertools.chain([first], fresh) if first is not None else (), job.mode, pool, save,
+            options.manifest_interval_s, options.replica_patience_s,
         ):
             committed[result.record.path] = result.record
             computed += part.units
@@ -595,8 +683,8 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
         raise
     finally:
         progress.close()
-        if pool is not None:
-            pool.shutdown()
+        if own_pool is not None:
+            own_pool.shutdown()
     _, changed = store.intact_parts(committed)  # a late write landed during the run: not complete
     if changed:
         for path in changed:
@@ -680,7 +768,7 @@ def _stream_parts(
     while True:
         while failure is None and (slot := pool.free_slot()) is not None and (part := next_part()) is not None:
             inputs = read_task.remote(mode_ref, part)
-            in_flight[pool.actors[slot].run_part.remote(mode_ref, part, inputs)] = (part, slot)
+            in_flight[pool.actors[slot].run_part.remote(mode_ref, part, inputs, pool.expected)] = (part, slot)
             pool.load[slot] += 1
         if failure is not None and not in_flight:
             raise failure

@@ -8,6 +8,7 @@ cast to the output dtype before anything is copied back. ``Predictor`` is a plai
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,8 @@ from .simulated import is_simulated, load_simulated
 from .tracks import select_tracks, track_names
 from .windows import ENFORMER, Geometry
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on accelerators that have it, else fp32
+CPU_BATCH_SIZE = 4  # --batch-size auto on CPUs: larger batches do not raise a CPU's windows/s
 DTYPES = ("float16", "float32")
 
 
@@ -41,11 +43,11 @@ class InferenceSettings:
     model: str = "demo"
     head: str = "human"
     tracks: str | None = None  # selection spec, see tracks.select_tracks
-    precision: str = "fp32"
+    precision: str = "auto"  # resolved per device by resolve_precision
     rc: bool = False
     shifts: tuple[int, ...] = (0,)
     n_encoding: str = "zeros"
-    batch_size: int = 4
+    batch_size: int | None = None  # None: auto, from the device's free memory (resolve_batch_size)
     dtype: str = "float16"
     storage_options: Mapping[str, str] = field(default_factory=dict)
     # The sha256 the run records for the weights; a replica that loads other bytes refuses (issue 15).
@@ -57,7 +59,7 @@ class InferenceSettings:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         onehot_table(self.n_encoding)
         if not self.shifts:
@@ -82,6 +84,9 @@ class ModelInfo:
     # (source, weights sha256) of every replicate; one entry for a single checkpoint.
     replicates: tuple[tuple[str, str], ...] = ()
     unsquash: bool = False
+    precision: str = "fp32"  # as resolved on the replica's device (never "auto")
+    batch_size: int = CPU_BATCH_SIZE  # as resolved on the replica's device
+    device: str = "cpu"  # what the replica predicts on, e.g. "cuda (NVIDIA H100 80GB HBM3)"
 
 
 def geometry_of(model_or_config) -> Geometry:
@@ -96,6 +101,24 @@ def geometry_of(model_or_config) -> Geometry:
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → bf16 where the device computes it natively (CUDA GPUs from Ampere on), else fp32.
+
+    CPUs get fp32 even where torch accepts bf16: without bf16 units it is emulated and many times slower.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16"
+    return "fp32"
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def auto_batch_size(
@@ -142,7 +165,8 @@ class Predictor:
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
-        if settings.precision == "fp32" and self.device.type == "cuda":
+        self.precision = resolve_precision(settings.precision, self.device)
+        if self.precision == "fp32" and self.device.type == "cuda":
             # fp32 means fp32: Ampere+ GPUs would otherwise run convolutions (cuDNN's default) in TF32.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -152,6 +176,7 @@ class Predictor:
             loaded = load_model(settings.model, storage_options=dict(settings.storage_options), device=self.device)
         check_weights(loaded.weights_sha256, settings.weights_sha256, settings.model)  # no mixed-weights atlas
         self.model = loaded.model.eval()
+        self.batch_size = settings.batch_size or self._auto_batch_size(loaded.config.to_dict(), geometry_of(self.model))
         heads = dict(loaded.config.output_heads)
         if settings.head not in heads:
             raise ValueError(f"--head {settings.head!r} is not in the model; it has {', '.join(heads)}")
@@ -171,6 +196,9 @@ class Predictor:
             family=loaded.family,
             replicates=loaded.replicates,
             unsquash=settings.unsquash,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            device=device_label(self.device),
         )
         pairs = table.strand_pairs() if table is not None else None
         self._strand_pairs = None if pairs is None else torch.tensor(pairs, dtype=torch.long, device=self.device)
@@ -188,36 +216,64 @@ class Predictor:
         self._all_tracks = list(indices) == list(range(heads[settings.head]))
         self._out_dtype = {"float16": torch.float16, "float32": torch.float32}[settings.dtype]
         self._out_max = float(torch.finfo(self._out_dtype).max)
-        # Reused page-locked staging buffer for host→device copies: pinning per batch (cudaHostAlloc) costs
-        # more than the copy it enables.
-        self._pinned: torch.Tensor | None = None
+        self._pinned: dict[tuple, torch.Tensor] = {}  # page-locked staging buffers, see _staging
+        self._sim_rate = self.model.spec.rate if is_simulated(settings.model) else None
         # torch.compile pays only over many batches of one shape (every window has the same length, and the
         # last, smaller batch costs one more compilation); off by default: compilation takes minutes.
         self._model_fn = torch.compile(self.model, dynamic=False) if compile_model else self.model
 
+    def _auto_batch_size(self, config: Mapping, geometry: Geometry) -> int:
+        """``--batch-size auto``: from the GPU's free memory once the weights are on it; CPUs: CPU_BATCH_SIZE."""
+        if self.device.type != "cuda":
+            return CPU_BATCH_SIZE
+        free, _ = torch.cuda.mem_get_info(self.device)
+        passes = (2 if self.settings.rc else 1) * len(self.settings.shifts)
+        return auto_batch_size(free, config, self.precision, geometry.input_length, passes)
+
     def _forward(self, onehot: torch.Tensor) -> torch.Tensor:
         return self._model_fn(onehot, head=self.settings.head)
 
-    def _to_device(self, codes: np.ndarray) -> torch.Tensor:
+    def _to_device(self, codes: np.ndarray, slot: int = 0) -> torch.Tensor:
+        """Codes onto the device; on a GPU through page-locked staging buffer ``slot`` (one per batch in flight).
+
+        A slot is refilled only after the batch that used it was harvested, so its copy has completed.
+        """
         x = torch.from_numpy(np.ascontiguousarray(codes))
         if self.device.type != "cuda":
             return x
-        if self._pinned is None or self._pinned.shape[0] < x.shape[0] or self._pinned.shape[1:] != x.shape[1:]:
-            self._pinned = torch.empty(x.shape, dtype=x.dtype).pin_memory()
-        staged = self._pinned[: x.shape[0]]
+        staged = self._staging(("in", slot), x.shape, x.dtype)
         staged.copy_(x)
-        # Safe to reuse the buffer next batch: predict_batch ends with a synchronising copy back.
         return staged.to(self.device, non_blocking=True)
 
+    def _staging(self, key: tuple, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """A reused page-locked host buffer of at least ``shape[0]`` rows: pinning per batch (cudaHostAlloc)
+        costs more than the copy it enables."""
+        buffer = self._pinned.get(key)
+        if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1:] != shape[1:] or buffer.dtype != dtype:
+            buffer = self._pinned[key] = torch.empty(shape, dtype=dtype).pin_memory()
+        return buffer[: shape[0]]
+
+    def _pace(self, started: float, windows: int) -> None:
+        """Simulated accelerator: the device-side work of a batch takes ``windows × passes / rate`` seconds."""
+        if self._sim_rate is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        passes = (2 if self.settings.rc else 1) * len(self.settings.shifts)
+        remaining = started + windows * passes / self._sim_rate - time.perf_counter()
+        if remaining > 0:
+            time.sleep(remaining)
+
     @torch.inference_mode()
-    def predict_on_device(self, x: torch.Tensor) -> torch.Tensor:
+    def predict_on_device(self, x: torch.Tensor, pace: bool = True) -> torch.Tensor:
         """``[b, input_length]`` integer codes on the device → ``[b, output_bins, n_selected]`` float32 there.
 
         Augmentation included; nothing leaves the device, so a mode can reduce the predictions first.
         """
+        started = time.perf_counter()
         onehot = self._onehot[x.long()]
         s = self.settings
-        with autocast_context(s.precision, self.device.type):
+        with autocast_context(self.precision, self.device.type):
             y = predict_augmented(
                 self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value, strand_pairs=self._strand_pairs
             )
@@ -226,35 +282,83 @@ class Predictor:
             from .borzoi import unsquash_tensor
 
             y = unsquash_tensor(y, None, self._unsquash)
+        if pace:
+            self._pace(started, x.shape[0])
         return y
 
     @torch.inference_mode()
-    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
-        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
-        y = self.predict_on_device(self._to_device(codes))
+    def _launch(self, codes: np.ndarray, slot: int) -> _Launched:
+        """Queue a batch on the device and its copy back to host memory, without waiting for either."""
+        started = time.perf_counter()
+        y = self.predict_on_device(self._to_device(codes, slot), pace=False)
         # One fp32 pass finds NaN (amax propagates it), infinity and values the output dtype cannot hold
         # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value.
         largest = y.abs().flatten(1).amax(dim=1)
-        bad = ~(largest <= self._out_max)
+        out = y.to(self._out_dtype)
+        done = None
+        if self.device.type == "cuda":
+            # Copies into page-locked buffers, queued behind the batch: the host goes on to launch the next batch
+            # while this one computes and copies; harvesting waits on the event.
+            host_out = self._staging(("out", slot), out.shape, out.dtype)
+            host_largest = self._staging(("largest", slot), largest.shape, largest.dtype)
+            host_out.copy_(out, non_blocking=True)
+            host_largest.copy_(largest, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            out, largest = host_out, host_largest
+        self._pace(started, codes.shape[0])
+        return _Launched(out, largest, done)
+
+    def _harvest(self, launched: _Launched) -> np.ndarray:
+        """Wait for a launched batch and return its values; NonFiniteOutput (batch positions) if any is not finite."""
+        if launched.done is not None:
+            launched.done.synchronize()
+        values = self._checked(launched)
+        return values if launched.done is None else values.copy()  # a GPU's staging buffer is reused
+
+    def _checked(self, launched: _Launched) -> np.ndarray:
+        """The (completed) batch's values as numpy; NonFiniteOutput naming its bad batch positions."""
+        bad = ~(launched.largest <= self._out_max)
         if bool(bad.any()):
             raise NonFiniteOutput(torch.nonzero(bad).flatten().tolist())
-        return y.to(self._out_dtype).cpu().numpy()
+        return launched.out.numpy()
+
+    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
+        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
+        return self._harvest(self._launch(codes, 0))
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict every window of ``codes`` ``[n, input_length]`` that is not all padding/N.
 
-        Returns ``(values [n, output_bins, n_selected], ran [n] bool)``; skipped windows hold NaN.
+        Returns ``(values [n, output_bins, n_selected], ran [n] bool)``; skipped windows hold NaN. Batch n+1 is
+        queued on the device before batch n is copied out, so the device does not wait for the host's copies.
         """
         n = codes.shape[0]
         geometry = self.info.geometry
         values = np.full((n, geometry.output_bins, len(self.info.track_indices)), np.nan, self.settings.dtype)
         ran = (codes != N_CODE).any(axis=1)
         todo = np.flatnonzero(ran)
-        b = self.settings.batch_size
-        for i in range(0, len(todo), b):
-            batch = todo[i : i + b]
-            try:
-                values[batch] = self.predict_batch(codes[batch])
-            except NonFiniteOutput as e:
-                raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
+        b = self.batch_size
+        batches = [todo[i : i + b] for i in range(0, len(todo), b)]
+        pending: tuple[np.ndarray, _Launched] | None = None
+        for k, batch in enumerate([*batches, None]):
+            launched = None if batch is None else (batch, self._launch(codes[batch], k % 2))
+            if pending is not None:
+                done_batch, handle = pending
+                try:
+                    if handle.done is not None:
+                        handle.done.synchronize()
+                    values[done_batch] = self._checked(handle)  # from the staging buffer: one host copy
+                except NonFiniteOutput as e:
+                    raise NonFiniteOutput([int(done_batch[j]) for j in e.window_indices]) from None
+            pending = launched
         return values, ran
+
+
+@dataclass
+class _Launched:
+    """A batch queued on the device: its output (host buffer on a GPU, once ``done``) and per-window max |value|."""
+
+    out: torch.Tensor
+    largest: torch.Tensor
+    done: torch.cuda.Event | None

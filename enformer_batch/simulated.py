@@ -1,10 +1,13 @@
 """A simulated accelerator: a model stand-in that emits outputs of the real shape at a set rate, computing nothing.
 
 ``--model sim:rate=90,tracks=5313`` (or ``load_simulated("sim:...")`` from Python) gives a model whose forward
-sleeps ``batch / rate`` seconds and returns ``[batch, 896, tracks]`` float32 values that are deterministic,
-NaN-free, positive, and vary by window (through the input's content) and by bin and track. Everything around
-it is real: reading, the replica, device-side track selection and cast, stitching, writing, committing. It
-answers one question without a GPU: does the pipeline keep up with an accelerator of a given speed?
+returns ``[batch, 896, tracks]`` float32 values that are deterministic, NaN-free, positive, and vary by window
+(through the input's content) and by bin and track, computing nothing. The ``Predictor`` holding it paces each
+batch's device-side work (one-hot, forward passes, track selection, cast) to ``windows × passes / rate``
+seconds, as an accelerator of that speed would take, so host work that a GPU leaves to its device does not
+count against the rate. Everything around it is real: reading, the replica, device-side track selection and
+cast, stitching, writing, committing. It answers one question without a GPU: does the pipeline keep up with an
+accelerator of a given speed?
 
 Spec keys: ``rate`` (windows/s per replica, default 90: an H100 at bf16, order of magnitude), ``tracks``
 (default 5313: Enformer's human head), ``bins`` (default 896).
@@ -13,7 +16,6 @@ Spec keys: ``rate`` (windows/s per replica, default 90: an H100 at bf16, order o
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +55,7 @@ def parse_spec(source: str) -> SimSpec:
 
 
 class SimulatedModel(torch.nn.Module):
-    """Sleeps ``batch / rate`` seconds per call, as an accelerator of that speed would take."""
+    """Real-shaped outputs at no cost; ``spec.rate`` is applied by the ``Predictor`` (see the module docstring)."""
 
     def __init__(self, spec: SimSpec):
         super().__init__()
@@ -68,18 +70,11 @@ class SimulatedModel(torch.nn.Module):
         return Geometry(input_length=ENFORMER.input_length, bin_size=ENFORMER.bin_size, output_bins=self.spec.bins)
 
     def forward(self, onehot: torch.Tensor, head: str = "human") -> torch.Tensor:
-        start = time.perf_counter()
         # A per-window factor from a sparse sample of the input: cheap, and different for different windows.
         sample = onehot[:, :: max(1, onehot.shape[1] // 512)].float()
         window = (sample * torch.arange(1, 5, dtype=sample.dtype, device=sample.device)).sum(dim=(1, 2))
         factor = 1.0 + (window % 97.0) / 97.0
-        out = self.bin_term * self.track_term * factor[:, None, None]
-        if out.device.type == "cuda":
-            torch.cuda.synchronize(out.device)
-        remaining = onehot.shape[0] / self.spec.rate - (time.perf_counter() - start)
-        if remaining > 0:
-            time.sleep(remaining)
-        return out
+        return self.bin_term * self.track_term * factor[:, None, None]
 
 
 def load_simulated(source: str, device: str | torch.device = "cpu") -> LoadedModel:

@@ -296,7 +296,7 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
         schedule.append((g, int(j)))
     position = {j: k for k, j in enumerate(order)}
     refs: dict[int, torch.Tensor] = {}
-    b = predictor.settings.batch_size
+    b = predictor.batch_size
     with torch.inference_mode():
         for start in range(0, len(schedule), b):
             batch = schedule[start : start + b]

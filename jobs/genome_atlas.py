@@ -3,7 +3,7 @@
 Thin over the public API (``enformer_batch.predict`` / ``enformer_batch.validate``); submit with
 
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/genome_atlas.py s3://bucket/hg38.fa --out s3://bucket/atlases/hg38 --precision bf16
+        python jobs/genome_atlas.py s3://bucket/hg38.fa --out s3://bucket/atlases/hg38
 
 Inside a job ``RAY_ADDRESS`` is set, so the run uses the cluster's GPU nodes (one model replica per GPU by
 default). Re-submitting the same command resumes: committed parts are kept. Exits 0 only when the atlas

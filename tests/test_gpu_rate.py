@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from enformer_batch import PredictConfig, predict, validate
-from enformer_batch.inference import InferenceSettings, Predictor
+from enformer_batch.inference import InferenceSettings, NonFiniteOutput, Predictor
 from enformer_batch.simulated import parse_spec
 
 from .conftest import read_atlas
@@ -57,3 +57,39 @@ def test_writer_threads_give_the_same_atlas_and_a_resumed_run_starts_no_replica(
     again = predict(PredictConfig(fasta=test_fasta, out=str(tmp_path / "w3"), model="sim:rate=400,tracks=24",
                                   device="cpu", writers_per_worker=3, windows_per_part=1, progress=False))
     assert again.units_computed == 0 and again.resumed_parts == again.parts
+
+
+def test_the_simulated_accelerator_keeps_its_rate_per_forward_pass():
+    """A lower bound only (sleeping guarantees it): a stand-in faster than its rate would flatter the pipeline."""
+    import time
+
+    codes = np.random.default_rng(1).integers(0, 4, (8, 196_608)).astype(np.uint8)
+    for rc, passes in ((False, 1), (True, 2)):
+        predictor = Predictor(InferenceSettings(model="sim:rate=80,tracks=16", dtype="float32", rc=rc, batch_size=4))
+        started = time.perf_counter()
+        predictor.predict(codes)
+        assert time.perf_counter() - started >= 8 * passes / 80
+
+
+def test_a_non_finite_window_is_named_by_its_index_while_batches_overlap():
+    """Batch n+1 is queued before batch n is checked and copied out: an error must still name the right window."""
+    import torch
+
+    from enformer_batch.genome import N_CODE
+
+    predictor = Predictor(InferenceSettings(model="sim:rate=100000,tracks=4", dtype="float32", batch_size=2))
+    clean = predictor._model_fn
+
+    def poisoned(onehot: torch.Tensor, head: str = "human") -> torch.Tensor:
+        y = clean(onehot, head=head)
+        return torch.where(onehot[:, :1, :1] == 1, torch.nan, y)  # NaN wherever a window starts with A
+
+    predictor._model_fn = poisoned
+    codes = np.random.default_rng(2).integers(1, 4, (8, 196_608)).astype(np.uint8)  # C, G, T only
+    codes[1] = N_CODE  # all N: skipped, so batch positions and window indices differ
+    codes[6, 0] = 0  # A
+    values, _ = predictor.predict(codes[:6])
+    assert np.isfinite(values[[0, 2, 3, 4, 5]]).all() and np.isnan(values[1]).all()
+    with pytest.raises(NonFiniteOutput) as error:
+        predictor.predict(codes)
+    assert error.value.window_indices == [6]

@@ -181,7 +181,7 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
 
     pool = _WorkerPool(settings, AtlasStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
-        with pytest.raises(RunError, match="a model replica failed to start: .*WeightsMismatch"):
+        with pytest.raises(WeightsMismatch, match=r"replica loaded from demo .* not the ones the run records"):
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 ready, _ = ray_cluster.wait(list(pool.pings), num_returns=1, timeout=1.0)
@@ -189,6 +189,25 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
                     pool.on_ping(ref)
     finally:
         pool.shutdown()
+
+
+def test_a_replica_refuses_parts_of_a_run_that_records_another_model_or_precision(ray_cluster, tmp_path):
+    """A new run's replicas start before the manifest exists; each part carries what the run records, and a
+    replica that loaded other weights (or resolved --precision auto otherwise) refuses it."""
+    from dataclasses import replace
+
+    from enformer_batch.engine import ReplicaWorker, check_replica
+    from enformer_batch.model import load_model
+
+    other = perturbed_model(os.path.join(REPO, "enformer_batch", "demo_model"), tmp_path / "other")
+    replica = ReplicaWorker(InferenceSettings(), AtlasStore(str(tmp_path / "atlas")), 1)
+    info = replica.describe()
+    assert info.precision == "fp32" and info.batch_size == 4 and info.device == "cpu"  # auto on a CPU
+    check_replica(info, info)
+    with pytest.raises(WeightsMismatch, match="not the ones the run records"):
+        replica.run_part(None, None, None, replace(info, weights_sha256=load_model(other).weights_sha256))
+    with pytest.raises(RunError, match=r"resolved --precision to fp32, the run records bf16: give --precision bf16"):
+        replica.run_part(None, None, None, replace(info, precision="bf16"))
 
 
 # --- genome -----------------------------------------------------------------------------------------
