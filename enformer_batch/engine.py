@@ -276,11 +276,12 @@ class ReplicaWorker:
 
     def run_part(self, mode: Mode, part: Any, inputs: Any, expected: ModelInfo | None = None) -> PartResult:
         """Compute, table and write one part; ``expected``: the model the run records (refused if different)."""
+        predictor = self._loaded()
         if expected is not None:
-            check_replica(self._loaded().info, expected)
+            check_replica(predictor.info, expected)
         with self._device_lock:
-            result = mode.infer(self.predictor, part, inputs)
-        table = mode.table(part, result, self.predictor.info)
+            result = mode.infer(predictor, part, inputs)
+        table = mode.table(part, result, predictor.info)
         sequences, counts = mode.tally(result)
         record = self.store.write_part(part, table, codes_sha256=mode.digest(inputs))
         return PartResult(record, sequences, dict(counts))

@@ -287,10 +287,15 @@ class Predictor:
         return y
 
     @torch.inference_mode()
-    def _launch(self, codes: np.ndarray, slot: int) -> _Launched:
-        """Queue a batch on the device and its copy back to host memory, without waiting for either."""
+    def _launch(self, codes: np.ndarray, slot: int, keep: tuple[int, int] | None = None) -> _Launched:
+        """Queue a batch on the device and its copy back to host memory, without waiting for either.
+
+        ``keep``: the output bins ``[lo, hi)`` to return; the others are dropped on the device, before copying.
+        """
         started = time.perf_counter()
         y = self.predict_on_device(self._to_device(codes, slot), pace=False)
+        if keep is not None:
+            y = y[:, keep[0] : keep[1]]
         # One fp32 pass finds NaN (amax propagates it), infinity and values the output dtype cannot hold
         # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value.
         largest = y.abs().flatten(1).amax(dim=1)
@@ -327,22 +332,24 @@ class Predictor:
         """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
         return self._harvest(self._launch(codes, 0))
 
-    def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, codes: np.ndarray, keep: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predict every window of ``codes`` ``[n, input_length]`` that is not all padding/N.
 
-        Returns ``(values [n, output_bins, n_selected], ran [n] bool)``; skipped windows hold NaN. Batch n+1 is
-        queued on the device before batch n is copied out, so the device does not wait for the host's copies.
+        Returns ``(values [n, bins, n_selected], ran [n] bool)``; skipped windows hold NaN. ``bins`` is the
+        output bins, or ``keep = (lo, hi)``'s ``hi - lo`` of them: bins no window of the part writes (a stride
+        below the output span) never leave the device. Batch n+1 is queued on the device before batch n is
+        copied out, so the device does not wait for the host's copies.
         """
         n = codes.shape[0]
-        geometry = self.info.geometry
-        values = np.full((n, geometry.output_bins, len(self.info.track_indices)), np.nan, self.settings.dtype)
+        lo, hi = keep if keep is not None else (0, self.info.geometry.output_bins)
+        values = np.full((n, hi - lo, len(self.info.track_indices)), np.nan, self.settings.dtype)
         ran = (codes != N_CODE).any(axis=1)
         todo = np.flatnonzero(ran)
         b = self.batch_size
         batches = [todo[i : i + b] for i in range(0, len(todo), b)]
         pending: tuple[np.ndarray, _Launched] | None = None
         for k, batch in enumerate([*batches, None]):
-            launched = None if batch is None else (batch, self._launch(codes[batch], k % 2))
+            launched = None if batch is None else (batch, self._launch(codes[batch], k % 2, keep))
             if pending is not None:
                 done_batch, handle = pending
                 try:

@@ -52,6 +52,16 @@ class PredictConfig(RunOptions):
         return RunOptions.inference_settings(self, dtype=self.dtype)
 
 
+def emitted_bins(part: PartPlan) -> tuple[int, int]:
+    """The output bins ``[lo, hi)``, relative to each window, that some window of ``part`` writes.
+
+    At a stride below the output span a window writes only its central bins (one at stride = bin size), so
+    the rest is dropped on the device rather than copied back; windows at a chromosome's ends write more.
+    """
+    local = [(lo - w.first_bin, hi - w.first_bin) for w in part.windows for lo, hi in w.emit]
+    return min(lo for lo, _ in local), max(hi for _, hi in local)
+
+
 # --- input checks ---------------------------------------------------------------------------------
 
 
@@ -170,20 +180,21 @@ class AtlasMode:
         """Base codes ``[n_windows, input_length]`` for a part's windows."""
         return read_part(self.fasta, part, self.input_length)
 
-    def infer(self, predictor: Predictor, part: PartPlan, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, predictor: Predictor, part: PartPlan, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        keep = emitted_bins(part)
         try:
-            return predictor.predict(codes)
+            return (*predictor.predict(codes, keep), keep[0])
         except NonFiniteOutput as e:
             windows = [part.windows[i].k for i in e.window_indices]
             raise RunError(f"{part.chrom} window(s) {windows}: the model returned NaN or infinity, or a value "
                            f"too large for --dtype {predictor.settings.dtype}") from None
 
-    def table(self, part: PartPlan, result: tuple[np.ndarray, np.ndarray], info: ModelInfo) -> pa.Table:
-        values, ran = result
+    def table(self, part: PartPlan, result: tuple[np.ndarray, np.ndarray, int], info: ModelInfo) -> pa.Table:
+        values, ran, offset = result
         dtype = np.dtype(values.dtype).name
-        return part_table(part, values, ran, info.track_names, dtype, info.geometry.bin_size)
+        return part_table(part, values, ran, info.track_names, dtype, info.geometry.bin_size, offset)
 
-    def tally(self, result: tuple[np.ndarray, np.ndarray]) -> tuple[int, dict]:
+    def tally(self, result: tuple[np.ndarray, np.ndarray, int]) -> tuple[int, dict]:
         return int(result[1].sum()), {}
 
     def digest(self, codes: np.ndarray) -> str:

@@ -114,11 +114,13 @@ def part_table(
     track_names: Sequence[str],
     dtype: str,
     bin_size: int,
+    bin_offset: int = 0,
 ) -> pa.Table:
     """Stitch a part's rows: for each window, the bins it writes, taken from its 896-bin prediction.
 
-    ``predictions`` is ``[n_windows_in_part, output_bins, n_tracks]`` in the part's window order;
-    ``ran[i]`` is False for a window that was skipped (all padding/N), whose rows get null values.
+    ``predictions`` is ``[n_windows_in_part, bins, n_tracks]`` in the part's window order, holding each
+    window's output bins from ``bin_offset`` on (all 896 by default); ``ran[i]`` is False for a window that was
+    skipped (all padding/N), whose rows get null values.
     """
     np_dtype = np.dtype(dtype)
     emits = [(i, task.first_bin, lo, hi) for i, task in enumerate(part.windows) for lo, hi in task.emit]
@@ -131,7 +133,8 @@ def part_table(
     row = 0
     for i, first_bin, lo, hi in emits:
         starts.append(np.arange(lo, hi, dtype=np.int64) * bin_size)
-        by_track[:, row : row + hi - lo] = predictions[i, lo - first_bin : hi - first_bin].T
+        local = lo - first_bin - bin_offset
+        by_track[:, row : row + hi - lo] = predictions[i, local : local + hi - lo].T
         nulls[row : row + hi - lo] = not ran[i]
         row += hi - lo
     start = np.concatenate(starts)

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from enformer_batch.model import load_model
+from enformer_batch.predict import emitted_bins
+from enformer_batch.windows import ENFORMER, plan_chromosome
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
 from .reference import BIN, SPAN, onehot, owner_of_bins, parse_fasta, window_input
@@ -47,25 +49,42 @@ def test_every_bin_written_exactly_once(genome_run):
         assert np.array_equal(rows["end"][mine][:-1], starts[1:])
 
 
-def test_values_equal_the_model_on_the_contract_windows(genome_run, test_fasta):
+def assert_contract_values(rows, fasta: str, chroms, stride: int) -> None:
     """Every row equals a direct model call on the window the contract assigns to its bin."""
-    _, rows = genome_run
     model = load_model("demo").model.eval()
-    seqs = parse_fasta(test_fasta)
-    for chrom in TEST_GENOME:
+    seqs = parse_fasta(fasta)
+    for chrom in chroms:
         mine = rows["chrom"] == chrom.name
         block = np.stack([values(rows, c)[mine] for c in track_columns(rows)], axis=1)
-        owners = owner_of_bins(chrom.length, SPAN)
+        owners = owner_of_bins(chrom.length, stride)
+        assert len(block) == len(owners)
         for k in sorted(set(owners)):
-            window = window_input(seqs[chrom.name], k, SPAN)
+            window = window_input(seqs[chrom.name], k, stride)
             bins = [b for b, o in enumerate(owners) if o == k]
             if set(window) == {"N"}:
                 assert np.isnan(block[bins]).all(), f"{chrom.name} window {k} is all N: nulls expected"
                 continue
             with torch.no_grad():
                 ref = model(torch.from_numpy(onehot(window))[None], head="human")[0].numpy()
-            expected = ref[[b - k * (SPAN // BIN) for b in bins]]
+            expected = ref[[b - k * (stride // BIN) for b in bins]]
             np.testing.assert_allclose(block[bins], expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_values_equal_the_model_on_the_contract_windows(genome_run, test_fasta):
+    _, rows = genome_run
+    assert_contract_values(rows, test_fasta, TEST_GENOME, SPAN)
+
+
+def test_a_small_stride_keeps_the_contract_with_bins_dropped_on_the_device(ray_cluster, test_fasta, tmp_path):
+    """At a stride of 40 bins a window writes only its central 40 (ends excepted); the rest never leaves the
+    device, and every bin still comes from the window the contract assigns to it."""
+    chroms = [c for c in TEST_GENOME if c.name in ("chrB", "contig_s")]
+    rows = run(test_fasta, tmp_path / "atlas", chroms=[c.name for c in chroms], stride=40 * BIN, dtype="float32",
+               windows_per_part=3)
+    assert_contract_values(rows, test_fasta, chroms, 40 * BIN)
+    parts = plan_chromosome("chrB", 130_000, ENFORMER, 40 * BIN, 3)
+    kept = [hi - lo for lo, hi in map(emitted_bins, parts)]
+    assert kept[1:-1] and all(width == 40 for width in kept[1:-1])  # of 896: interior windows share one range
 
 
 def test_skipped_windows_are_null_and_others_are_not(genome_run):
