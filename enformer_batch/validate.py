@@ -312,8 +312,11 @@ def check_part(store: AtlasStore, checker: Any, job: PartJob) -> PartCheck:
     except FileNotFoundError:  # removed since the listing
         return PartCheck([f"part {path} is listed in the manifest but missing"])
     with f:
-        if job.hash_bytes and _sha256(f) != record.sha256:
-            return PartCheck([f"part {path}: checksum does not match the manifest"], bytes_read=f.count)
+        try:
+            if job.hash_bytes and _sha256(f) != record.sha256:
+                return PartCheck([f"part {path}: checksum does not match the manifest"], bytes_read=f.count)
+        except OSError as e:  # the store failed mid-read (after its client's own retries): a finding, not a crash
+            return PartCheck([f"part {path}: unreadable ({e})"], bytes_read=f.count)
         try:
             metadata = _read_footer(f, record.bytes)
             parquet = pq.ParquetFile(f, metadata=metadata)
