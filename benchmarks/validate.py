@@ -1,12 +1,13 @@
 """What ``validate`` reads and how long it takes, on a synthetic atlas of 5,313 float16 tracks (Enformer's human head).
 
-    python benchmarks/validate.py            # 3 parts of 16 windows (the default part size), ~380 MB
+    python benchmarks/validate.py            # 3 parts of 16 windows (the default part size), ~330 MB
     python benchmarks/validate.py --quick    # 2 parts of 4 windows, ~60 MB
 
 The atlas is written by the real pipeline (``predict`` with the simulated model ``sim:rate=1000,tracks=5313``:
 real reading, stitching, Parquet writing and commit). Each mode runs in this process and in Ray tasks (a local
-cluster of 2 CPUs). "bytes read" is what ``validate`` pulled through the file objects it opened (its report);
-for runs in this process the kernel's count of the process' reads (``/proc/self/io``) is printed beside it.
+cluster of 2 CPUs, warm: the first run's worker start-up is printed apart). "bytes read" is what ``validate``
+pulled through the file objects it opened (its report); for runs in this process the kernel's count of the
+process' reads (``/proc/self/io``) is printed beside it.
 Files are in the page cache (just written), so seconds are CPU time plus the cost of the reads, not disk or
 network time; bytes read is what carries over to object storage.
 """
@@ -56,6 +57,9 @@ def main() -> None:
                               windows_per_part=windows_per_part, workers=1, progress=False))
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
         validate(out, parallel=False)  # imports warm
+        t0 = time.perf_counter()
+        validate(out, parallel=True)  # Ray's worker processes start and import pyarrow: once per cluster
+        cold = time.perf_counter() - t0
 
         rows = []
         for label, checksums in (("fast", False), ("--checksums", True)):
@@ -78,6 +82,7 @@ def main() -> None:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for r in [header, *rows]:
             print("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+        print(f"(first validate in Ray tasks, workers starting: {cold:.2f} s; the rows above are warm)")
         hg38 = 1_700  # parts of 16 windows in a whole-genome hg38 atlas
         print(f"fast mode reads {per_part / 1e6:.2f} MB per {part_size / 1e6:.0f} MB part (its footer: ~150 B per "
               f"track; start/end); an hg38 atlas of {hg38:,} such parts: ~{hg38 * per_part / 1e9:.1f} GB read of "
