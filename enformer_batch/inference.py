@@ -229,8 +229,13 @@ class Predictor:
         return y
 
     @torch.inference_mode()
-    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
-        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
+    def predict_batch(self, codes: np.ndarray, keep: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype.
+
+        ``keep`` (window index in the batch, output bin) pairs: only those rows ``[n_keep, n_selected]``, in
+        that order, leave the device (at a small stride a window writes one bin of its 896); the check for
+        non-finite values still covers every bin.
+        """
         y = self.predict_on_device(self._to_device(codes))
         # One fp32 pass finds NaN (amax propagates it), infinity and values the output dtype cannot hold
         # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value.
@@ -238,6 +243,8 @@ class Predictor:
         bad = ~(largest <= self._out_max)
         if bool(bad.any()):
             raise NonFiniteOutput(torch.nonzero(bad).flatten().tolist())
+        if keep is not None:
+            y = y[torch.as_tensor(keep[0], device=self.device), torch.as_tensor(keep[1], device=self.device)]
         return y.to(self._out_dtype).cpu().numpy()
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
