@@ -21,10 +21,10 @@ from .conftest import read_atlas
 from .test_trust import Interrupted, interrupt_after
 
 # chrS: at stride 128 window 0 owns bins 0-448 (the nearest-centre rule) and window k >= 1 owns bin k + 448, so
-# its 469 bins take 21 windows; ctg is shorter than a bin's worth of windows; chrL ends in a long N run, so its
+# its 454 bins take 6 windows; ctg is shorter than a bin's worth of windows; chrL ends in a long N run, so its
 # last windows are skipped (null rows).
 SMALL_GENOME = (
-    DemoChrom("chrS", 60_000, ((2_000, 2_500),)),
+    DemoChrom("chrS", 58_000, ((2_000, 2_500),)),
     DemoChrom("ctg", 700),
     DemoChrom("chrL", 400_000, ((150_000, 400_000),)),
 )
@@ -83,7 +83,7 @@ def test_mode_rows_equal_the_per_window_stitching(small_fasta):
         mode = AtlasMode(source, ENFORMER.input_length)
         # chrS at stride 128: four overlapping windows (one stretch of bases); chrL at the default stride: windows
         # 0 and 3, too far apart to share bases (two stretches), window 3 all N (skipped: null rows).
-        plans = plan_chromosome("chrS", 60_000, ENFORMER, 128, 16, ((0, 2), (447, 452)))
+        plans = plan_chromosome("chrS", 58_000, ENFORMER, 128, 16, ((0, 2), (447, 452)))
         plans += plan_chromosome("chrL", 400_000, ENFORMER, ENFORMER.output_span, 16, ((0, 2), (2_700, 2_702)))
         assert [[w.k for w in p.windows] for p in plans] == [[0, 1, 2, 3], [0, 3]]
         for part in plans:
@@ -110,38 +110,35 @@ def test_row_groups_per_part_are_bounded():
 
 def test_a_small_stride_atlas_is_exactly_once_and_validates(ray_cluster, small_fasta, tmp_path):
     out = tmp_path / "atlas"
-    summary = predict(PredictConfig(fasta=small_fasta, out=str(out), rows_per_part=8, **RUN))
+    summary = predict(PredictConfig(fasta=small_fasta, out=str(out), rows_per_part=4, **RUN))
     report = validate(str(out), fasta=small_fasta)
     assert report.ok, report.table()
     rows = read_atlas(out)
     for c in SMALL_GENOME[:2]:
         assert list(rows["start"][rows["chrom"] == c.name]) == list(range(0, c.length, 128))  # each bin once
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["identity"]["windows_per_part"] == 8  # 8 rows of one-bin windows
-    # chrS: windows [0, 8) write bins 0-455, [8, 16) 456-463, [16, 24) 464-468; ctg: one window.
+    assert manifest["identity"]["windows_per_part"] == 4  # 4 rows of one-bin windows
+    # chrS: windows [0, 4) write bins 0-451, [4, 8) 452-453 (windows 6 on own none); ctg: window 0 writes all
+    # 6 bins, so its windows [4, 6) make no part.
     assert sorted(p["path"] for p in manifest["parts"]) == [
-        "chrom=chrS/part-000000-000008.parquet", "chrom=chrS/part-000008-000016.parquet",
-        "chrom=chrS/part-000016-000024.parquet", "chrom=ctg/part-000000-000001.parquet"]
-    assert summary.units == 21 + 1 and summary.rows == 469 + 6
+        "chrom=chrS/part-000000-000004.parquet", "chrom=chrS/part-000004-000008.parquet",
+        "chrom=ctg/part-000000-000004.parquet"]
+    assert summary.units == 6 + 1 and summary.rows == 454 + 6
 
 
 def test_an_atlas_started_with_other_part_sizes_resumes_with_them(ray_cluster, small_fasta, tmp_path):
-    """Before parts were sized by rows, atlases had 16 windows a part at any stride; one of them (here: 4
+    """Before parts were sized by rows, atlases had 16 windows a part at any stride; one of them (here: 2
     windows a part) resumes with its recorded plan when re-run without a part size, and validates."""
     out = tmp_path / "atlas"
     with pytest.raises(Interrupted):
-        predict(PredictConfig(fasta=small_fasta, out=str(out), windows_per_part=4, **RUN), on_part=interrupt_after(1))
+        predict(PredictConfig(fasta=small_fasta, out=str(out), windows_per_part=2, **RUN), on_part=interrupt_after(1))
     committed = json.loads((out / MANIFEST).read_text())
-    assert committed["identity"]["windows_per_part"] == 4 and committed["status"] == "running"
+    assert committed["identity"]["windows_per_part"] == 2 and committed["status"] == "running"
     summary = predict(PredictConfig(fasta=small_fasta, out=str(out), **RUN))  # the default would be 14,336
     assert summary.resumed_parts == len(committed["parts"]) >= 1
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["identity"]["windows_per_part"] == 4 and manifest["status"] == "complete"
-    assert summary.parts == 7  # chrS: windows [0, 4) ... [20, 24); ctg: one
+    assert manifest["identity"]["windows_per_part"] == 2 and manifest["status"] == "complete"
+    assert summary.parts == 4  # chrS: windows [0, 2), [2, 4), [4, 6); ctg: [0, 2)
     assert {p["path"] for p in committed["parts"]} <= {p["path"] for p in manifest["parts"]}
     report = validate(str(out), fasta=small_fasta)
     assert report.ok, report.table()
-    # A new atlas with the same settings gets row-sized parts: one per chromosome here.
-    fresh = predict(PredictConfig(fasta=small_fasta, out=str(tmp_path / "fresh"), **RUN))
-    assert fresh.parts == 2 and fresh.rows == summary.rows
-    assert read_atlas(tmp_path / "fresh")["start"].tolist() == read_atlas(out)["start"].tolist()
