@@ -103,7 +103,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         "FASTA (.fai/.gzi), plain-gzip FASTA (decompressed once into $ENFORMER_BATCH_CACHE) or .2bit")
     add_model_arguments(parser)
     parser.add_argument("--stride", type=int, default=None, help="bp between windows; multiple of the bin size, "
-                        "at most the output span (default: the output span, 114,688 for Enformer)")
+                        "at most the output span (default: the output span, 114,688 for Enformer); Parquet parts hold "
+                        "~14,336 bins (rows) at any stride")
     parser.add_argument("--regions", default=None, help="BED file: predict only bins overlapping these intervals")
     parser.add_argument("--chroms", type=_str_list, default=None, help="comma-separated chromosomes (default: all)")
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")

@@ -9,7 +9,7 @@ cast to the output dtype before anything is copied back. ``Predictor`` is a plai
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -287,23 +287,25 @@ class Predictor:
         return y
 
     @torch.inference_mode()
-    def _launch(self, codes: np.ndarray, slot: int, keep: tuple[int, int] | None = None) -> _Launched:
+    def _launch(self, codes: np.ndarray, slot: int, keep: Keep | None = None) -> _Launched:
         """Queue a batch on the device and its copy back to host memory, without waiting for either.
 
-        ``keep``: the output bins ``[lo, hi)`` to return; the others are dropped on the device, before copying.
+        ``keep``: (window index in the batch, output bin) pairs; only those rows ``[n_keep, n_selected]``, in that
+        order, leave the device (at a small stride a window writes one bin of its 896).
         """
         started = time.perf_counter()
         y = self.predict_on_device(self._to_device(codes, slot), pace=False)
-        if keep is not None:
-            y = y[:, keep[0] : keep[1]]
         # One fp32 pass finds NaN (amax propagates it), infinity and values the output dtype cannot hold
-        # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value.
+        # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value. It covers every
+        # bin, kept or not: a model that emits NaN anywhere is broken.
         largest = y.abs().flatten(1).amax(dim=1)
+        if keep is not None:
+            y = y[torch.as_tensor(keep[0], device=self.device), torch.as_tensor(keep[1], device=self.device)]
         out = y.to(self._out_dtype)
         done = None
         if self.device.type == "cuda":
             # Copies into page-locked buffers, queued behind the batch: the host goes on to launch the next batch
-            # while this one computes and copies; harvesting waits on the event.
+            # while this one computes and copies; collecting it waits on the event.
             host_out = self._staging(("out", slot), out.shape, out.dtype)
             host_largest = self._staging(("largest", slot), largest.shape, largest.dtype)
             host_out.copy_(out, non_blocking=True)
@@ -314,52 +316,62 @@ class Predictor:
         self._pace(started, codes.shape[0])
         return _Launched(out, largest, done)
 
-    def _harvest(self, launched: _Launched) -> np.ndarray:
-        """Wait for a launched batch and return its values; NonFiniteOutput (batch positions) if any is not finite."""
+    def _collect(self, launched: _Launched) -> np.ndarray:
+        """Wait for a launched batch; its values, or NonFiniteOutput naming its bad batch positions."""
         if launched.done is not None:
             launched.done.synchronize()
-        values = self._checked(launched)
-        return values if launched.done is None else values.copy()  # a GPU's staging buffer is reused
-
-    def _checked(self, launched: _Launched) -> np.ndarray:
-        """The (completed) batch's values as numpy; NonFiniteOutput naming its bad batch positions."""
         bad = ~(launched.largest <= self._out_max)
         if bool(bad.any()):
             raise NonFiniteOutput(torch.nonzero(bad).flatten().tolist())
         return launched.out.numpy()
 
-    def predict_batch(self, codes: np.ndarray) -> np.ndarray:
-        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype."""
-        return self._harvest(self._launch(codes, 0))
+    def predict_stream(self, batches: Iterable[tuple[np.ndarray, Keep | None]]) -> Iterator[np.ndarray]:
+        """Each batch's values (``predict_batch``), in order; batch n+1 is queued on the device before batch n is
+        copied out, so the device does not wait for the host.
 
-    def predict(self, codes: np.ndarray, keep: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        A yielded array is valid until the next one is asked for (on a GPU it is a reused staging buffer): copy
+        what you keep. A NonFiniteOutput names positions in the batch being yielded.
+        """
+        pending: _Launched | None = None
+        for k, (codes, keep) in enumerate(batches):
+            launched = self._launch(codes, k % 2, keep)
+            if pending is not None:
+                yield self._collect(pending)
+            pending = launched
+        if pending is not None:
+            yield self._collect(pending)
+
+    def predict_batch(self, codes: np.ndarray, keep: Keep | None = None) -> np.ndarray:
+        """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype.
+
+        ``keep`` (window index in the batch, output bin) pairs: only those rows ``[n_keep, n_selected]``, in
+        that order, leave the device; the check for non-finite values still covers every bin.
+        """
+        values = self._collect(self._launch(codes, 0, keep))
+        return values.copy() if self.device.type == "cuda" else values  # a GPU's staging buffer is reused
+
+    def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict every window of ``codes`` ``[n, input_length]`` that is not all padding/N.
 
-        Returns ``(values [n, bins, n_selected], ran [n] bool)``; skipped windows hold NaN. ``bins`` is the
-        output bins, or ``keep = (lo, hi)``'s ``hi - lo`` of them: bins no window of the part writes (a stride
-        below the output span) never leave the device. Batch n+1 is queued on the device before batch n is
-        copied out, so the device does not wait for the host's copies.
+        Returns ``(values [n, output_bins, n_selected], ran [n] bool)``; skipped windows hold NaN.
         """
         n = codes.shape[0]
-        lo, hi = keep if keep is not None else (0, self.info.geometry.output_bins)
-        values = np.full((n, hi - lo, len(self.info.track_indices)), np.nan, self.settings.dtype)
+        geometry = self.info.geometry
+        values = np.full((n, geometry.output_bins, len(self.info.track_indices)), np.nan, self.settings.dtype)
         ran = (codes != N_CODE).any(axis=1)
         todo = np.flatnonzero(ran)
         b = self.batch_size
         batches = [todo[i : i + b] for i in range(0, len(todo), b)]
-        pending: tuple[np.ndarray, _Launched] | None = None
-        for k, batch in enumerate([*batches, None]):
-            launched = None if batch is None else (batch, self._launch(codes[batch], k % 2, keep))
-            if pending is not None:
-                done_batch, handle = pending
-                try:
-                    if handle.done is not None:
-                        handle.done.synchronize()
-                    values[done_batch] = self._checked(handle)  # from the staging buffer: one host copy
-                except NonFiniteOutput as e:
-                    raise NonFiniteOutput([int(done_batch[j]) for j in e.window_indices]) from None
-            pending = launched
+        results = self.predict_stream((codes[batch], None) for batch in batches)
+        for batch in batches:
+            try:
+                values[batch] = next(results)
+            except NonFiniteOutput as e:
+                raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
         return values, ran
+
+
+Keep = tuple[np.ndarray, np.ndarray]  # (window index in the batch, output bin) of each row to return
 
 
 @dataclass

@@ -9,6 +9,7 @@ comes from the checkpoint's ``config.json`` (and its ``targets_<head>.txt`` for 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -293,7 +294,7 @@ def plan_run(
     ``model`` defaults to ``enformer``, the full-size official checkpoint (5,313 human tracks), since that is
     what a real run costs; ``demo`` or a checkpoint directory/URL plans for that model instead.
     """
-    from .predict import DEFAULT_WINDOWS_PER_PART, PredictConfig, select_bins
+    from .predict import PredictConfig, resolve_windows_per_part, select_bins
 
     if dtype not in VALUE_BYTES:
         raise ValueError(f"--dtype must be one of {', '.join(VALUE_BYTES)}, got {dtype!r}")
@@ -315,11 +316,12 @@ def plan_run(
     lengths = read_lengths(fasta, storage_options)
     config = PredictConfig(fasta=fasta, out="", chroms=tuple(chroms) if chroms else None, regions=regions,
                            storage_options=dict(storage_options or {}))
-    per_part = windows_per_part or DEFAULT_WINDOWS_PER_PART
+    per_part = resolve_windows_per_part(dataclasses.replace(config, windows_per_part=windows_per_part or None),
+                                        geometry, stride)
     chrom_plans = []
     for chrom, bins in select_bins(config, lengths, geometry.bin_size).items():
         parts = plan_chromosome(chrom, lengths[chrom], geometry, stride, per_part, bins)
-        chrom_plans.append(ChromPlan(chrom, lengths[chrom], sum(len(p.windows) for p in parts),
+        chrom_plans.append(ChromPlan(chrom, lengths[chrom], sum(p.units for p in parts),
                                      sum(p.n_rows for p in parts), len(parts)))
     profile = GPU_PROFILES.get(gpu)
     if windows_per_second is not None:

@@ -10,6 +10,7 @@ window's owned bins into the part's rows. Orchestration, resume and commit are t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,12 +30,22 @@ from .engine import (  # noqa: F401 - re-exported: the atlas API predates the en
     run_job,
     stage,
 )
-from .genome import FastaSource, read_codes
+from .genome import N_CODE, FastaSource, read_codes
 from .inference import InferenceSettings, ModelInfo, NonFiniteOutput, Predictor
-from .store import PartRecord, codes_digest, part_table
-from .windows import ENFORMER, BinRanges, PartPlan, bins_of_interval, merge_ranges, plan_selection
-
-DEFAULT_WINDOWS_PER_PART = 16
+from .integrity import comparable_identity
+from .store import AtlasStore, PartRecord, StoreError, bins_table
+from .windows import (
+    DEFAULT_ROWS_PER_PART,
+    ENFORMER,
+    BinRanges,
+    Geometry,
+    PartPlan,
+    WindowTask,
+    bins_of_interval,
+    merge_ranges,
+    plan_selection,
+    windows_per_part_for_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -46,20 +57,14 @@ class PredictConfig(RunOptions):
     regions: str | None = None  # BED path or URL
     chroms: tuple[str, ...] | None = None
     dtype: str = "float16"
-    windows_per_part: int = DEFAULT_WINDOWS_PER_PART
+    # Parts are sized by rows (bins): windows per part = rows_per_part / (bins each window owns, stride /
+    # bin size), so stride 128 gives parts of 14,336 one-bin windows, not 16-row parts. windows_per_part,
+    # when set, overrides it; the manifest records the resolved number, and a resume keeps the recorded one.
+    rows_per_part: int = DEFAULT_ROWS_PER_PART
+    windows_per_part: int | None = None
 
     def inference_settings(self) -> InferenceSettings:  # type: ignore[override]
         return RunOptions.inference_settings(self, dtype=self.dtype)
-
-
-def emitted_bins(part: PartPlan) -> tuple[int, int]:
-    """The output bins ``[lo, hi)``, relative to each window, that some window of ``part`` writes.
-
-    At a stride below the output span a window writes only its central bins (one at stride = bin size), so
-    the rest is dropped on the device rather than copied back; windows at a chromosome's ends write more.
-    """
-    local = [(lo - w.first_bin, hi - w.first_bin) for w in part.windows for lo, hi in w.emit]
-    return min(lo for lo, _ in local), max(hi for _, hi in local)
 
 
 # --- input checks ---------------------------------------------------------------------------------
@@ -135,8 +140,35 @@ def select_bins(
 
 def check_request(config: PredictConfig) -> None:
     config.check()
-    if config.windows_per_part < 1:
-        raise ValueError("windows_per_part must be at least 1")
+    if config.windows_per_part is not None and config.windows_per_part < 1:
+        raise ValueError(f"windows_per_part must be at least 1, got {config.windows_per_part}")
+    if config.rows_per_part < 1:
+        raise ValueError(f"rows_per_part must be at least 1, got {config.rows_per_part}")
+
+
+def resolve_windows_per_part(config: PredictConfig, geometry: Geometry, stride: int) -> int:
+    """Windows per part: ``windows_per_part`` when given, else derived from ``rows_per_part`` at this stride."""
+    if config.windows_per_part is not None:
+        return config.windows_per_part
+    return windows_per_part_for_rows(config.rows_per_part, geometry, stride)
+
+
+def recorded_windows_per_part(config: PredictConfig, identity: Mapping) -> int | None:
+    """The part size of the atlas already at ``--out`` when it is this run but for its part size, else None.
+
+    Atlases started before parts were sized by rows (16 windows at any stride), or with another
+    ``rows_per_part``, resume with the plan they were started with: their part names, and what ``validate``
+    re-plans, follow the recorded ``windows_per_part``.
+    """
+    try:
+        previous = AtlasStore(config.out, config.storage_options).read_manifest()
+    except (StoreError, OSError):
+        return None  # the engine reports an unusable --out
+    recorded = comparable_identity((previous or {}).get("identity"))
+    n = recorded.get("windows_per_part")
+    if isinstance(n, int) and n >= 1 and recorded == {**identity, "windows_per_part": n}:
+        return n
+    return None
 
 
 # --- the manifest ---------------------------------------------------------------------------------
@@ -149,8 +181,12 @@ def run_identity(
     lengths: Mapping[str, int],
     selection: Mapping[str, BinRanges | None],
     stride: int,
+    windows_per_part: int | None = None,
 ) -> dict:
-    """Everything that decides the atlas' contents; a resume must match it exactly."""
+    """Everything that decides the atlas' contents; a resume must match it exactly.
+
+    ``windows_per_part``: the resolved part size (``resolve_windows_per_part``); the plan follows it.
+    """
     bins = {c: [list(r) for r in b] for c, b in selection.items() if b is not None}
     return {
         **model_identity(config, info),
@@ -160,7 +196,7 @@ def run_identity(
         if config.regions is None
         else {"source": os.path.basename(config.regions), "bins": bins},
         "stride": stride,
-        "windows_per_part": config.windows_per_part,
+        "windows_per_part": windows_per_part if windows_per_part is not None else config.windows_per_part,
         "dtype": config.dtype,
     }
 
@@ -176,46 +212,153 @@ class AtlasMode:
     input_length: int
     unit: str = "window"
 
-    def read(self, part: PartPlan) -> np.ndarray:
-        """Base codes ``[n_windows, input_length]`` for a part's windows."""
-        return read_part(self.fasta, part, self.input_length)
+    def read(self, part: PartPlan) -> PartCodes:
+        """The base codes under a part's windows, each base once (see ``PartCodes``)."""
+        return read_part_codes(self.fasta, part, self.input_length)
 
-    def infer(self, predictor: Predictor, part: PartPlan, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        keep = emitted_bins(part)
+    def infer(self, predictor: Predictor, part: PartPlan, codes: PartCodes) -> PartRows:
+        windows = part.windows
         try:
-            return (*predictor.predict(codes, keep), keep[0])
+            return predict_rows(predictor, windows, codes)
         except NonFiniteOutput as e:
-            windows = [part.windows[i].k for i in e.window_indices]
-            raise RunError(f"{part.chrom} window(s) {windows}: the model returned NaN or infinity, or a value "
+            ks = [windows[i].k for i in e.window_indices]
+            raise RunError(f"{part.chrom} window(s) {ks}: the model returned NaN or infinity, or a value "
                            f"too large for --dtype {predictor.settings.dtype}") from None
 
-    def table(self, part: PartPlan, result: tuple[np.ndarray, np.ndarray, int], info: ModelInfo) -> pa.Table:
-        values, ran, offset = result
-        dtype = np.dtype(values.dtype).name
-        return part_table(part, values, ran, info.track_names, dtype, info.geometry.bin_size, offset)
+    def table(self, part: PartPlan, result: PartRows, info: ModelInfo) -> pa.Table:
+        bin_size = info.geometry.bin_size
+        # Rows run in bin order and the part's windows write exactly its wanted bins.
+        start = np.concatenate([np.arange(lo, hi, dtype=np.int64) for lo, hi in part.wanted]) * bin_size
+        dtype = np.dtype(result.by_track.dtype).name
+        return bins_table(start, part.length, result.by_track, result.nulls, info.track_names, dtype, bin_size)
 
-    def tally(self, result: tuple[np.ndarray, np.ndarray, int]) -> tuple[int, dict]:
-        return int(result[1].sum()), {}
+    def tally(self, result: PartRows) -> tuple[int, dict]:
+        return result.windows_run, {}
 
-    def digest(self, codes: np.ndarray) -> str:
-        return codes_digest(codes)
+    def digest(self, codes: PartCodes) -> str:
+        return codes.digest()
 
 
-def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> np.ndarray:
-    """Base codes ``[n_windows, input_length]`` for a part's windows."""
-    codes = np.empty((len(part.windows), input_length), dtype=np.uint8)
-    window = part.windows[0].k
+@dataclass(frozen=True)
+class PartCodes:
+    """A part's base codes without the copies overlapping windows would share.
+
+    At stride 128 a part's 14,336 windows cover ~2 MB of sequence but would be 2.8 GB as one row per window;
+    this holds each stretch of the chromosome under the windows once (``spans``, stretches concatenated) and
+    where each window's input starts in it. It is what a reader task sends to a replica.
+    """
+
+    spans: np.ndarray  # uint8 base codes
+    offsets: np.ndarray  # int64 [n_windows]
+    input_length: int
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def stack(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """``[n, input_length]`` codes of the windows at ``indices`` (all by default), as one array."""
+        offsets = self.offsets if indices is None else self.offsets[indices]
+        out = np.empty((len(offsets), self.input_length), dtype=np.uint8)
+        for i, o in enumerate(offsets):
+            out[i] = self.spans[o : o + self.input_length]
+        return out
+
+    def ran(self) -> np.ndarray:
+        """Per window: does its input hold any base other than N/padding (else it is not run)."""
+        known = np.concatenate([[0], np.cumsum(self.spans != N_CODE, dtype=np.int64)])
+        return known[self.offsets + self.input_length] - known[self.offsets] > 0
+
+    def digest(self) -> str:
+        """``store.codes_digest`` of ``stack()``, without building it (digests recorded earlier still compare)."""
+        h = hashlib.sha256(f"{(len(self.offsets), self.input_length)}".encode())
+        for o in self.offsets:
+            h.update(memoryview(self.spans[o : o + self.input_length]))
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PartRows:
+    """A part's predicted rows, track-major ``[n_tracks, n_rows]`` in bin order, and which rows are null."""
+
+    by_track: np.ndarray
+    nulls: np.ndarray
+    windows_run: int
+
+
+def read_part_codes(fasta_source: FastaSource, part: PartPlan, input_length: int) -> PartCodes:
+    """The codes under a part's windows: one read per stretch of overlapping or touching window inputs."""
+    windows = part.windows
+    stretches: list[list[int]] = []  # [start bp, end bp, first window index]
+    for i, w in enumerate(windows):
+        if stretches and w.input_start <= stretches[-1][1]:
+            stretches[-1][1] = w.input_start + input_length
+        else:
+            stretches.append([w.input_start, w.input_start + input_length, i])
+    offsets = np.empty(len(windows), dtype=np.int64)
+    pieces, base = [], 0
+    window = windows[0].k
     try:
         fasta = fasta_source.open()
         try:
-            for i, w in enumerate(part.windows):
-                window = w.k
-                codes[i] = read_codes(fasta, part.chrom, part.length, w.input_start, w.input_start + input_length)
+            for start, end, i in stretches:
+                window = windows[i].k
+                pieces.append(read_codes(fasta, part.chrom, part.length, start, end))
+                for j in range(i, len(windows)):
+                    if windows[j].input_start >= end:
+                        break
+                    offsets[j] = base + windows[j].input_start - start
+                base += end - start
         finally:
             fasta.close()
     except Exception as e:
         raise RunError(f"reading {part.chrom} window {window}: {e}") from e
-    return codes
+    return PartCodes(np.concatenate(pieces), offsets, input_length)
+
+
+def read_part(fasta_source: FastaSource, part: PartPlan, input_length: int) -> np.ndarray:
+    """Base codes ``[n_windows, input_length]`` for a part's windows (one row per window)."""
+    return read_part_codes(fasta_source, part, input_length).stack()
+
+
+def predict_rows(predictor: Predictor, windows: tuple[WindowTask, ...], codes: PartCodes) -> PartRows:
+    """Predict the windows that are not all padding/N, keeping on the device only the bins each writes.
+
+    Batches as ``Predictor.predict`` does (the run windows, ``batch_size`` at a time), so values are those of
+    ``store.part_table(part, *predictor.predict(codes.stack()))``; a part's memory is its rows, not its
+    windows × output bins (at stride 128, 1 bin of 896 per window).
+    """
+    sizes = np.array([w.n_rows for w in windows], dtype=np.int64)
+    first_row = np.concatenate([[0], np.cumsum(sizes)])
+    n_tracks = len(predictor.info.track_indices)
+    by_track = np.full((n_tracks, int(first_row[-1])), np.nan, dtype=predictor.settings.dtype)
+    nulls = np.ones(int(first_row[-1]), dtype=bool)
+    todo = np.flatnonzero(codes.ran())
+    b = predictor.batch_size
+    batches = [todo[i : i + b] for i in range(0, len(todo), b)]
+
+    def requests():  # lazy: batch n+1's codes are stacked while the device computes batch n
+        for batch in batches:
+            which, bins = [], []
+            for j, w in enumerate(batch):
+                task = windows[w]
+                for lo, hi in task.emit:
+                    which.append(np.full(hi - lo, j, dtype=np.int64))
+                    bins.append(np.arange(lo - task.first_bin, hi - task.first_bin, dtype=np.int64))
+            yield codes.stack(batch), (np.concatenate(which), np.concatenate(bins))
+
+    results = predictor.predict_stream(requests())
+    for batch in batches:
+        try:
+            rows = next(results)
+        except NonFiniteOutput as e:
+            raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
+        r = 0
+        for w in batch:
+            lo, hi = first_row[w], first_row[w + 1]
+            by_track[:, lo:hi] = rows[r : r + hi - lo].T
+            nulls[lo:hi] = False
+            r += hi - lo
+    return PartRows(by_track, nulls, len(todo))
 
 
 @dataclass
@@ -244,11 +387,16 @@ class AtlasJob:
         stride = config.stride if config.stride is not None else geometry.output_span
         geometry.check_stride(stride)
         selection = select_bins(config, self.lengths, geometry.bin_size)
-        identity = run_identity(config, info, self.fasta, self.lengths, selection, stride)
-        parts = plan_selection(selection, self.lengths, geometry, stride, config.windows_per_part)
+        per_part = resolve_windows_per_part(config, geometry, stride)
+        identity = run_identity(config, info, self.fasta, self.lengths, selection, stride, per_part)
+        if config.windows_per_part is None:  # an atlas at --out started with another part size keeps it
+            recorded = recorded_windows_per_part(config, identity)
+            if recorded is not None:
+                per_part = identity["windows_per_part"] = recorded
+        # A list of small plans (a few numbers each, no windows): hg38 at stride 128 is ~1,800 parts.
+        parts = plan_selection(selection, self.lengths, geometry, stride, per_part)
         self.mode = AtlasMode(self.fasta, geometry.input_length)
-        totals = {"parts": len(parts), "units": sum(len(p.windows) for p in parts),
-                  "rows": sum(p.n_rows for p in parts)}
+        totals = {"parts": len(parts), "units": sum(p.units for p in parts), "rows": sum(p.n_rows for p in parts)}
         totals["windows"] = totals["units"]
         return JobPlan(identity=identity, totals=totals, parts=parts)
 

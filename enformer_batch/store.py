@@ -46,6 +46,10 @@ MANIFEST_FORMAT = 1
 # ~1.4x the writer's CPU time (per-column-chunk overhead x 4) for a 2 % larger file; the price is that a
 # region query reads a whole part's rows of each selected column (benchmarks/writer.py).
 ROW_GROUP_ROWS = 16_384
+# The footer holds one entry per row group per column (~160 B each: 0.8 MiB per row group at 5,313 tracks),
+# and a reader parses it whole before reading any row. A part made larger than the default (an explicit
+# windows_per_part) gets larger row groups rather than more of them.
+MAX_ROW_GROUPS = 4
 
 
 class StoreError(ValueError):
@@ -114,13 +118,11 @@ def part_table(
     track_names: Sequence[str],
     dtype: str,
     bin_size: int,
-    bin_offset: int = 0,
 ) -> pa.Table:
     """Stitch a part's rows: for each window, the bins it writes, taken from its 896-bin prediction.
 
-    ``predictions`` is ``[n_windows_in_part, bins, n_tracks]`` in the part's window order, holding each
-    window's output bins from ``bin_offset`` on (all 896 by default); ``ran[i]`` is False for a window that was
-    skipped (all padding/N), whose rows get null values.
+    ``predictions`` is ``[n_windows_in_part, output_bins, n_tracks]`` in the part's window order;
+    ``ran[i]`` is False for a window that was skipped (all padding/N), whose rows get null values.
     """
     np_dtype = np.dtype(dtype)
     emits = [(i, task.first_bin, lo, hi) for i, task in enumerate(part.windows) for lo, hi in task.emit]
@@ -133,12 +135,24 @@ def part_table(
     row = 0
     for i, first_bin, lo, hi in emits:
         starts.append(np.arange(lo, hi, dtype=np.int64) * bin_size)
-        local = lo - first_bin - bin_offset
-        by_track[:, row : row + hi - lo] = predictions[i, local : local + hi - lo].T
+        by_track[:, row : row + hi - lo] = predictions[i, lo - first_bin : hi - first_bin].T
         nulls[row : row + hi - lo] = not ran[i]
         row += hi - lo
-    start = np.concatenate(starts)
-    end = np.minimum(start + bin_size, part.length)
+    return bins_table(np.concatenate(starts), part.length, by_track, nulls, track_names, dtype, bin_size)
+
+
+def bins_table(
+    start: np.ndarray,
+    length: int,
+    by_track: np.ndarray,
+    nulls: np.ndarray,
+    track_names: Sequence[str],
+    dtype: str,
+    bin_size: int,
+) -> pa.Table:
+    """A part's Arrow table from its bins' starts (bp), track-major values ``[n_tracks, n_rows]`` and null rows."""
+    n_rows = len(start)
+    end = np.minimum(start + bin_size, length)
     schema = track_schema(track_names, dtype)
     value_type = schema.field(2).type if len(by_track) else None
     null_count = int(nulls.sum())
@@ -162,7 +176,7 @@ def serialise_table(table: pa.Table) -> bytes:
         use_dictionary=False,
         use_byte_stream_split=split or False,
         write_statistics=["start", "end"],
-        row_group_size=ROW_GROUP_ROWS,
+        row_group_size=max(ROW_GROUP_ROWS, -(-table.num_rows // MAX_ROW_GROUPS)),
     )
     return sink.getvalue().to_pybytes()
 

@@ -9,6 +9,7 @@ centre (ties go to the lower ``k``), so every bin is written exactly once. No I/
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -153,23 +154,61 @@ class WindowTask:
 class PartPlan:
     """A group of consecutive windows of one chromosome, written as one Parquet part.
 
-    The part's name depends only on ``(chrom, first_window, last_window)``: the full window range of
-    the group, whether or not a region run needs every window in it.
+    The part's name depends only on ``(chrom, first_window, end_window)``: the full window range of
+    the group, whether or not a region run needs every window in it. A plan is a few numbers, not its
+    windows: at a small stride a part holds thousands of windows and a genome millions, so ``windows``
+    is derived on demand where the part is read and stitched, and the driver never holds them all.
     """
 
     chrom: str
     length: int
     first_window: int
     end_window: int
-    windows: tuple[WindowTask, ...]
+    geometry: Geometry
+    stride: int
+    wanted: BinRanges  # the bins this part writes: what its windows own, within the run's selection
 
     @property
     def name(self) -> str:
         return f"part-{self.first_window:06d}-{self.end_window:06d}.parquet"
 
     @property
+    def tiling(self) -> Tiling:
+        return Tiling(self.geometry, self.length, self.stride)
+
+    @property
+    def windows(self) -> tuple[WindowTask, ...]:
+        """The windows that write at least one wanted bin, in order, with the bins each writes."""
+        tiling, wanted, tasks = self.tiling, self.wanted, []
+        j = 0  # the first wanted range not wholly left of the current window's bins (both advance together)
+        for first, end in self._window_runs():
+            for k in range(first, end):
+                lo, hi = tiling.owned_bins(k)
+                while j < len(wanted) and wanted[j][1] <= lo:
+                    j += 1
+                emit, i = [], j
+                while i < len(wanted) and wanted[i][0] < hi:
+                    emit.append((max(wanted[i][0], lo), min(wanted[i][1], hi)))
+                    i += 1
+                if emit:
+                    tasks.append(WindowTask(k, k * tiling.stride_bins, tiling.input_interval(k)[0], tuple(emit)))
+        return tuple(tasks)
+
+    def _window_runs(self) -> list[tuple[int, int]]:
+        """Half-open ranges of the windows owning a wanted bin (a bin's owner is monotone in the bin)."""
+        tiling = self.tiling
+        runs: list[tuple[int, int]] = []
+        for lo, hi in self.wanted:
+            a, b = tiling.window_of_bin(lo), tiling.window_of_bin(hi - 1) + 1
+            if runs and a <= runs[-1][1]:
+                runs[-1] = (runs[-1][0], max(runs[-1][1], b))
+            else:
+                runs.append((a, b))
+        return runs
+
+    @property
     def n_rows(self) -> int:
-        return sum(w.n_rows for w in self.windows)
+        return sum(hi - lo for lo, hi in self.wanted)
 
     # The engine's view of a part (see engine.Part): the window range it names, and the windows it runs.
     @property
@@ -182,7 +221,26 @@ class PartPlan:
 
     @property
     def units(self) -> int:
-        return len(self.windows)
+        return sum(hi - lo for lo, hi in self._window_runs())
+
+
+# What a part should hold, in rows (bins). At Enformer's full 5,313 float16 tracks a row is ~10.6 kB, so
+# 14,336 rows make a ~150 MB part: in the 100 MB - 1 GB range Parquet readers (DuckDB, Arrow, Spark) read
+# best, one row group (store.ROW_GROUP_ROWS), and the same 16 windows a part held before parts were sized by
+# rows (so default-stride Enformer plans are unchanged). At stride 128 a window owns one bin, so a part then
+# holds 14,336 windows, not 16 rows.
+DEFAULT_ROWS_PER_PART = 16 * 896
+# A part is one device call: fewer windows than a batch would leave the accelerator half-fed (Borzoi at its
+# default stride owns 6,144 bins per window, so the row target alone would give 2-window parts).
+MIN_WINDOWS_PER_PART = 4
+
+
+def windows_per_part_for_rows(rows: int, geometry: Geometry, stride: int) -> int:
+    """Windows per part so that a part holds about ``rows`` rows: each window owns ``stride / bin_size`` bins."""
+    if rows < 1:
+        raise ValueError(f"rows per part must be at least 1, got {rows}")
+    geometry.check_stride(stride)
+    return max(MIN_WINDOWS_PER_PART, rows // (stride // geometry.bin_size))
 
 
 def plan_chromosome(
@@ -193,7 +251,10 @@ def plan_chromosome(
     windows_per_part: int,
     bins: BinRanges | None = None,
 ) -> list[PartPlan]:
-    """Parts for one chromosome: all of its bins, or only ``bins`` (sorted disjoint bin ranges)."""
+    """Parts for one chromosome: all of its bins, or only ``bins`` (sorted disjoint bin ranges).
+
+    Costs O(parts + ranges), not O(windows): a part is planned from the bins its window range owns.
+    """
     if windows_per_part < 1:
         raise ValueError("windows_per_part must be >= 1")
     tiling = Tiling(geometry, length, stride)
@@ -201,13 +262,20 @@ def plan_chromosome(
     parts: list[PartPlan] = []
     for first in range(0, tiling.n_windows, windows_per_part):
         end = min(first + windows_per_part, tiling.n_windows)
-        tasks = []
-        for k in range(first, end):
-            emit = intersect_ranges(wanted, *tiling.owned_bins(k))
-            if emit:
-                tasks.append(WindowTask(k, k * tiling.stride_bins, tiling.input_interval(k)[0], emit))
-        if tasks:
-            parts.append(PartPlan(chrom, length, first, end, tuple(tasks)))
+        # The bins windows [first, end) own: from the first's left edge to the last's right edge (owned
+        # ranges are consecutive); windows at a chromosome's end may own none.
+        lo = min(tiling.owned_bins(first)[0], tiling.n_bins) if first else 0
+        hi = tiling.n_bins if end == tiling.n_windows else min(tiling.owned_bins(end)[0], tiling.n_bins)
+        if hi <= lo:
+            continue
+        i = max(bisect.bisect_right(wanted, (lo, tiling.n_bins + 1)) - 1, 0)  # last range starting <= lo
+        mine = []
+        while i < len(wanted) and wanted[i][0] < hi:
+            if wanted[i][1] > lo:
+                mine.append((max(wanted[i][0], lo), min(wanted[i][1], hi)))
+            i += 1
+        if mine:
+            parts.append(PartPlan(chrom, length, first, end, geometry, stride, tuple(mine)))
     return parts
 
 

@@ -8,7 +8,13 @@ import pytest
 from enformer_batch.cli import main as cli_main
 from enformer_batch.plan import GPU_PROFILES, estimate_bytes, plan_run
 from enformer_batch.store import part_table, serialise_table
-from enformer_batch.windows import ENFORMER, Tiling, plan_chromosome
+from enformer_batch.windows import (
+    DEFAULT_ROWS_PER_PART,
+    ENFORMER,
+    Tiling,
+    plan_chromosome,
+    windows_per_part_for_rows,
+)
 
 from .conftest import TEST_GENOME
 
@@ -29,7 +35,9 @@ def test_windows_and_bins_match_the_tiling(test_fasta, stride):
         tiling = tilings[chrom.chrom]
         assert chrom.windows == computed_windows(tiling)
         assert chrom.bins == tiling.n_bins == -(-chrom.length // 128)
-        assert chrom.parts == -(-tiling.n_windows // 16)
+        # Parts sized by rows: ~14,336 bins each, whatever the stride; windows owning no bin make no part.
+        per_part = windows_per_part_for_rows(DEFAULT_ROWS_PER_PART, ENFORMER, stride)
+        assert chrom.parts == -(-computed_windows(tiling) // per_part)
     if stride == SPAN:
         assert plan.windows == sum(t.n_windows for t in tilings.values())
     assert plan.bins == sum(t.n_bins for t in tilings.values())

@@ -79,6 +79,8 @@ def test_region_plan_writes_exactly_the_whole_run_rows(t: Tiling, data):
             assert p.first_window % windows_per_part == 0
             assert p.end_window == min(p.first_window + windows_per_part, t.n_windows)
             assert all(p.first_window <= w.k < p.end_window for w in p.windows)
+            # A plan counts its windows and rows without listing them; the counts must be the listed ones.
+            assert p.units == len(p.windows) and p.n_rows == sum(w.n_rows for w in p.windows)
 
 
 def test_enformer_geometry_and_default_stride():
