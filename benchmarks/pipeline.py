@@ -88,6 +88,11 @@ def main() -> None:
         ("pipeline steady state, windows/s", f"{steady:.3f}"),
         ("end to end / model alone", f"{windows / e2e_seconds / model_rate:.3f}"),
         ("steady state / model alone", f"{steady / model_rate:.3f}"),
+        ("first committed part, s after predict() (Ray up)", f"{stamps[0] - t:.2f}"),
+        (f"  of which its {first_part_windows} windows at the model-alone rate, s",
+         f"{first_part_windows / model_rate:.2f}"),
+        ("  start-up (the rest: replicas, model load, plan, read, write), s",
+         f"{stamps[0] - t - first_part_windows / model_rate:.2f}"),
         ("driver RSS peak during run, MiB", f"{sampler.rss_peak / 2**20:.0f} (before: {baseline_rss / 2**20:.0f})"),
         ("object store peak, MiB", f"{sampler.store_peak / 2**20:.1f}"),
     ]

@@ -116,7 +116,8 @@ def test_four_forms_give_identical_atlases(ray_cluster, test_fasta, reference_at
                  "--threads-per-worker", "1"]) == 0
     err = capsys.readouterr().err
     # (The session cluster has two fake GPUs, so two replicas start.)
-    stages = ["reading the genome index", "plain gzip", "loading the model", "starting 2 model replica(s)",
+    # A new run starts its replicas at once and plans with the first one's description of the model.
+    stages = ["reading the genome index", "plain gzip", "starting 2 model replica(s)", "each loads the model (demo)",
               "replica 1/2 ready", "replica 2/2 ready"]
     positions = [next((i for i, line in enumerate(err.splitlines()) if s in line), -1) for s in stages]
     assert -1 not in positions and positions == sorted(positions), err

@@ -463,8 +463,9 @@ def test_temporary_files_of_a_killed_writer_are_reported_and_removed_on_resume(r
 
     report = validate(str(out))
     assert report.ok  # invisible to readers: a note, not a defect
-    assert report.notes == [f"1 temporary file(s) of interrupted writes (first: {victim.split('/')[0]}/{leftover}); "
-                            "invisible to readers, removed by the next predict on this --out"]
+    # (A copied atlas also gets a note that its parts' version tokens changed, so their bytes were hashed.)
+    assert (f"1 temporary file(s) of interrupted writes (first: {victim.split('/')[0]}/{leftover}); "
+            "invisible to readers, removed by the next predict on this --out") in report.notes
     assert "note: 1 temporary file(s)" in report.table()
     assert read_atlas(out)["start"].size == sum(-(-c.length // 128) for c in TEST_GENOME)  # globs skip it
 
