@@ -8,8 +8,8 @@ windows/s per replica, computing nothing, so everything else is real: reading, t
 selection and cast, stitching, writing, committing. For each row, in one run on this machine:
 
 * model rate: the simulated accelerator's windows/s (what a GPU would sustain);
-* writer capacity: part_table + Parquet serialisation + sha256 of one part, timed alone in this process
-  (windows/s per core), times the writer threads given to the replica;
+* writer capacity: a replica writer thread's work on one part (its table, codes digest, Parquet, sha256, the
+  file written), timed alone in this process (windows/s per core), times the writer threads given to the replica;
 * end to end: ``enformer_batch.predict`` wall time, Ray already up (replica start-up included), and steady
   state (first to last committed part);
 * efficiency = steady state / min(model rate, writer capacity): 1.0 means the pipeline adds nothing.
@@ -18,38 +18,45 @@ selection and cast, stitching, writing, committing. For each row, in one run on 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
 from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
-from enformer_batch.store import part_table, serialise_table  # noqa: E402
+from enformer_batch.predict import AtlasMode, PartCodes, PartRows  # noqa: E402
+from enformer_batch.store import AtlasStore  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 
 WINDOWS_PER_PART = 16
 
 
-def writer_rate(tracks: int, repeats: int = 3) -> float:
-    """Windows/s one thread writes at ``tracks`` float16 tracks (table, Parquet, checksum; no disk)."""
+def writer_rate(tracks: int, workdir: str, repeats: int = 3) -> float:
+    """Windows/s one thread writes at ``tracks`` float16 tracks, doing exactly a replica's writer-thread work on
+    a part: its table (``AtlasMode.table``), the codes digest, Parquet, sha256 and the file written
+    (``AtlasStore.write_part``, local disk)."""
     length = WINDOWS_PER_PART * ENFORMER.output_span - 1000
     (part,) = plan_chromosome("chr1", length, ENFORMER, ENFORMER.output_span, WINDOWS_PER_PART)
     rng = np.random.default_rng(0)
-    values = (rng.random((WINDOWS_PER_PART, ENFORMER.output_bins, tracks), dtype=np.float32) + 0.5).astype(np.float16)
-    ran = np.ones(WINDOWS_PER_PART, bool)
-    names = [f"track_{i:04d}" for i in range(tracks)]
+    by_track = (rng.random((tracks, part.n_rows), dtype=np.float32) + 0.5).astype(np.float16)
+    result = PartRows(by_track, np.zeros(part.n_rows, bool), WINDOWS_PER_PART)
+    offsets = np.arange(WINDOWS_PER_PART, dtype=np.int64) * ENFORMER.output_span
+    spans = rng.integers(0, 4, int(offsets[-1]) + ENFORMER.input_length).astype(np.uint8)
+    codes = PartCodes(spans, offsets, ENFORMER.input_length)
+    mode = AtlasMode(None, ENFORMER.input_length)
+    info = SimpleNamespace(geometry=ENFORMER, track_names=[f"track_{i:04d}" for i in range(tracks)])
+    store = AtlasStore(os.path.join(workdir, f"writer-{tracks}"))
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        data = serialise_table(part_table(part, values, ran, names, "float16", ENFORMER.bin_size))
-        hashlib.sha256(data).hexdigest()
+        store.write_part(part, mode.table(part, result, info), codes_sha256=mode.digest(codes))
         best = min(best, time.perf_counter() - t)
     return WINDOWS_PER_PART / best
 
@@ -83,7 +90,7 @@ def main() -> None:
     rows = []
     try:
         for tracks in (12, 5313):
-            per_core = writer_rate(tracks)
+            per_core = writer_rate(tracks, work)
             for writers in (1, 2):
                 capacity = per_core * writers
                 bound = min(args.rate, capacity)

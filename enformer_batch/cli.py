@@ -370,7 +370,7 @@ def _plot_mutagenesis(args: argparse.Namespace) -> int:
 def _plot_edit(args: argparse.Namespace) -> int:
     from .experiments import edit_predictions
     from .export import plot_edit
-    from .inference import InferenceSettings
+    from .settings import InferenceSettings
 
     settings = InferenceSettings(model=args.model, head=args.head, tracks=args.tracks, dtype="float32",
                                  storage_options=dict(args.storage_option))

@@ -25,16 +25,19 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from . import __version__
-from .inference import InferenceSettings, ModelInfo, Predictor
 from .integrity import NUMERICS_VERSION, GenomeMismatch, check_weights, comparable_identity, refusal, verify_genome
 from .lease import Lease
 from .retry import with_retries
+from .settings import InferenceSettings, ModelInfo
 from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
+
+if TYPE_CHECKING:
+    from .inference import Predictor
 
 WORKER_NAME_PREFIX = "enformer-batch-worker-"
 
@@ -249,6 +252,8 @@ class ReplicaWorker:
         # exception, rather than as an actor that died in its constructor: the user gets one clear line.
         self._load_error: BaseException | None = None
         try:
+            from .inference import Predictor  # torch: only model replicas import it
+
             self.predictor = Predictor(settings)
         except Exception as e:  # noqa: BLE001 - re-raised by every call
             self._load_error = e
@@ -378,6 +383,8 @@ def stage(options: RunOptions, text: str) -> None:
 def describe_model(settings: InferenceSettings) -> ModelInfo:
     """Load the model once and report what the run needs to know (a Ray task with a replica's resources runs
     this, so that what depends on the device, such as ``--precision auto``, resolves as on the replicas)."""
+    from .inference import Predictor
+
     return Predictor(settings).info
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .engine import JobPlan, RunOptions, RunSummary, model_identity, run_job
 from .genome import N_CODE, FastaSource, read_codes
-from .inference import InferenceSettings, ModelInfo, Predictor
+from .settings import InferenceSettings, ModelInfo
 from .store import PartRecord, codes_digest
 from .variants import (
     VariantInputs,
@@ -43,6 +44,9 @@ from .windows import ENFORMER
 
 MAX_REGION_BP = 10_000
 BASES = "ACGT"
+
+if TYPE_CHECKING:
+    from .inference import Predictor
 
 
 # --- mutagenesis ----------------------------------------------------------------------------------
@@ -458,6 +462,8 @@ def edit_predictions(fasta: str, edits_url: str, name: str, settings: InferenceS
     if not matches:
         raise ValueError(f"no edit named {name!r} in {edits_url}")
     edit = matches[0]
+    from .inference import Predictor
+
     predictor = Predictor(settings)
     geometry = predictor.info.geometry
     part = EditPart(edit.chrom, 0, 1, lengths[edit.chrom], (edit,))

@@ -9,8 +9,8 @@ cast to the output dtype before anything is copied back. ``Predictor`` is a plai
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,74 +19,18 @@ from .augment import autocast_context, predict_augmented
 from .genome import N_CODE, onehot_table
 from .integrity import check_weights
 from .model import load_model
+from .settings import (  # noqa: F401 - re-exported: they lived here before settings.py
+    CPU_BATCH_SIZE,
+    DTYPES,
+    PRECISIONS,
+    InferenceSettings,
+    ModelInfo,
+    NonFiniteOutput,
+    auto_batch_size,
+)
 from .simulated import is_simulated, load_simulated
 from .tracks import select_tracks, track_names
 from .windows import ENFORMER, Geometry
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on accelerators that have it, else fp32
-CPU_BATCH_SIZE = 4  # --batch-size auto on CPUs: larger batches do not raise a CPU's windows/s
-DTYPES = ("float16", "float32")
-
-
-class NonFiniteOutput(RuntimeError):
-    """The model returned NaN or infinity for some windows."""
-
-    def __init__(self, window_indices: Sequence[int]):
-        super().__init__(f"model returned NaN/inf for window(s) {list(window_indices)}")
-        self.window_indices = list(window_indices)
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """What the predictor computes; everything here is recorded in the run manifest."""
-
-    model: str = "demo"
-    head: str = "human"
-    tracks: str | None = None  # selection spec, see tracks.select_tracks
-    precision: str = "auto"  # resolved per device by resolve_precision
-    rc: bool = False
-    shifts: tuple[int, ...] = (0,)
-    n_encoding: str = "zeros"
-    batch_size: int | None = None  # None: auto, from the device's free memory (resolve_batch_size)
-    dtype: str = "float16"
-    storage_options: Mapping[str, str] = field(default_factory=dict)
-    # The sha256 the run records for the weights; a replica that loads other bytes refuses (issue 15).
-    weights_sha256: str | None = None
-    unsquash: bool = False  # undo Borzoi's squashed target scale (needs clip_soft/scale/sum_stat in the table)
-
-    def check(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        onehot_table(self.n_encoding)
-        if not self.shifts:
-            raise ValueError("--shifts needs at least one shift (0 means none)")
-        if self.unsquash and self.dtype != "float32":
-            raise ValueError("--unsquash gives counts beyond float16's range (65,504): add --dtype float32")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the driver needs to know about the loaded model, without holding its weights."""
-
-    model_id: str
-    weights_sha256: str
-    config: dict
-    geometry: Geometry
-    head: str
-    track_indices: tuple[int, ...]
-    track_names: tuple[str, ...]
-    track_descriptions: tuple[str | None, ...]
-    family: str = "enformer"
-    # (source, weights sha256) of every replicate; one entry for a single checkpoint.
-    replicates: tuple[tuple[str, str], ...] = ()
-    unsquash: bool = False
-    precision: str = "fp32"  # as resolved on the replica's device (never "auto")
-    batch_size: int = CPU_BATCH_SIZE  # as resolved on the replica's device
-    device: str = "cpu"  # what the replica predicts on, e.g. "cuda (NVIDIA H100 80GB HBM3)"
 
 
 def geometry_of(model_or_config) -> Geometry:
@@ -119,41 +63,6 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
-
-
-def auto_batch_size(
-    free_bytes: int,
-    config: Mapping,
-    precision: str = "bf16",
-    input_length: int = ENFORMER.input_length,
-    augment_passes: int = 1,
-    fraction: float = 0.8,
-    max_batch: int = 64,
-) -> int:
-    """The largest batch whose activations fit in ``fraction`` of ``free_bytes`` (a pure estimate, ≥ 1).
-
-    ``config`` is the model config dict (``ModelInfo.config``). Per window the peak is set by the conv tower's
-    first blocks at full length (input, BatchNorm/GELU output, conv output and residual of ``dim/2`` channels
-    at ``input_length`` positions live at once) or by attention (relative logits ``[heads, n, 2n-1]`` plus
-    logits ``[heads, n, n]`` at ``n = input_length / 128`` positions), whichever is larger. Weights are in
-    fp32 in memory either way. ``augment_passes`` does not multiply memory: passes run one after another.
-    On a GPU, ``free_bytes`` is ``torch.cuda.mem_get_info()[0]`` after the model is loaded.
-    """
-    del augment_passes  # documented above: sequential passes reuse the same memory
-    act = 4 if precision == "fp32" else 2
-    dim = int(config.get("dim", 1536))
-    heads = int(config.get("heads", 8))
-    n = input_length // 2 ** int(config.get("num_downsamples", 7))
-    conv_peak = 4 * (dim // 2) * input_length * act
-    if "bins_to_return" in config:  # Borzoi: the stem's full-length output, then tower block 0 at L/2
-        stem = int(config.get("stem_channels", 512))
-        n = input_length // 128
-        conv_peak = (stem * input_length + 3 * stem * input_length // 2) * act
-    # Attention logits stay fp32 under autocast's softmax; count them at 4 bytes.
-    attn_peak = heads * n * (3 * n - 1) * 4 + 4 * n * dim * act
-    per_window = max(conv_peak, attn_peak)
-    budget = int(free_bytes * fraction)
-    return int(max(1, min(max_batch, budget // per_window)))
 
 
 class Predictor:
@@ -290,8 +199,9 @@ class Predictor:
     def _launch(self, codes: np.ndarray, slot: int, keep: Keep | None = None) -> _Launched:
         """Queue a batch on the device and its copy back to host memory, without waiting for either.
 
-        ``keep``: (window index in the batch, output bin) pairs; only those rows ``[n_keep, n_selected]``, in that
-        order, leave the device (at a small stride a window writes one bin of its 896).
+        ``keep``: (window index in the batch, output bin) pairs, or one ``slice`` of output bins that every window
+        keeps; only those rows leave the device (at a small stride a window writes one bin of its 896), track-major
+        ``[n_selected, n_keep]`` as Parquet columns want them, so the host copies contiguous runs.
         """
         started = time.perf_counter()
         y = self.predict_on_device(self._to_device(codes, slot), pace=False)
@@ -299,9 +209,13 @@ class Predictor:
         # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value. It covers every
         # bin, kept or not: a model that emits NaN anywhere is broken.
         largest = y.abs().flatten(1).amax(dim=1)
-        if keep is not None:
+        if isinstance(keep, slice):  # the same bins of every window (a stride at the output span): no gather
+            y = y[:, keep].reshape(-1, y.shape[-1])
+        elif keep is not None:
             y = y[torch.as_tensor(keep[0], device=self.device), torch.as_tensor(keep[1], device=self.device)]
         out = y.to(self._out_dtype)
+        if keep is not None:
+            out = out.T.contiguous()
         done = None
         if self.device.type == "cuda":
             # Copies into page-locked buffers, queued behind the batch: the host goes on to launch the next batch
@@ -344,8 +258,8 @@ class Predictor:
     def predict_batch(self, codes: np.ndarray, keep: Keep | None = None) -> np.ndarray:
         """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype.
 
-        ``keep`` (window index in the batch, output bin) pairs: only those rows ``[n_keep, n_selected]``, in
-        that order, leave the device; the check for non-finite values still covers every bin.
+        ``keep`` (see ``_launch``): only those rows leave the device, as ``[n_selected, n_keep]``; the check for
+        non-finite values still covers every bin.
         """
         values = self._collect(self._launch(codes, 0, keep))
         return values.copy() if self.device.type == "cuda" else values  # a GPU's staging buffer is reused
@@ -371,7 +285,8 @@ class Predictor:
         return values, ran
 
 
-Keep = tuple[np.ndarray, np.ndarray]  # (window index in the batch, output bin) of each row to return
+# (window index in the batch, output bin) of each row to return, or the slice of bins every window returns
+Keep = tuple[np.ndarray, np.ndarray] | slice
 
 
 @dataclass

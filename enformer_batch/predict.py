@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +32,8 @@ from .engine import (  # noqa: F401 - re-exported: the atlas API predates the en
     stage,
 )
 from .genome import N_CODE, FastaSource, read_codes
-from .inference import InferenceSettings, ModelInfo, NonFiniteOutput, Predictor
 from .integrity import comparable_identity
+from .settings import InferenceSettings, ModelInfo, NonFiniteOutput
 from .store import AtlasStore, PartRecord, StoreError, bins_table
 from .windows import (
     DEFAULT_ROWS_PER_PART,
@@ -46,6 +47,9 @@ from .windows import (
     plan_selection,
     windows_per_part_for_rows,
 )
+
+if TYPE_CHECKING:
+    from .inference import Predictor
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,12 @@ def predict_rows(predictor: Predictor, windows: tuple[WindowTask, ...], codes: P
 
     def requests():  # lazy: batch n+1's codes are stacked while the device computes batch n
         for batch in batches:
+            local = {(lo - windows[w].first_bin, hi - windows[w].first_bin)
+                     for w in batch for lo, hi in windows[w].emit}
+            if len(local) == 1 and all(len(windows[w].emit) == 1 for w in batch):
+                ((lo, hi),) = local  # every window keeps the same bins (interior windows): a slice, not a gather
+                yield codes.stack(batch), slice(lo, hi)
+                continue
             which, bins = [], []
             for j, w in enumerate(batch):
                 task = windows[w]
@@ -355,7 +365,7 @@ def predict_rows(predictor: Predictor, windows: tuple[WindowTask, ...], codes: P
         r = 0
         for w in batch:
             lo, hi = first_row[w], first_row[w + 1]
-            by_track[:, lo:hi] = rows[r : r + hi - lo].T
+            by_track[:, lo:hi] = rows[:, r : r + hi - lo]
             nulls[lo:hi] = False
             r += hi - lo
     return PartRows(by_track, nulls, len(todo))

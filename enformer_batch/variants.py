@@ -16,13 +16,14 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .engine import JobPlan, RunError, RunOptions, RunSummary, model_identity, run_job
 from .genome import N_CODE, FastaSource, encode, read_codes
-from .inference import InferenceSettings, ModelInfo, Predictor
+from .settings import InferenceSettings, ModelInfo
 from .store import PartRecord, codes_digest
 from .vcf import ChromMatcher, VariantRow, VcfDigest, read_rows, scan
 from .windows import ENFORMER, Geometry
@@ -31,6 +32,9 @@ SCORES = ("sad", "logsad", "l2", "center")
 STATUSES = ("ok", "n_at_variant", "ref_mismatch", "symbolic", "unknown_chrom")
 SCORED = ("ok", "n_at_variant")
 DEFAULT_VARIANTS_PER_PART = 256
+
+if TYPE_CHECKING:
+    from .inference import Predictor
 
 
 def check_scores(scores: tuple[str, ...]) -> None:

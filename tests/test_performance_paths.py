@@ -73,3 +73,28 @@ def test_predictor_accepts_compile_flag_off() -> None:
     codes = np.full((1, ENFORMER.input_length), 4, dtype=np.uint8)
     values, ran = predictor.predict(codes)
     assert not ran.any() and np.isnan(values).all()
+
+
+def test_the_driver_and_reader_tasks_never_import_torch(tmp_path):
+    """Only model replicas pay for torch (~1 s per process): a reader task's worker reads parts without it."""
+    import subprocess
+    import sys
+
+    script = f"""
+import pickle, sys
+from enformer_batch.demo import write_demo_genome
+from enformer_batch.engine import read_inputs
+from enformer_batch.genome import FastaSource
+from enformer_batch.predict import AtlasMode
+from enformer_batch.windows import ENFORMER, plan_chromosome
+import enformer_batch.cli, enformer_batch.validate, enformer_batch.variants, enformer_batch.experiments
+fasta = write_demo_genome({str(tmp_path / "g.fa")!r})
+mode = pickle.loads(pickle.dumps(AtlasMode(FastaSource(fasta), ENFORMER.input_length)))
+(part, *_) = plan_chromosome("chrX", FastaSource(fasta).lengths()["chrX"], ENFORMER, ENFORMER.output_span, 2)
+codes = read_inputs(mode, part)
+assert len(codes) == 2, codes
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,113 @@
+"""What a run asks of the model and what it learns about it: plain dataclasses and arithmetic, no torch.
+
+The driver, the reader tasks and the command line import this rather than ``inference`` (which imports torch,
+~1 s per process): only model replicas pay for torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .genome import onehot_table
+from .windows import ENFORMER, Geometry
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on accelerators that have it, else fp32
+CPU_BATCH_SIZE = 4  # --batch-size auto on CPUs: larger batches do not raise a CPU's windows/s
+DTYPES = ("float16", "float32")
+
+
+class NonFiniteOutput(RuntimeError):
+    """The model returned NaN or infinity for some windows."""
+
+    def __init__(self, window_indices: Sequence[int]):
+        super().__init__(f"model returned NaN/inf for window(s) {list(window_indices)}")
+        self.window_indices = list(window_indices)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What the predictor computes; everything here is recorded in the run manifest."""
+
+    model: str = "demo"
+    head: str = "human"
+    tracks: str | None = None  # selection spec, see tracks.select_tracks
+    precision: str = "auto"  # resolved per device by resolve_precision
+    rc: bool = False
+    shifts: tuple[int, ...] = (0,)
+    n_encoding: str = "zeros"
+    batch_size: int | None = None  # None: auto, from the device's free memory (resolve_batch_size)
+    dtype: str = "float16"
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    # The sha256 the run records for the weights; a replica that loads other bytes refuses (issue 15).
+    weights_sha256: str | None = None
+    unsquash: bool = False  # undo Borzoi's squashed target scale (needs clip_soft/scale/sum_stat in the table)
+
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        onehot_table(self.n_encoding)
+        if not self.shifts:
+            raise ValueError("--shifts needs at least one shift (0 means none)")
+        if self.unsquash and self.dtype != "float32":
+            raise ValueError("--unsquash gives counts beyond float16's range (65,504): add --dtype float32")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to know about the loaded model, without holding its weights."""
+
+    model_id: str
+    weights_sha256: str
+    config: dict
+    geometry: Geometry
+    head: str
+    track_indices: tuple[int, ...]
+    track_names: tuple[str, ...]
+    track_descriptions: tuple[str | None, ...]
+    family: str = "enformer"
+    # (source, weights sha256) of every replicate; one entry for a single checkpoint.
+    replicates: tuple[tuple[str, str], ...] = ()
+    unsquash: bool = False
+    precision: str = "fp32"  # as resolved on the replica's device (never "auto")
+    batch_size: int = CPU_BATCH_SIZE  # as resolved on the replica's device
+    device: str = "cpu"  # what the replica predicts on, e.g. "cuda (NVIDIA H100 80GB HBM3)"
+
+
+def auto_batch_size(
+    free_bytes: int,
+    config: Mapping,
+    precision: str = "bf16",
+    input_length: int = ENFORMER.input_length,
+    augment_passes: int = 1,
+    fraction: float = 0.8,
+    max_batch: int = 64,
+) -> int:
+    """The largest batch whose activations fit in ``fraction`` of ``free_bytes`` (a pure estimate, ≥ 1).
+
+    ``config`` is the model config dict (``ModelInfo.config``). Per window the peak is set by the conv tower's
+    first blocks at full length (input, BatchNorm/GELU output, conv output and residual of ``dim/2`` channels
+    at ``input_length`` positions live at once) or by attention (relative logits ``[heads, n, 2n-1]`` plus
+    logits ``[heads, n, n]`` at ``n = input_length / 128`` positions), whichever is larger. Weights are in
+    fp32 in memory either way. ``augment_passes`` does not multiply memory: passes run one after another.
+    On a GPU, ``free_bytes`` is ``torch.cuda.mem_get_info()[0]`` after the model is loaded.
+    """
+    del augment_passes  # documented above: sequential passes reuse the same memory
+    act = 4 if precision == "fp32" else 2
+    dim = int(config.get("dim", 1536))
+    heads = int(config.get("heads", 8))
+    n = input_length // 2 ** int(config.get("num_downsamples", 7))
+    conv_peak = 4 * (dim // 2) * input_length * act
+    if "bins_to_return" in config:  # Borzoi: the stem's full-length output, then tower block 0 at L/2
+        stem = int(config.get("stem_channels", 512))
+        n = input_length // 128
+        conv_peak = (stem * input_length + 3 * stem * input_length // 2) * act
+    # Attention logits stay fp32 under autocast's softmax; count them at 4 bytes.
+    attn_peak = heads * n * (3 * n - 1) * 4 + 4 * n * dim * act
+    per_window = max(conv_peak, attn_peak)
+    budget = int(free_bytes * fraction)
+    return int(max(1, min(max_batch, budget // per_window)))
