@@ -241,7 +241,8 @@ class ReplicaWorker:
     and hashlib release the GIL, so the writer threads use as many cores as they are given.
     """
 
-    def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None):
+    def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None,
+                 memory_share: float = 1.0):
         import torch
 
         if num_threads:
@@ -254,7 +255,7 @@ class ReplicaWorker:
         try:
             from .inference import Predictor  # torch: only model replicas import it
 
-            self.predictor = Predictor(settings)
+            self.predictor = Predictor(settings, memory_share=memory_share)
         except Exception as e:  # noqa: BLE001 - re-raised by every call
             self._load_error = e
 
@@ -381,8 +382,7 @@ def stage(options: RunOptions, text: str) -> None:
 
 
 def describe_model(settings: InferenceSettings) -> ModelInfo:
-    """Load the model once and report what the run needs to know (a Ray task with a replica's resources runs
-    this, so that what depends on the device, such as ``--precision auto``, resolves as on the replicas)."""
+    """Load the model once and report what the run needs to know (a Ray task runs this on resume)."""
     from .inference import Predictor
 
     return Predictor(settings).info
@@ -425,7 +425,8 @@ class _WorkerPool:
         # Named so that operators (and the fault tests) can find a run's replicas: `ray list actors`.
         run = uuid.uuid4().hex[:8]
         self.actors = [
-            actor_class.options(name=f"{WORKER_NAME_PREFIX}{run}-{i}", **options).remote(settings, store, threads)
+            actor_class.options(name=f"{WORKER_NAME_PREFIX}{run}-{i}", **options).remote(
+                settings, store, threads, min(1.0, layout.gpus) or 1.0)
             for i in range(workers)
         ]
         self.load = [0] * workers
@@ -454,7 +455,12 @@ class _WorkerPool:
                 return ray.get(ready[0])
             except ray.exceptions.RayTaskError as e:  # the model cannot load: the loader's own error
                 raise _remote_error(e) from None
-            except ray.exceptions.RayActorError:  # died while loading (killed, node lost): it restarts
+            except ray.exceptions.RayActorError as e:
+                if getattr(e, "actor_init_failed", False):  # e.g. the process cannot import torch
+                    raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
+                if time.monotonic() > deadline:
+                    raise RunError(f"no model replica stayed up for {patience_s:.0f} s; see the Ray logs") from None
+                time.sleep(0.1)  # died while loading (killed, node lost): it restarts; ask again shortly
                 asks[self.actors[i].describe.remote()] = i
         raise RunError("no model replica could describe the model")
 
@@ -605,16 +611,20 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     if pool is not None:
         info = pool.describe(options.replica_patience_s)
     else:
-        # A resumed run may have nothing left to compute: describe the model in a task, start no replica yet.
-        # The task has a replica's resources so that device-dependent choices (--precision auto) match theirs.
+        # A resumed run may have nothing left to compute: describe the model in a (CPU) task, start no replica
+        # yet.
+        recorded = (previous.get("identity") or {}).get("precision") if isinstance(previous, Mapping) else None
+        if settings.precision == "auto" and recorded in ("fp32", "bf16", "fp16"):
+            # --precision auto resumes at the precision the atlas was started with, whatever device resumes it.
+            settings = dataclasses.replace(settings, precision=recorded)
         stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
-        # max_calls=1: the worker exits after it, so no GPU memory stays held beside the replicas.
-        describe = ray.remote(max_calls=1)(describe_model).options(num_cpus=1, num_gpus=layout.gpus, max_retries=0)
+        describe = ray.remote(describe_model).options(num_cpus=1, max_retries=0)
         try:
             info = ray.get(describe.remote(settings))
         except ray.exceptions.RayTaskError as e:
             raise _remote_error(e) from None
-    settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256)  # replicas refuse other weights
+    # Replicas started from here on run what the run records: these weights (they refuse others), this precision.
+    settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256, precision=info.precision)
     plan = job.plan(info)
     committed = _resumable_parts(options, store, previous, plan.identity)
     if committed and isinstance(plan.parts, Sequence):  # a streamed plan (a VCF) has no parts to look up yet
@@ -660,12 +670,10 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     # On a resumed run, replicas start only when a part needs computing: fully resumed, no model loads anywhere.
     fresh = fresh_parts()
     first = next(fresh, None)
-    own_pool = None
     if first is not None and pool is None:
         if resumed:
             progress.note(f"enformer-batch: resuming: {resumed} parts already committed are kept")
-        pool = own_pool = _start_replicas(options, settings, store, layout,
-                                          lambda text: progress.note(f"enformer-batch: {text}"))
+        pool = _start_replicas(options, settings, store, layout, lambda text: progress.note(f"enformer-batch: {text}"))
     if pool is not None:
         pool.expected = info
         pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
@@ -691,8 +699,8 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
         raise
     finally:
         progress.close()
-        if own_pool is not None:
-            own_pool.shutdown()
+        if pool is not None:
+            pool.shutdown()  # before the late-write check below: no replica may publish after it
     _, changed = store.intact_parts(committed)  # a late write landed during the run: not complete
     if changed:
         for path in changed:

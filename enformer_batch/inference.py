@@ -54,9 +54,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """
     if precision != "auto":
         return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+    if device.type == "cuda" and _native_bf16(device):
         return "bf16"
     return "fp32"
+
+
+def _native_bf16(device: torch.device) -> bool:
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.4 has no including_emulation (and counted emulation as support)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def device_label(device: torch.device) -> str:
@@ -69,11 +76,18 @@ class Predictor:
     """One model replica on one device; ``predict(codes)`` runs a part's windows in batches."""
 
     def __init__(
-        self, settings: InferenceSettings, device: str | torch.device | None = None, compile_model: bool = False
+        self,
+        settings: InferenceSettings,
+        device: str | torch.device | None = None,
+        compile_model: bool = False,
+        memory_share: float = 1.0,
     ):
+        """``memory_share``: the part of the GPU's free memory this replica may plan its batches for (replicas
+        sharing a GPU, ``--gpus-per-worker 0.5``, get their share)."""
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
+        self.memory_share = memory_share
         self.precision = resolve_precision(settings.precision, self.device)
         if self.precision == "fp32" and self.device.type == "cuda":
             # fp32 means fp32: Ampere+ GPUs would otherwise run convolutions (cuDNN's default) in TF32.
@@ -137,7 +151,8 @@ class Predictor:
             return CPU_BATCH_SIZE
         free, _ = torch.cuda.mem_get_info(self.device)
         passes = (2 if self.settings.rc else 1) * len(self.settings.shifts)
-        return auto_batch_size(free, config, self.precision, geometry.input_length, passes)
+        return auto_batch_size(free, config, self.precision, geometry.input_length, passes,
+                               fraction=0.8 * min(1.0, self.memory_share))
 
     def _forward(self, onehot: torch.Tensor) -> torch.Tensor:
         return self._model_fn(onehot, head=self.settings.head)
@@ -155,12 +170,13 @@ class Predictor:
         return staged.to(self.device, non_blocking=True)
 
     def _staging(self, key: tuple, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        """A reused page-locked host buffer of at least ``shape[0]`` rows: pinning per batch (cudaHostAlloc)
-        costs more than the copy it enables."""
+        """A reused page-locked host buffer viewed as ``shape``: pinning per batch (cudaHostAlloc) costs more
+        than the copy it enables. Kept flat, so batches of other shapes (a part's last, edge windows) reuse it."""
+        numel = int(np.prod(shape))
         buffer = self._pinned.get(key)
-        if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1:] != shape[1:] or buffer.dtype != dtype:
-            buffer = self._pinned[key] = torch.empty(shape, dtype=dtype).pin_memory()
-        return buffer[: shape[0]]
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = self._pinned[key] = torch.empty(numel, dtype=dtype).pin_memory()
+        return buffer[:numel].view(shape)
 
     def _pace(self, started: float, windows: int) -> None:
         """Simulated accelerator: the device-side work of a batch takes ``windows × passes / rate`` seconds."""
@@ -225,7 +241,7 @@ class Predictor:
             host_out.copy_(out, non_blocking=True)
             host_largest.copy_(largest, non_blocking=True)
             done = torch.cuda.Event()
-            done.record()
+            done.record(torch.cuda.current_stream(self.device))
             out, largest = host_out, host_largest
         self._pace(started, codes.shape[0])
         return _Launched(out, largest, done)

@@ -93,3 +93,19 @@ def test_a_non_finite_window_is_named_by_its_index_while_batches_overlap():
     with pytest.raises(NonFiniteOutput) as error:
         predictor.predict(codes)
     assert error.value.window_indices == [6]
+
+
+def test_precision_auto_resumes_at_the_precision_the_atlas_was_started_with(ray_cluster, test_fasta, tmp_path):
+    """An atlas started at fp16 (or on a GPU, at bf16) resumes under the default --precision auto, not refused."""
+    import json
+
+    out = tmp_path / "atlas"
+    settings = dict(fasta=test_fasta, out=str(out), chroms=["contig_s"], dtype="float32", progress=False)
+    first = predict(PredictConfig(precision="fp16", **settings))
+    again = predict(PredictConfig(**settings))  # precision="auto", which on this CPU alone would be fp32
+    assert first.units_computed == 1 and again.units_computed == 0 and again.resumed_parts == 1
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["identity"]["precision"] == "fp16" and manifest["status"] == "complete"
+    fresh = predict(PredictConfig(**{**settings, "out": str(tmp_path / "new")}))
+    assert json.loads((tmp_path / "new" / "_manifest.json").read_text())["resolved"] == {
+        "precision": "fp32", "batch_size": 4, "device": "cpu"} and fresh.units_computed == 1
