@@ -48,7 +48,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", default="human", help="output head")
     parser.add_argument("--tracks", default=None, help="track selection: indices '0,5', ranges '0-9' (inclusive), "
                         "identifiers, or a regex over descriptions such as '^CAGE:'; default all")
-    parser.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
+    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
                         help="model inputs per model call; auto (default): from the GPU's free memory once the model "
                         "is loaded, 4 on CPUs; the manifest records the value used")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
