@@ -433,36 +433,28 @@ class _WorkerPool:
         self.healthy = [False] * workers
         self.all_down_since: float | None = time.monotonic()
         self.pings = {actor.ping.remote(): i for i, actor in enumerate(self.actors)}
-        self.on_first_ready: Callable[[int, int], None] | None = None  # (replicas ready, replicas) at start-up
+        self.say: Callable[[str], None] = lambda text: None  # start-up lines ("replica 1/2 ready")
         self._started: set[int] = set()
         self.expected: ModelInfo | None = None  # the model the run records; replicas refuse any other
 
     def describe(self, patience_s: float) -> ModelInfo:
-        """The model as the first replica to load it describes it (the run's plan needs its geometry)."""
+        """The model as the first replica to load it describes it (the run's plan needs its geometry).
+
+        Waits through the pings like the run itself: a model that cannot load raises the loader's own error,
+        and no replica alive for ``patience_s`` fails the run (``on_ping``, ``check_progress``).
+        """
         import ray
 
-        asks = {actor.describe.remote(): i for i, actor in enumerate(self.actors)}
-        deadline = time.monotonic() + patience_s
-        while asks:
-            ready, _ = ray.wait(list(asks), num_returns=1, timeout=1.0)
-            if not ready:
-                if time.monotonic() > deadline:
-                    raise RunError(f"no model replica started within {patience_s:.0f} s: the cluster lacks the "
-                                   "resources they ask for (GPUs, CPUs); see `ray status`")
-                continue
-            i = asks.pop(ready[0])
-            try:
-                return ray.get(ready[0])
-            except ray.exceptions.RayTaskError as e:  # the model cannot load: the loader's own error
-                raise _remote_error(e) from None
-            except ray.exceptions.RayActorError as e:
-                if getattr(e, "actor_init_failed", False):  # e.g. the process cannot import torch
-                    raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
-                if time.monotonic() > deadline:
-                    raise RunError(f"no model replica stayed up for {patience_s:.0f} s; see the Ray logs") from None
-                time.sleep(0.1)  # died while loading (killed, node lost): it restarts; ask again shortly
-                asks[self.actors[i].describe.remote()] = i
-        raise RunError("no model replica could describe the model")
+        while True:
+            for i in [i for i, healthy in enumerate(self.healthy) if healthy]:
+                try:
+                    return ray.get(self.actors[i].describe.remote())
+                except ray.exceptions.RayActorError:  # died since its ping (killed, node lost): it restarts
+                    self.mark_dead(i)
+            ready, _ = ray.wait(list(self.pings), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self.on_ping(ref)
+            self.check_progress(patience_s)
 
     def free_slot(self) -> int | None:
         candidates = [i for i in range(len(self.actors)) if self.healthy[i] and self.load[i] < self.depth]
@@ -493,8 +485,7 @@ class _WorkerPool:
             self.all_down_since = None
             if i not in self._started:
                 self._started.add(i)
-                if self.on_first_ready is not None:
-                    self.on_first_ready(len(self._started), len(self.actors))
+                self.say(f"replica {len(self._started)}/{len(self.actors)} ready")
         except ray.exceptions.RayActorError as e:
             if getattr(e, "actor_init_failed", False):  # the model cannot load on this replica
                 raise RunError(f"a model replica failed to start: {_actor_error_message(e)}") from None
@@ -600,7 +591,9 @@ def _start_replicas(options: RunOptions, settings: InferenceSettings, store: Atl
     say = say or (lambda text: stage(options, text))
     say(f"starting {layout.workers} model replica(s) ({device}, {layout.threads} torch thread(s), "
         f"{layout.writers} writer thread(s) each); each loads the model ({options.model})")
-    return _WorkerPool(settings, store, layout)
+    pool = _WorkerPool(settings, store, layout)
+    pool.say = say
+    return pool
 
 
 def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Mapping | None,
@@ -613,7 +606,7 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     else:
         # A resumed run may have nothing left to compute: describe the model in a (CPU) task, start no replica
         # yet.
-        recorded = (previous.get("identity") or {}).get("precision") if isinstance(previous, Mapping) else None
+        recorded = ((previous or {}).get("identity") or {}).get("precision")
         if settings.precision == "auto" and recorded in ("fp32", "bf16", "fp16"):
             # --precision auto resumes at the precision the atlas was started with, whatever device resumes it.
             settings = dataclasses.replace(settings, precision=recorded)
@@ -670,13 +663,17 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     # On a resumed run, replicas start only when a part needs computing: fully resumed, no model loads anywhere.
     fresh = fresh_parts()
     first = next(fresh, None)
+
+    def note(text: str) -> None:  # a start-up line above the progress bar
+        progress.note(f"enformer-batch: {text}")
+
     if first is not None and pool is None:
         if resumed:
-            progress.note(f"enformer-batch: resuming: {resumed} parts already committed are kept")
-        pool = _start_replicas(options, settings, store, layout, lambda text: progress.note(f"enformer-batch: {text}"))
+            note(f"resuming: {resumed} parts already committed are kept")
+        pool = _start_replicas(options, settings, store, layout, note)
     if pool is not None:
         pool.expected = info
-        pool.on_first_ready = lambda ready, total: progress.note(f"enformer-batch: replica {ready}/{total} ready")
+        pool.say = note
     try:
         for result, part in _stream_parts(
             itertools.chain([first], fresh) if first is not None else (), job.mode, pool, save,

@@ -29,6 +29,7 @@ from .genome import N_CODE, FastaSource, read_codes
 from .settings import InferenceSettings, ModelInfo
 from .store import PartRecord, codes_digest
 from .variants import (
+    RowRange,
     VariantInputs,
     VariantPart,
     VariantResult,
@@ -279,13 +280,9 @@ def read_edits(url: str, lengths: Mapping[str, int], storage_options: Mapping[st
 
     0-based half-open; an empty sequence deletes ``[start, end)``, ``start == end`` inserts before ``start``.
     """
-    import fsspec
+    from .predict import read_text_lines
 
-    try:
-        with fsspec.open(url, "rt", **dict(storage_options or {})) as f:
-            lines = f.read().splitlines()
-    except (FileNotFoundError, OSError) as e:
-        raise ValueError(f"cannot read EDITS {url}: {e}") from e
+    lines = read_text_lines(url, "EDITS", storage_options)
     edits = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
@@ -318,20 +315,12 @@ def read_edits(url: str, lengths: Mapping[str, int], storage_options: Mapping[st
 
 
 @dataclass(frozen=True)
-class EditPart:
+class EditPart(RowRange):
     chrom: str
     first: int
     end: int
     length: int
     edits: tuple[Edit, ...]
-
-    @property
-    def name(self) -> str:
-        return f"part-{self.first:09d}-{self.end:09d}.parquet"
-
-    @property
-    def units(self) -> int:
-        return self.end - self.first
 
 
 def edit_parts(edits: list[Edit], lengths: Mapping[str, int], per_part: int) -> list[EditPart]:

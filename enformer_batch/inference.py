@@ -87,7 +87,7 @@ class Predictor:
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
-        self.memory_share = memory_share
+        self._passes = (2 if settings.rc else 1) * len(settings.shifts)  # forward passes per window
         self.precision = resolve_precision(settings.precision, self.device)
         if self.precision == "fp32" and self.device.type == "cuda":
             # fp32 means fp32: Ampere+ GPUs would otherwise run convolutions (cuDNN's default) in TF32.
@@ -99,7 +99,8 @@ class Predictor:
             loaded = load_model(settings.model, storage_options=dict(settings.storage_options), device=self.device)
         check_weights(loaded.weights_sha256, settings.weights_sha256, settings.model)  # no mixed-weights atlas
         self.model = loaded.model.eval()
-        self.batch_size = settings.batch_size or self._auto_batch_size(loaded.config.to_dict(), geometry_of(self.model))
+        config, geometry = loaded.config.to_dict(), geometry_of(self.model)
+        self.batch_size = settings.batch_size or self._auto_batch_size(config, geometry, memory_share)
         heads = dict(loaded.config.output_heads)
         if settings.head not in heads:
             raise ValueError(f"--head {settings.head!r} is not in the model; it has {', '.join(heads)}")
@@ -110,8 +111,8 @@ class Predictor:
         self.info = ModelInfo(
             model_id=loaded.model_id,
             weights_sha256=loaded.weights_sha256,
-            config=loaded.config.to_dict(),
-            geometry=geometry_of(loaded.model),
+            config=config,
+            geometry=geometry,
             head=settings.head,
             track_indices=tuple(indices),
             track_names=tuple(names),
@@ -145,14 +146,13 @@ class Predictor:
         # last, smaller batch costs one more compilation); off by default: compilation takes minutes.
         self._model_fn = torch.compile(self.model, dynamic=False) if compile_model else self.model
 
-    def _auto_batch_size(self, config: Mapping, geometry: Geometry) -> int:
+    def _auto_batch_size(self, config: Mapping, geometry: Geometry, memory_share: float) -> int:
         """``--batch-size auto``: from the GPU's free memory once the weights are on it; CPUs: CPU_BATCH_SIZE."""
         if self.device.type != "cuda":
             return CPU_BATCH_SIZE
         free, _ = torch.cuda.mem_get_info(self.device)
-        passes = (2 if self.settings.rc else 1) * len(self.settings.shifts)
-        return auto_batch_size(free, config, self.precision, geometry.input_length, passes,
-                               fraction=0.8 * min(1.0, self.memory_share))
+        return auto_batch_size(free, config, self.precision, geometry.input_length, self._passes,
+                               fraction=0.8 * min(1.0, memory_share))
 
     def _forward(self, onehot: torch.Tensor) -> torch.Tensor:
         return self._model_fn(onehot, head=self.settings.head)
@@ -160,7 +160,7 @@ class Predictor:
     def _to_device(self, codes: np.ndarray, slot: int = 0) -> torch.Tensor:
         """Codes onto the device; on a GPU through page-locked staging buffer ``slot`` (one per batch in flight).
 
-        A slot is refilled only after the batch that used it was harvested, so its copy has completed.
+        A slot is refilled only after the batch that used it was collected, so its copy has completed.
         """
         x = torch.from_numpy(np.ascontiguousarray(codes))
         if self.device.type != "cuda":
@@ -184,8 +184,7 @@ class Predictor:
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        passes = (2 if self.settings.rc else 1) * len(self.settings.shifts)
-        remaining = started + windows * passes / self._sim_rate - time.perf_counter()
+        remaining = started + windows * self._passes / self._sim_rate - time.perf_counter()
         if remaining > 0:
             time.sleep(remaining)
 

@@ -74,17 +74,22 @@ class PredictConfig(RunOptions):
 # --- input checks ---------------------------------------------------------------------------------
 
 
-def read_bed_records(
-    url: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None, what: str = "--regions"
-) -> list[tuple[int, str, int, int]]:
-    """``(line, chrom, start, end)`` of every BED interval in file order, checked against the FASTA's chromosomes."""
+def read_text_lines(url: str, what: str, storage_options: Mapping[str, str] | None = None) -> list[str]:
+    """The lines of a small text input (BED, EDITS.tsv), local or any fsspec URL; ValueError naming ``what``."""
     import fsspec
 
     try:
         with fsspec.open(url, "rt", **dict(storage_options or {})) as f:
-            lines = f.read().splitlines()
+            return f.read().splitlines()
     except (FileNotFoundError, OSError) as e:
         raise ValueError(f"cannot read {what} {url}: {e}") from e
+
+
+def read_bed_records(
+    url: str, lengths: Mapping[str, int], storage_options: Mapping[str, str] | None = None, what: str = "--regions"
+) -> list[tuple[int, str, int, int]]:
+    """``(line, chrom, start, end)`` of every BED interval in file order, checked against the FASTA's chromosomes."""
+    lines = read_text_lines(url, what, storage_options)
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith(("#", "track", "browser")):

@@ -67,15 +67,11 @@ class VariantConfig(RunOptions):
             raise ValueError("variants_per_part must be at least 1")
 
 
-@dataclass(frozen=True)
-class VariantPart:
-    """Rows ``[first, end)`` of one output chromosome, in VCF order (the engine's ``Part``)."""
+class RowRange:
+    """Name and size of a part holding input rows ``[first, end)`` of one chromosome (variants, edits)."""
 
-    chrom: str
     first: int
     end: int
-    length: int  # the FASTA chromosome's length; 0 for a chromosome the FASTA lacks
-    rows: tuple[VariantRow, ...] = ()
 
     @property
     def name(self) -> str:
@@ -84,6 +80,17 @@ class VariantPart:
     @property
     def units(self) -> int:
         return self.end - self.first
+
+
+@dataclass(frozen=True)
+class VariantPart(RowRange):
+    """Rows ``[first, end)`` of one output chromosome, in VCF order (the engine's ``Part``)."""
+
+    chrom: str
+    first: int
+    end: int
+    length: int  # the FASTA chromosome's length; 0 for a chromosome the FASTA lacks
+    rows: tuple[VariantRow, ...] = ()
 
 
 def part_bounds(rows_by_chrom: Mapping[str, int], per_part: int) -> Iterator[tuple[str, int, int]]:

@@ -234,10 +234,6 @@ def test_a_replica_that_cannot_load_the_model_fails_the_run_instead_of_hanging(r
     pool = _WorkerPool(settings, AtlasStore(str(tmp_path)), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
         with pytest.raises(CheckpointError, match="no-model does not exist"):  # the loader's own error
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                ready, _ = ray_cluster.wait(list(pool.pings), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    pool.on_ping(ref)
+            pool.describe(patience_s=120)
     finally:
         pool.shutdown()

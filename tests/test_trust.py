@@ -182,11 +182,7 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
     pool = _WorkerPool(settings, AtlasStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
         with pytest.raises(WeightsMismatch, match=r"replica loaded from demo .* not the ones the run records"):
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                ready, _ = ray_cluster.wait(list(pool.pings), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    pool.on_ping(ref)
+            pool.describe(patience_s=120)
     finally:
         pool.shutdown()
 
