@@ -54,6 +54,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="compute precision; auto (default): bf16 on GPUs that compute it natively (Ampere and "
                         "later), fp32 elsewhere; the run identity records the resolved precision")
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                        help="torch.compile the model; auto (default): on CUDA GPUs (about 1.5x eager for Enformer "
+                        "at bf16 on an H200, after ~20 s of compilation per replica), off on CPUs; auto falls back "
+                        "to eager if compiling fails")
     parser.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
     parser.add_argument("--shifts", type=_int_list, default=(0,),
                         help="average over these input shifts (bp); write negative lists as --shifts=-1,0,1")
@@ -90,7 +94,8 @@ def run_options(args: argparse.Namespace) -> dict:
     """The ``RunOptions`` fields that parsed ``add_model_arguments`` options give."""
     return dict(
         out=args.out, model=args.model, head=args.head, tracks=args.tracks, batch_size=args.batch_size,
-        precision=args.precision, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, device=args.device,
+        precision=args.precision, compile=args.compile, rc=args.rc, shifts=args.shifts,
+        n_encoding=args.n_encoding, device=args.device,
         workers=args.workers, gpus_per_worker=args.gpus_per_worker, threads_per_worker=args.threads_per_worker,
         writers_per_worker=args.writers_per_worker, unsquash=args.unsquash, overwrite=args.overwrite,
         storage_options=dict(args.storage_option), progress=not args.no_progress,

@@ -56,6 +56,7 @@ class RunOptions:
     tracks: str | None = None
     batch_size: int | None = None  # None: auto (from the GPU's free memory; 4 on CPUs)
     precision: str = "auto"  # auto: bf16 on accelerators that have it, fp32 on CPUs
+    compile: str = "auto"  # torch.compile: auto = on CUDA devices, eager on CPUs
     rc: bool = False
     shifts: tuple[int, ...] = (0,)
     n_encoding: str = "zeros"
@@ -88,6 +89,7 @@ class RunOptions:
             dtype=dtype,
             storage_options=dict(self.storage_options),
             unsquash=self.unsquash,
+            compile=self.compile,
         )
 
     def check(self) -> None:
@@ -636,7 +638,8 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
         "identity": plan.identity,
         "run": identity_digest(plan.identity),
         # How the first replica ran the model (informational: batch size and device do not change values).
-        "resolved": {"precision": info.precision, "batch_size": info.batch_size, "device": info.device},
+        "resolved": {"precision": info.precision, "batch_size": info.batch_size, "device": info.device,
+                     "compiled": info.compiled},
         "status": "running",
         "totals": plan.totals,
         "parts": manifest_parts(committed),

@@ -8,6 +8,8 @@ cast to the output dtype before anything is copied back. ``Predictor`` is a plai
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -66,6 +68,16 @@ def _native_bf16(device: torch.device) -> bool:
         return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
+def resolve_compile(mode: str, device: torch.device, simulated: bool = False) -> bool:
+    """``auto`` → torch.compile on CUDA devices (1.46x eager for full-size Enformer at bf16 on an H200, after
+    ~18 s of compilation per replica), eager on CPUs (slower there, and minutes to compile)."""
+    if simulated:
+        return False  # the stand-in computes nothing worth compiling
+    if mode == "auto":
+        return device.type == "cuda"
+    return mode == "on"
+
+
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -79,11 +91,12 @@ class Predictor:
         self,
         settings: InferenceSettings,
         device: str | torch.device | None = None,
-        compile_model: bool = False,
+        compile_model: bool | None = None,
         memory_share: float = 1.0,
     ):
         """``memory_share``: the part of the GPU's free memory this replica may plan its batches for (replicas
-        sharing a GPU, ``--gpus-per-worker 0.5``, get their share)."""
+        sharing a GPU, ``--gpus-per-worker 0.5``, get their share). ``compile_model`` overrides
+        ``settings.compile``."""
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
@@ -142,9 +155,15 @@ class Predictor:
         self._out_max = float(torch.finfo(self._out_dtype).max)
         self._pinned: dict[tuple, torch.Tensor] = {}  # page-locked staging buffers, see _staging
         self._sim_rate = self.model.spec.rate if is_simulated(settings.model) else None
-        # torch.compile pays only over many batches of one shape (every window has the same length, and the
-        # last, smaller batch costs one more compilation); off by default: compilation takes minutes.
-        self._model_fn = torch.compile(self.model, dynamic=False) if compile_model else self.model
+        # torch.compile pays over many batches of one shape: every window has the same length, and batches
+        # smaller than batch_size are padded to it (see predict_on_device), so a replica compiles once.
+        compiled = resolve_compile(settings.compile, self.device, is_simulated(settings.model))
+        if compile_model is not None:
+            compiled = compile_model
+        self._model_fn = torch.compile(self.model, dynamic=False) if compiled else self.model
+        self._pad_batches = compiled
+        self._compile_verified = not compiled  # auto falls back to eager if compiling fails (no C compiler...)
+        self.info = dataclasses.replace(self.info, compiled=compiled)
 
     def _auto_batch_size(self, config: Mapping, geometry: Geometry, memory_share: float) -> int:
         """``--batch-size auto``: from the GPU's free memory once the weights are on it; CPUs: CPU_BATCH_SIZE."""
@@ -155,7 +174,21 @@ class Predictor:
                                fraction=0.8 * min(1.0, memory_share))
 
     def _forward(self, onehot: torch.Tensor) -> torch.Tensor:
-        return self._model_fn(onehot, head=self.settings.head)
+        if self._compile_verified:
+            return self._model_fn(onehot, head=self.settings.head)
+        try:
+            y = self._model_fn(onehot, head=self.settings.head)
+        except Exception as e:  # noqa: BLE001 - inductor raises many kinds; `--compile on` re-raises them
+            if self.settings.compile == "on":
+                raise
+            print(f"enformer-batch: torch.compile failed on {device_label(self.device)} "
+                  f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); running eager",
+                  file=sys.stderr, flush=True)
+            self._model_fn, self._pad_batches = self.model, False
+            self.info = dataclasses.replace(self.info, compiled=False)
+            y = self._model_fn(onehot, head=self.settings.head)
+        self._compile_verified = True
+        return y
 
     def _to_device(self, codes: np.ndarray, slot: int = 0) -> torch.Tensor:
         """Codes onto the device; on a GPU through page-locked staging buffer ``slot`` (one per batch in flight).
@@ -195,19 +228,23 @@ class Predictor:
         Augmentation included; nothing leaves the device, so a mode can reduce the predictions first.
         """
         started = time.perf_counter()
+        n = x.shape[0]
+        if self._pad_batches and n < self.batch_size:  # one shape for the compiled model: pad with all-N rows
+            x = torch.cat([x, x.new_full((self.batch_size - n, x.shape[1]), N_CODE)])
         onehot = self._onehot[x.long()]
         s = self.settings
         with autocast_context(self.precision, self.device.type):
             y = predict_augmented(
                 self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value, strand_pairs=self._strand_pairs
             )
+        y = y[:n] if y.shape[0] != n else y
         y = y if self._all_tracks else y.index_select(-1, self._tracks)
         if self._unsquash is not None:
             from .borzoi import unsquash_tensor
 
             y = unsquash_tensor(y, None, self._unsquash)
         if pace:
-            self._pace(started, x.shape[0])
+            self._pace(started, n)
         return y
 
     @torch.inference_mode()

@@ -14,6 +14,10 @@ from .windows import ENFORMER, Geometry
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on accelerators that have it, else fp32
 CPU_BATCH_SIZE = 4  # --batch-size auto on CPUs: larger batches do not raise a CPU's windows/s
+# --batch-size auto on GPUs: at most this. Full-size Enformer at bf16 on an H200 (docs/performance.md) ran at
+# 56.7, 65.6, 67.4, 64.8, 61.0 windows/s at batch 1, 4, 8, 16, 64: past 8 a larger batch only costs memory.
+GPU_MAX_AUTO_BATCH = 8
+COMPILE_MODES = ("auto", "on", "off")  # auto: torch.compile on CUDA devices, eager elsewhere
 DTYPES = ("float16", "float32")
 
 
@@ -42,12 +46,15 @@ class InferenceSettings:
     # The sha256 the run records for the weights; a replica that loads other bytes refuses (issue 15).
     weights_sha256: str | None = None
     unsquash: bool = False  # undo Borzoi's squashed target scale (needs clip_soft/scale/sum_stat in the table)
+    compile: str = "auto"  # torch.compile the model: auto = on CUDA devices (see inference.resolve_compile)
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         onehot_table(self.n_encoding)
@@ -76,6 +83,7 @@ class ModelInfo:
     precision: str = "fp32"  # as resolved on the replica's device (never "auto")
     batch_size: int = CPU_BATCH_SIZE  # as resolved on the replica's device
     device: str = "cpu"  # what the replica predicts on, e.g. "cuda (NVIDIA H100 80GB HBM3)"
+    compiled: bool = False  # torch.compile'd (values differ from eager in the last bits only)
 
 
 def auto_batch_size(
@@ -85,16 +93,17 @@ def auto_batch_size(
     input_length: int = ENFORMER.input_length,
     augment_passes: int = 1,
     fraction: float = 0.8,
-    max_batch: int = 64,
+    max_batch: int = GPU_MAX_AUTO_BATCH,
 ) -> int:
-    """The largest batch whose activations fit in ``fraction`` of ``free_bytes`` (a pure estimate, ≥ 1).
+    """The largest batch, at most ``max_batch``, whose activations fit in ``fraction`` of ``free_bytes`` (≥ 1).
 
     ``config`` is the model config dict (``ModelInfo.config``). Per window the peak is set by the conv tower's
     first blocks at full length (input, BatchNorm/GELU output, conv output and residual of ``dim/2`` channels
     at ``input_length`` positions live at once) or by attention (relative logits ``[heads, n, 2n-1]`` plus
     logits ``[heads, n, n]`` at ``n = input_length / 128`` positions), whichever is larger. Weights are in
     fp32 in memory either way. ``augment_passes`` does not multiply memory: passes run one after another.
-    On a GPU, ``free_bytes`` is ``torch.cuda.mem_get_info()[0]`` after the model is loaded.
+    On a GPU, ``free_bytes`` is ``torch.cuda.mem_get_info()[0]`` after the model is loaded. Measured on an H200
+    at bf16: 0.97 GiB per full-size Enformer window against the 1.13 GiB this estimates.
     """
     del augment_passes  # documented above: sequential passes reuse the same memory
     act = 4 if precision == "fp32" else 2

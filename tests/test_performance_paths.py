@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 
-from enformer_batch.inference import InferenceSettings, Predictor, auto_batch_size
+from enformer_batch.inference import InferenceSettings, Predictor, auto_batch_size, resolve_compile
 from enformer_batch.model import EnformerConfig
+from enformer_batch.settings import GPU_MAX_AUTO_BATCH
 from enformer_batch.store import part_table
 from enformer_batch.windows import ENFORMER, plan_chromosome
 
@@ -18,9 +20,50 @@ def test_auto_batch_size_is_monotonic_and_bounded() -> None:
     sizes = [auto_batch_size(gib * 2**30, FULL, "bf16") for gib in (1, 8, 40, 80, 140)]
     assert sizes == sorted(sizes)
     assert sizes[0] == 1  # never below one window, even when nothing fits
-    assert 8 <= sizes[3] <= 64  # an 80-GB GPU holds a real batch of full-size windows at bf16
-    assert auto_batch_size(80 * 2**30, FULL, "fp32") < sizes[3]
+    assert sizes[3] == GPU_MAX_AUTO_BATCH  # an 80-GB GPU holds the measured best batch of full-size windows
+    assert auto_batch_size(10 * 2**30, FULL, "fp32") < auto_batch_size(10 * 2**30, FULL, "bf16")
     assert auto_batch_size(10**15, FULL, "bf16", max_batch=16) == 16
+
+
+def test_compile_auto_is_on_for_cuda_only_and_the_manifest_says_which() -> None:
+    assert resolve_compile("auto", torch.device("cuda")) and not resolve_compile("auto", torch.device("cpu"))
+    assert resolve_compile("on", torch.device("cpu")) and not resolve_compile("off", torch.device("cuda"))
+    assert not resolve_compile("on", torch.device("cuda"), simulated=True)
+    assert Predictor(InferenceSettings(), device="cpu").info.compiled is False
+    with pytest.raises(ValueError, match="--compile must be one of"):
+        InferenceSettings(compile="yes").check()
+
+
+def test_padded_batches_give_the_values_of_unpadded_ones() -> None:
+    """A compiled replica pads short batches with all-N rows to one shape; the rows it returns are unchanged."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 4, size=(3, ENFORMER.input_length), dtype=np.uint8)
+    plain = Predictor(InferenceSettings(batch_size=4, dtype="float32"), device="cpu")
+    padded = Predictor(InferenceSettings(batch_size=4, dtype="float32"), device="cpu")
+    padded._pad_batches = True
+    want = plain.predict_batch(codes)
+    got = padded.predict_batch(codes)
+    assert got.shape == want.shape == (3, 896, 12)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    keep = (np.array([0, 2, 2]), np.array([5, 0, 895]))  # a gather names windows of the unpadded batch
+    np.testing.assert_allclose(padded.predict_batch(codes, keep), want[keep].T, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_auto_falls_back_to_eager_when_compiling_fails(capsys) -> None:
+    predictor = Predictor(InferenceSettings(batch_size=2, dtype="float32"), device="cpu", compile_model=True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler found")
+
+    predictor._model_fn = broken
+    codes = np.random.default_rng(4).integers(0, 4, size=(1, ENFORMER.input_length), dtype=np.uint8)
+    values = predictor.predict_batch(codes)
+    assert np.isfinite(values).all() and predictor.info.compiled is False
+    assert "torch.compile failed" in capsys.readouterr().err
+    on = Predictor(InferenceSettings(batch_size=2, compile="on"), device="cpu")
+    on._model_fn = broken
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        on.predict_batch(codes)
 
 
 def test_part_table_matches_column_by_column_construction() -> None:
