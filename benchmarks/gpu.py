@@ -18,9 +18,10 @@ installed. Sections, each skipped when the time budget is spent (the table says 
 5. enformer-pytorch (if importable) on the same weights, fp32 and bf16 autocast, same batch;
 6. the pipeline without Ray on a real chromosome, with the defaults (auto precision, batch size and compile):
    reading, the device stream, stitching, Parquet writing by writer threads — end-to-end windows/s against the
-   model alone, per part size, and the hg38 time that implies.
+   device stage alone, with one or two parts on the device and several writer counts, and the hg38 time;
+7. full-size Borzoi: ours (eager, compiled) against borzoi-pytorch on the same weights.
 
-``--sections`` picks sections (ceilings, numerics, auto, sweep, compiled, fp32, reference, pipeline).
+``--sections`` picks sections (ceilings, numerics, auto, sweep, compiled, fp32, reference, pipeline, borzoi).
 
 Results go to ``OUT_DIR/gpu.json`` after every section and a Markdown table is printed at the end.
 """
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -354,70 +354,208 @@ def reference_rows(model: Enformer, config: EnformerConfig, codes: np.ndarray, d
 # --- 6. the pipeline without Ray ------------------------------------------------------------------
 
 
-def pipeline(ckpt: Path, fasta: str, device: torch.device, writers: int, budget: Budget, max_parts: int,
-             part_sizes: list[int]) -> dict:
-    """The replica as the Ray actor runs it, with the defaults (auto precision, batch and compile), per part size:
-    the model alone over the parts' codes, then reader threads feeding ``run_part`` calls (one on the device,
-    up to ``writers`` tabling and writing Parquet beside it)."""
+def pipeline(ckpt: Path, fasta: str, device: torch.device, budget: Budget, max_parts: int, per_part: int,
+             configs: list[tuple[int, int]], tracks: str | None = None) -> dict:
+    """The replica as the Ray actor runs it, with the defaults (auto precision, batch and compile), for each
+    (parts on the device, writer threads): the device stage alone (``infer`` only, as many threads as parts on
+    the device), then end to end (reader threads feeding ``run_part`` calls: the parts on the device plus up to
+    ``writers`` tabling and writing Parquet beside them)."""
+    import threading
+
     from enformer_batch.engine import ReplicaWorker
-    from enformer_batch.predict import AtlasJob, PredictConfig, predict_rows
+    from enformer_batch.predict import AtlasJob, PredictConfig
     from enformer_batch.store import AtlasStore
 
     out = tempfile.mkdtemp(prefix="gpu-atlas-")
-    base = PredictConfig(fasta=fasta, out=out, model=str(ckpt), progress=False)
-    worker = ReplicaWorker(base.inference_settings(), AtlasStore(out))
+    config = PredictConfig(fasta=fasta, out=out, model=str(ckpt), progress=False, windows_per_part=per_part,
+                           tracks=tracks)
+    worker = ReplicaWorker(config.inference_settings(), AtlasStore(out))
     info = worker.describe()
+    job = AtlasJob(config)
+    job.prepare()
+    parts = job.plan(info).parts[: max_parts + 1]
+    mode = job.mode
+    t = time.perf_counter()
+    worker.run_part(mode, parts[0], mode.read(parts[0]))  # warm-up (compilation), not timed
     result: dict = {"fasta": fasta, "tracks": len(info.track_indices), "batch": info.batch_size,
-                    "precision": info.precision, "compiled": info.compiled, "writer_threads": writers,
-                    "cpu_count": os.cpu_count(), "by_part_size": []}
-    for k, per_part in enumerate(part_sizes):
+                    "precision": info.precision, "compiled": info.compiled, "windows_per_part": per_part,
+                    "warm_up_part_s": time.perf_counter() - t, "cpu_count": os.cpu_count(), "configs": []}
+    parts = parts[1:]
+    windows = sum(p.units for p in parts)
+    codes = mode.read(parts[0])  # the writer alone, one thread: table + serialise + hash + write of one part
+    rows = mode.infer(worker.predictor, parts[0], codes)
+    stages = {"table": 0.0, "serialise": 0.0, "hash": 0.0, "publish": 0.0}
+    from enformer_batch.store import serialise_table
+
+    for _ in range(3):
+        t = time.perf_counter()
+        table = mode.table(parts[0], rows, info)
+        stages["table"] += time.perf_counter() - t
+        t = time.perf_counter()
+        data = serialise_table(table)
+        stages["serialise"] += time.perf_counter() - t
+        t = time.perf_counter()
+        import hashlib
+
+        hashlib.sha256(data).hexdigest()
+        stages["hash"] += time.perf_counter() - t
+        t = time.perf_counter()
+        worker.store.publish(worker.store.part_relpath(parts[0].chrom, parts[0].name), data)
+        stages["publish"] += time.perf_counter() - t
+    result["writer_one_thread_windows_per_s"] = 3 * parts[0].units / sum(stages.values())
+    result["writer_stage_ms_per_part"] = {k: 1000 * v / 3 for k, v in stages.items()}
+    for on_device, writers in configs:
         if budget.left() < 30:
-            result["by_part_size"].append({"windows_per_part": per_part, "skipped": "time budget"})
+            result["configs"].append({"parts_on_device": on_device, "writers": writers, "skipped": "time budget"})
             continue
-        shutil.rmtree(out, ignore_errors=True)
-        job = AtlasJob(dataclasses.replace(base, windows_per_part=per_part))
-        job.prepare()
-        parts = job.plan(info).parts[: max_parts * 16 // per_part + 1]
-        mode = job.mode
-        t = time.perf_counter()
-        worker.run_part(mode, parts[0], mode.read(parts[0]))  # warm-up (compilation), not timed
-        warm_s = time.perf_counter() - t
-        parts = parts[1:]
-        if k == 0:  # the writer alone, one thread: table + serialise + hash + write of one part's rows
-            codes = mode.read(parts[0])
-            with worker._device_lock:
-                rows = mode.infer(worker.predictor, parts[0], codes)
-            t = time.perf_counter()
-            for _ in range(3):
-                worker.store.write_part(parts[0], mode.table(parts[0], rows, info), codes_sha256=mode.digest(codes))
-            result["writer_one_thread_windows_per_s"] = 3 * parts[0].units / (time.perf_counter() - t)
+        worker._device_parts = threading.BoundedSemaphore(on_device)
         all_codes = [mode.read(p) for p in parts]
+
+        def infer_only(i: int, all_codes=all_codes) -> None:
+            with worker._device_parts:
+                mode.infer(worker.predictor, parts[i], all_codes[i])
+
         sync(device)
         t = time.perf_counter()
-        for p, c in zip(parts, all_codes):
-            predict_rows(worker.predictor, p.windows, c)
+        with cf.ThreadPoolExecutor(on_device) as pool:
+            list(pool.map(infer_only, range(len(parts))))
         sync(device)
-        model_s = time.perf_counter() - t
-        windows = sum(p.units for p in parts)
-        del all_codes
+        device_s = time.perf_counter() - t
         t = time.perf_counter()
-        with cf.ThreadPoolExecutor(4) as readers, cf.ThreadPoolExecutor(1 + writers) as replica:
+        with cf.ThreadPoolExecutor(4) as readers, cf.ThreadPoolExecutor(on_device + writers) as replica:
             reads = [readers.submit(mode.read, p) for p in parts]
-            pending = [replica.submit(lambda p=p, f=f, mode=mode: worker.run_part(mode, p, f.result()))
+            pending = [replica.submit(lambda p=p, f=f: worker.run_part(mode, p, f.result()))
                        for p, f in zip(parts, reads)]
             records = [f.result() for f in pending]
         e2e_s = time.perf_counter() - t
         rate = windows / e2e_s
-        result["by_part_size"].append({
-            "windows_per_part": per_part, "parts": len(parts), "windows": windows, "warm_up_part_s": warm_s,
-            "model_alone_windows_per_s": windows / model_s, "end_to_end_windows_per_s": rate,
-            "efficiency": rate / (windows / model_s), "parquet_gb": sum(r.record.bytes for r in records) / 1e9,
-            "hg38_windows_estimate": math.ceil(HG38_PRIMARY_BP / info.geometry.output_span),
+        result["configs"].append({
+            "parts_on_device": on_device, "writers": writers, "parts": len(parts), "windows": windows,
+            "device_stage_windows_per_s": windows / device_s, "end_to_end_windows_per_s": rate,
+            "efficiency": rate / (windows / device_s), "parquet_gb": sum(r.record.bytes for r in records) / 1e9,
             "hg38_minutes_one_gpu": HG38_PRIMARY_BP / info.geometry.output_span / rate / 60,
         })
-        print(f"  pipeline {per_part} windows/part: model alone {windows / model_s:.1f}, end to end {rate:.1f} "
-              f"windows/s", flush=True)
+        print(f"  pipeline {on_device} part(s) on the device, {writers} writers: device stage "
+              f"{windows / device_s:.1f}, end to end {rate:.1f} windows/s", flush=True)
     shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def writer_scaling(ckpt: Path, fasta: str, device: torch.device, threads: list[int]) -> dict:
+    """One real part's table (16 windows, 5,313 float16 tracks) serialised by 1..N threads at once, per codec:
+    does Parquet encoding scale with the node's cores?"""
+    import pyarrow.parquet as pq
+
+    from enformer_batch.predict import AtlasJob, PredictConfig
+    from enformer_batch.store import serialise_table
+
+    config = PredictConfig(fasta=fasta, out=tempfile.mkdtemp(), model=str(ckpt), progress=False, compile="off")
+    job = AtlasJob(config)
+    job.prepare()
+    p = predictor(ckpt, "bf16", 8, device=device, compile_model=False)
+    parts = job.plan(p.info).parts
+    part = parts[len(parts) // 2]
+    table = job.mode.table(part, job.mode.infer(p, part, job.mode.read(part)), p.info)
+    result: dict = {"rows": table.num_rows, "columns": table.num_columns, "raw_mb": table.nbytes / 1e6, "codecs": {}}
+    for codec in ("zstd", "lz4", "none"):
+        sink_bytes = []
+
+        def write(codec=codec, sink_bytes=sink_bytes):
+            if codec == "zstd":
+                data = serialise_table(table)
+            else:
+                import pyarrow as pa
+
+                buf = pa.BufferOutputStream()
+                pq.write_table(table, buf, compression=codec, use_dictionary=False, write_statistics=["start", "end"])
+                data = buf.getvalue()
+            sink_bytes.append(len(data))
+
+        per_threads = {}
+        for n in threads:
+            with cf.ThreadPoolExecutor(n) as pool:
+                t = time.perf_counter()
+                list(pool.map(lambda _: write(), range(2 * n)))
+                per_threads[n] = 2 * n * part.units / (time.perf_counter() - t)  # windows/s
+        result["codecs"][codec] = {"mb": sink_bytes[0] / 1e6, "windows_per_s_by_threads": per_threads}
+        print(f"  writer {codec}: {sink_bytes[0] / 1e6:.0f} MB/part, windows/s by threads {per_threads}", flush=True)
+    return result
+
+
+# --- 7. Borzoi ------------------------------------------------------------------------------------
+
+
+def borzoi(device: torch.device, small: bool, budget: Budget, batches: list[int]) -> dict:
+    """Full-size Borzoi (random unit-gain weights): ours eager and compiled, and borzoi-pytorch when importable,
+    on the same weights and inputs; windows/s and the difference to borzoi-pytorch in fp32."""
+    import importlib.util
+
+    from enformer_batch.augment import autocast_context
+    from enformer_batch.borzoi import SEQUENCE_LENGTH as LENGTH
+    from enformer_batch.borzoi import Borzoi, BorzoiConfig
+
+    spec = importlib.util.spec_from_file_location("bench_model", Path(__file__).with_name("model.py"))
+    bench_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_model)
+    kw = dict(dim=64, depth=1, heads=2, attn_dim_key=16, attn_dim_value=32) if small else {}
+    torch.manual_seed(0)
+    ours = Borzoi(BorzoiConfig.from_dict(kw)).eval()
+    bench_model._randomise_borzoi(ours)
+    impls: dict = {"enformer_batch": lambda x: ours(x, head="human")}
+    result: dict = {"tflop_per_window": None if small else 4.91, "rows": []}
+    try:
+        from borzoi_pytorch import Borzoi as Reference
+        from borzoi_pytorch.config_borzoi import BorzoiConfig as ReferenceConfig
+
+        ref = Reference(ReferenceConfig(**kw)).eval()
+        ref.load_state_dict(ours.state_dict())
+        ref.to(device)
+        impls["borzoi-pytorch"] = lambda x: ref(x.transpose(1, 2)).transpose(1, 2)
+    except Exception as e:  # noqa: BLE001 - the reference is optional on the GPU node
+        result["reference_error"] = f"{type(e).__name__}: {e}"[:300]
+    ours.to(device)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    g = torch.Generator().manual_seed(1)
+    outs = {}
+    for precision, b in [("fp32", 1)] + [("bf16", b) for b in batches]:
+        x = torch.nn.functional.one_hot(torch.randint(0, 4, (b, LENGTH), generator=g), 4).float().to(device)
+        for name, fn in impls.items():
+            if budget.left() < 30:
+                result["rows"].append({"implementation": name, "precision": precision, "batch": b,
+                                       "skipped": "time budget"})
+                continue
+
+            def run(fn=fn, x=x, precision=precision):
+                with torch.inference_mode(), autocast_context(precision, device.type):
+                    return fn(x)
+
+            y = run()
+            secs = min(timed(run, device, 3))
+            if precision == "fp32":
+                outs[name] = y.float().cpu()
+            result["rows"].append({"implementation": name, "precision": precision, "batch": b,
+                                   "windows_per_s": b / secs})
+            print(f"  borzoi {name} {precision} b={b}: {b / secs:.1f} windows/s", flush=True)
+    if len(outs) == 2:
+        a, r = outs["enformer_batch"], outs["borzoi-pytorch"]
+        result["fp32_max_rel_diff_vs_borzoi_pytorch"] = float((a - r).abs().max() / r.abs().max())
+    if budget.left() > 90:
+        b = batches[-1]
+        compiled = torch.compile(ours, dynamic=False)
+        x = torch.nn.functional.one_hot(torch.randint(0, 4, (b, LENGTH), generator=g), 4).float().to(device)
+
+        def run_compiled():
+            with torch.inference_mode(), autocast_context("bf16", device.type):
+                return compiled(x, head="human")
+
+        t = time.perf_counter()
+        run_compiled()
+        sync(device)
+        compile_s = time.perf_counter() - t
+        secs = min(timed(run_compiled, device, 3))
+        result["rows"].append({"implementation": "enformer_batch compiled", "precision": "bf16", "batch": b,
+                               "windows_per_s": b / secs, "compile_s": compile_s})
+        print(f"  borzoi compiled bf16 b={b}: {b / secs:.1f} windows/s (compiled in {compile_s:.0f} s)", flush=True)
     return result
 
 
@@ -430,12 +568,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fasta", default=None, help="a real chromosome (plain FASTA) for numerics and the pipeline")
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting sections after this long")
     ap.add_argument("--small", action="store_true", help="reduced width (CPU smoke test)")
-    ap.add_argument("--sections", default="ceilings,numerics,auto,sweep,compiled,fp32,reference,pipeline")
+    ap.add_argument("--sections",
+                    default="ceilings,numerics,auto,sweep,compiled,fp32,reference,pipeline,borzoi")
     ap.add_argument("--sizes", default="1,2,4,8,16,32,64", help="eager bf16 batch sizes")
     ap.add_argument("--compiled-sizes", default="4,8,16", help="compiled bf16 batch sizes (one compilation each)")
     ap.add_argument("--fp32-sizes", default="1,8")
-    ap.add_argument("--part-sizes", default="16,64", help="windows per part in the pipeline section")
-    ap.add_argument("--writers", type=int, default=None, help="writer threads (default: cores - 2)")
+    ap.add_argument("--per-part", type=int, default=16, help="windows per part in the pipeline section")
+    ap.add_argument("--pipeline-configs", default="1x14,2x14,2x4",
+                    help="pipeline runs as PARTSxWRITERS: parts on the device at once, writer threads")
+    ap.add_argument("--tracks", default=None, help="track selection in the pipeline section (default: all)")
+    ap.add_argument("--borzoi-batches", default="1,4", help="Borzoi bf16 batch sizes")
     ap.add_argument("--max-parts", type=int, default=40)
     args = ap.parse_args(argv)
     budget = Budget(args.budget_s)
@@ -514,10 +656,14 @@ def main(argv: list[str] | None = None) -> None:
         ours = {k: v["windows_per_s"] for k, v in eager.items()}
         section("enformer_pytorch", lambda: reference_rows(model, config, codes, device, 8, flops, ours), 40)
     if args.fasta and "pipeline" in sections:
-        writers = args.writers or max(1, (os.cpu_count() or 2) - 2)
-        part_sizes = [int(s) for s in args.part_sizes.split(",")]
-        section("pipeline", lambda: pipeline(ckpt, args.fasta, device, writers, budget, args.max_parts,
-                                             part_sizes), 60)
+        configs = [tuple(int(v) for v in c.split("x")) for c in args.pipeline_configs.split(",")]
+        section("pipeline", lambda: pipeline(ckpt, args.fasta, device, budget, args.max_parts, args.per_part,
+                                             configs, args.tracks), 60)
+    if args.fasta and "writer" in sections:
+        section("writer", lambda: writer_scaling(ckpt, args.fasta, device, [1, 4, 8, 14]), 30)
+    if "borzoi" in sections:
+        section("borzoi", lambda: borzoi(device, args.small, budget, [int(b) for b in args.borzoi_batches.split(",")]),
+                60)
     results["total_s"] = args.budget_s - budget.left()
     save()
     print_tables(results, datasheet)
@@ -542,7 +688,7 @@ def print_tables(r: dict, datasheet: float | None) -> None:
         print(f"| {label} | {row['batch']} | {row['windows_per_s']:.1f} | "
               f"{row['device_only_windows_per_s']:.1f} | {row['tflops']:.0f} | {row['mfu_vs_gemm']:.0%} | {ds} | "
               f"{row.get('peak_gib', float('nan')):.1f} |")
-    for key in ("numerics", "auto", "enformer_pytorch", "pipeline"):
+    for key in ("numerics", "auto", "enformer_pytorch", "pipeline", "writer", "borzoi"):
         print(f"\n{key}: {json.dumps(r.get(key), default=str)[:1500]}")
 
 

@@ -33,7 +33,7 @@ from . import __version__
 from .integrity import NUMERICS_VERSION, GenomeMismatch, check_weights, comparable_identity, refusal, verify_genome
 from .lease import Lease
 from .retry import with_retries
-from .settings import InferenceSettings, ModelInfo
+from .settings import STREAMS_IN_FLIGHT, InferenceSettings, ModelInfo
 from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
 
 if TYPE_CHECKING:
@@ -237,20 +237,23 @@ def read_inputs(mode: Mode, part: Any) -> Any:
 class ReplicaWorker:
     """A model replica that computes parts and writes them where they were computed.
 
-    Several calls run at once (the Ray actor is threaded, ``1 + writers`` calls): device work is serialised
-    by a lock so the device runs one batch stream, while up to ``writers`` finished parts are tabled,
-    serialised and written beside it, so the device never waits for Parquet. pyarrow's encoder, numpy's copies
+    Several calls run at once (the Ray actor is threaded, ``STREAMS_IN_FLIGHT + writers`` calls): two parts
+    compute at once, their batches queued one at a time (``Predictor``), so the device runs one batch stream
+    without a gap between parts, while up to ``writers`` finished parts are tabled, serialised and written
+    beside it, so the device never waits for Parquet. pyarrow's encoder, numpy's copies
     and hashlib release the GIL, so the writer threads use as many cores as they are given.
     """
 
     def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None,
-                 memory_share: float = 1.0):
+                 memory_share: float = 1.0, parts_on_device: int = STREAMS_IN_FLIGHT):
         import torch
 
         if num_threads:
             torch.set_num_threads(num_threads)
         self.store = store
-        self._device_lock = threading.Lock()
+        # Up to STREAMS_IN_FLIGHT parts compute at once; the predictor queues their batches one at a time, so
+        # the device runs one batch stream but starts the next part before the last one's results are out.
+        self._device_parts = threading.BoundedSemaphore(parts_on_device)
         # A model that cannot load (a bad --head, a missing checkpoint) is reported by every call with its own
         # exception, rather than as an actor that died in its constructor: the user gets one clear line.
         self._load_error: BaseException | None = None
@@ -287,7 +290,7 @@ class ReplicaWorker:
         predictor = self._loaded()
         if expected is not None:
             check_replica(predictor.info, expected)
-        with self._device_lock:
+        with self._device_parts:
             result = mode.infer(predictor, part, inputs)
         table = mode.table(part, result, predictor.info)
         sequences, counts = mode.tally(result)
@@ -420,10 +423,10 @@ class _WorkerPool:
 
         actor_class = ray.remote(ReplicaWorker)
         workers, threads = layout.workers, layout.threads
-        # Queued per replica: one on the device, one read and waiting, and one per writer thread.
-        self.depth = 2 + layout.writers
+        # Queued per replica: STREAMS_IN_FLIGHT on the device, one read and waiting, and one per writer thread.
+        self.depth = STREAMS_IN_FLIGHT + 1 + layout.writers
         options = dict(num_cpus=layout.cpus, num_gpus=layout.gpus, max_restarts=-1, max_task_retries=0,
-                       max_concurrency=1 + layout.writers)
+                       max_concurrency=STREAMS_IN_FLIGHT + layout.writers)
         # Named so that operators (and the fault tests) can find a run's replicas: `ray list actors`.
         run = uuid.uuid4().hex[:8]
         self.actors = [

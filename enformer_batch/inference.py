@@ -9,7 +9,9 @@ cast to the output dtype before anything is copied back. ``Predictor`` is a plai
 from __future__ import annotations
 
 import dataclasses
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from .settings import (  # noqa: F401 - re-exported: they lived here before sett
     CPU_BATCH_SIZE,
     DTYPES,
     PRECISIONS,
+    STREAMS_IN_FLIGHT,
     InferenceSettings,
     ModelInfo,
     NonFiniteOutput,
@@ -154,6 +157,13 @@ class Predictor:
         self._out_dtype = {"float16": torch.float16, "float32": torch.float32}[settings.dtype]
         self._out_max = float(torch.finfo(self._out_dtype).max)
         self._pinned: dict[tuple, torch.Tensor] = {}  # page-locked staging buffers, see _staging
+        # Device work is queued by one thread at a time (so at most one batch's activations are being
+        # allocated), but several streams may be in flight: while one part's last batch is copied back and
+        # stitched, the next part's first batch is already queued, so the device does not idle between parts.
+        self._launch_lock = threading.RLock()
+        self._slots: queue.Queue[int] = queue.Queue()  # staging-buffer slots not holding an uncollected batch
+        for slot in range(2 * STREAMS_IN_FLIGHT):
+            self._slots.put(slot)
         self._sim_rate = self.model.spec.rate if is_simulated(settings.model) else None
         # torch.compile pays over many batches of one shape: every window has the same length, and batches
         # smaller than batch_size are padded to it (see predict_on_device), so a replica compiles once.
@@ -223,6 +233,10 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_on_device(self, x: torch.Tensor, pace: bool = True) -> torch.Tensor:
+        with self._launch_lock:
+            return self._predict_on_device(x, pace)
+
+    def _predict_on_device(self, x: torch.Tensor, pace: bool) -> torch.Tensor:
         """``[b, input_length]`` integer codes on the device → ``[b, output_bins, n_selected]`` float32 there.
 
         Augmentation included; nothing leaves the device, so a mode can reduce the predictions first.
@@ -255,8 +269,12 @@ class Predictor:
         keeps; only those rows leave the device (at a small stride a window writes one bin of its 896), track-major
         ``[n_selected, n_keep]`` as Parquet columns want them, so the host copies contiguous runs.
         """
+        with self._launch_lock:
+            return self._launch_locked(codes, slot, keep)
+
+    def _launch_locked(self, codes: np.ndarray, slot: int, keep: Keep | None) -> _Launched:
         started = time.perf_counter()
-        y = self.predict_on_device(self._to_device(codes, slot), pace=False)
+        y = self._predict_on_device(self._to_device(codes, slot), pace=False)
         # One fp32 pass finds NaN (amax propagates it), infinity and values the output dtype cannot hold
         # (float16 > 65504 would be stored as inf): an error, never a stored non-finite value. It covers every
         # bin, kept or not: a model that emits NaN anywhere is broken.
@@ -280,7 +298,7 @@ class Predictor:
             done.record(torch.cuda.current_stream(self.device))
             out, largest = host_out, host_largest
         self._pace(started, codes.shape[0])
-        return _Launched(out, largest, done)
+        return _Launched(out, largest, done, slot)
 
     def _collect(self, launched: _Launched) -> np.ndarray:
         """Wait for a launched batch; its values, or NonFiniteOutput naming its bad batch positions."""
@@ -298,14 +316,23 @@ class Predictor:
         A yielded array is valid until the next one is asked for (on a GPU it is a reused staging buffer): copy
         what you keep. A NonFiniteOutput names positions in the batch being yielded.
         """
+        owned: list[int] = []  # staging slots this stream holds: batches in flight and the one yielded
         pending: _Launched | None = None
-        for k, (codes, keep) in enumerate(batches):
-            launched = self._launch(codes, k % 2, keep)
+        try:
+            for codes, keep in batches:
+                slot = self._slots.get()
+                owned.append(slot)
+                launched = self._launch(codes, slot, keep)
+                if pending is not None:
+                    yield self._collect(pending)
+                    owned.remove(pending.slot)  # the caller asked for the next batch: that buffer is free
+                    self._slots.put(pending.slot)
+                pending = launched
             if pending is not None:
                 yield self._collect(pending)
-            pending = launched
-        if pending is not None:
-            yield self._collect(pending)
+        finally:
+            for slot in owned:
+                self._slots.put(slot)
 
     def predict_batch(self, codes: np.ndarray, keep: Keep | None = None) -> np.ndarray:
         """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype.
@@ -313,8 +340,12 @@ class Predictor:
         ``keep`` (see ``_launch``): only those rows leave the device, as ``[n_selected, n_keep]``; the check for
         non-finite values still covers every bin.
         """
-        values = self._collect(self._launch(codes, 0, keep))
-        return values.copy() if self.device.type == "cuda" else values  # a GPU's staging buffer is reused
+        slot = self._slots.get()
+        try:
+            values = self._collect(self._launch(codes, slot, keep))
+            return values.copy() if self.device.type == "cuda" else values  # a GPU's staging buffer is reused
+        finally:
+            self._slots.put(slot)
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict every window of ``codes`` ``[n, input_length]`` that is not all padding/N.
@@ -348,3 +379,4 @@ class _Launched:
     out: torch.Tensor
     largest: torch.Tensor
     done: torch.cuda.Event | None
+    slot: int = 0

@@ -20,9 +20,10 @@ from .windows import Geometry, plan_chromosome
 # Enformer's FLOPs per window (one forward pass at full geometry), measured with enformer-pytorch
 # (../shared/notes-ray-parquet.md); the default windows/s per GPU below are derived from it.
 ENFORMER_TFLOP_PER_WINDOW = 3.29
-# Share of the peak dense tensor throughput a convolution+attention model like Enformer sustains in
-# inference at batch 4-8 under bf16 autocast. An assumption, not a measurement: calibrate with
-# `python benchmarks/pipeline.py` on the real GPU and pass --windows-per-second.
+# Share of the peak dense tensor throughput Enformer sustains in inference under bf16. Checked on one H200
+# (2026-11-25, benchmarks/gpu.py, docs/performance.md): the device stage, compiled at batch 8, ran 298
+# TFLOP/s of the datasheet's 989 (0.30; eager 0.20). End to end at 5,313 float16 tracks a 16-core node
+# wrote 67.5 windows/s, 0.67 of the device's rate (Parquet encoding): pass --windows-per-second for that.
 ASSUMED_UTILISATION = 0.30
 
 

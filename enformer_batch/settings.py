@@ -17,6 +17,9 @@ CPU_BATCH_SIZE = 4  # --batch-size auto on CPUs: larger batches do not raise a C
 # --batch-size auto on GPUs: at most this. Full-size Enformer at bf16 on an H200 (docs/performance.md) ran at
 # 56.7, 65.6, 67.4, 64.8, 61.0 windows/s at batch 1, 4, 8, 16, 64: past 8 a larger batch only costs memory.
 GPU_MAX_AUTO_BATCH = 8
+# Parts a replica computes at once: their batches interleave on the device, so it never idles while one part's
+# last batch is copied back and stitched (H200, full-size Enformer: see docs/performance.md).
+STREAMS_IN_FLIGHT = 2
 COMPILE_MODES = ("auto", "on", "off")  # auto: torch.compile on CUDA devices, eager elsewhere
 DTYPES = ("float16", "float32")
 

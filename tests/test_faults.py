@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from enformer_batch import PredictConfig, predict, validate
-from enformer_batch.demo import write_demo_genome
+from enformer_batch.demo import DemoChrom, write_demo_genome
 from enformer_batch.predict import WORKER_NAME_PREFIX, RunError
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
@@ -183,7 +183,9 @@ def test_damaged_parts_are_named_by_validate_and_rewritten_by_a_rerun(ray_cluste
 
 
 def test_an_unreadable_fasta_stops_the_run_naming_chromosome_and_window(ray_cluster, tmp_path):
-    fasta = write_demo_genome(str(tmp_path / "g.fa"), TEST_GENOME)
+    # More one-window parts than a replica keeps read ahead (STREAMS_IN_FLIGHT + 1 + writers), so some are still
+    # to be read when the genome goes away.
+    fasta = write_demo_genome(str(tmp_path / "g.fa"), (*TEST_GENOME, DemoChrom("chrC", 1_200_000)))
     removed = []
 
     def lose_the_fasta(record) -> None:  # the genome's file system goes away after the first commit
@@ -196,7 +198,7 @@ def test_an_unreadable_fasta_stops_the_run_naming_chromosome_and_window(ray_clus
         predict(PredictConfig(fasta=fasta, out=str(out), windows_per_part=1, workers=1, progress=False),
                 on_part=lose_the_fasta)
     message = str(error.value)
-    assert re.search(r"reading (chrA|chrB|contig_s) window \d+: FASTA not found", message), message
+    assert re.search(r"reading (chrA|chrB|chrC|contig_s) window \d+: FASTA not found", message), message
     assert "re-run" in message
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["status"] == "running" and not (out / "_SUCCESS").exists()

@@ -108,4 +108,4 @@ def test_precision_auto_resumes_at_the_precision_the_atlas_was_started_with(ray_
     assert manifest["identity"]["precision"] == "fp16" and manifest["status"] == "complete"
     fresh = predict(PredictConfig(**{**settings, "out": str(tmp_path / "new")}))
     assert json.loads((tmp_path / "new" / "_manifest.json").read_text())["resolved"] == {
-        "precision": "fp32", "batch_size": 4, "device": "cpu"} and fresh.units_computed == 1
+        "precision": "fp32", "batch_size": 4, "device": "cpu", "compiled": False} and fresh.units_computed == 1
