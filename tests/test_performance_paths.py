@@ -141,3 +141,39 @@ print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_two_parts_streaming_at_once_each_get_their_own_values_and_every_staging_slot_comes_back() -> None:
+    """A replica computes two parts at once (their batches interleave on the device): each stream must get its own
+    batches' values, in order, and give its staging slots back however it ends."""
+    import threading
+
+    from enformer_batch.settings import STREAMS_IN_FLIGHT
+
+    predictor = Predictor(InferenceSettings(batch_size=2, dtype="float32"), device="cpu")
+    rng = np.random.default_rng(5)
+    parts = [rng.integers(0, 4, size=(6, ENFORMER.input_length), dtype=np.uint8) for _ in range(2)]
+    want = [[predictor.predict_batch(codes[i : i + 2]) for i in range(0, 6, 2)] for codes in parts]
+    got: list[list[np.ndarray]] = [[], []]
+    start = threading.Barrier(2)
+
+    def stream(k: int) -> None:
+        start.wait()
+        for values in predictor.predict_stream((parts[k][i : i + 2], None) for i in range(0, 6, 2)):
+            got[k].append(values.copy())
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for k in range(2):
+        assert len(got[k]) == 3
+        for a, b in zip(got[k], want[k]):
+            np.testing.assert_array_equal(a, b)
+    free = 2 * STREAMS_IN_FLIGHT
+    assert predictor._slots.qsize() == free
+    abandoned = predictor.predict_stream((parts[0][i : i + 2], None) for i in range(0, 6, 2))
+    next(abandoned)
+    abandoned.close()  # a part that stops half-way (an error while stitching) returns its slots
+    assert predictor._slots.qsize() == free
