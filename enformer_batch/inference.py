@@ -157,6 +157,9 @@ class Predictor:
         self._out_dtype = {"float16": torch.float16, "float32": torch.float32}[settings.dtype]
         self._out_max = float(torch.finfo(self._out_dtype).max)
         self._pinned: dict[tuple, torch.Tensor] = {}  # page-locked staging buffers, see _staging
+        # Recent references and their towers per augmentation pass (predict_near_on_device); a few, since the
+        # parts in flight (STREAMS_IN_FLIGHT) interleave their batches.
+        self._near_cache: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
         # Device work is queued by one thread at a time (so at most one batch's activations are being
         # allocated), but several streams may be in flight: while one part's last batch is copied back and
         # stitched, the next part's first batch is already queued, so the device does not idle between parts.
@@ -251,15 +254,61 @@ class Predictor:
             y = predict_augmented(
                 self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value, strand_pairs=self._strand_pairs
             )
-        y = y[:n] if y.shape[0] != n else y
+        y = self._select(y[:n] if y.shape[0] != n else y)
+        if pace:
+            self._pace(started, n)
+        return y
+
+    def _select(self, y: torch.Tensor) -> torch.Tensor:
+        """The selected tracks of predictions ``[b, bins, head tracks]``, unsquashed if asked."""
         y = y if self._all_tracks else y.index_select(-1, self._tracks)
         if self._unsquash is not None:
             from .borzoi import unsquash_tensor
 
             y = unsquash_tensor(y, None, self._unsquash)
-        if pace:
-            self._pace(started, n)
         return y
+
+    @property
+    def predicts_near(self) -> bool:
+        """Whether ``predict_near_on_device`` saves work here: an Enformer, eager (not an ensemble, not Borzoi's
+        U-net, whose skip connections would need splicing at every level, not the simulated model)."""
+        return hasattr(self.model, "forward_near") and self._sim_rate is None
+
+    @torch.inference_mode()
+    def predict_near_on_device(self, reference: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``predict_on_device(x)`` for codes ``x`` ``[b, L]`` that differ from ``reference`` ``[L]`` only in a
+        short stretch (mutants of one window, SNVs at one position): the conv tower is recomputed only around
+        the change (``Enformer.forward_near``), the reference's tower once per reference and augmentation pass.
+        Values are those of ``predict_on_device``; without ``predicts_near`` it is that call.
+        """
+        if not self.predicts_near:
+            return self.predict_on_device(x)
+        with self._launch_lock:
+            n = x.shape[0]
+            towers = self._reference_towers(reference)
+            onehot = self._onehot[torch.cat([reference[None], x]).long()]
+            passes = iter(range(len(self.settings.shifts) * (2 if self.settings.rc else 1)))
+
+            def near(inp: torch.Tensor) -> torch.Tensor:  # row 0 is the reference, as augmented in this pass
+                k = next(passes)
+                if k == len(towers):
+                    towers.append(self.model.tower(inp[:1]))
+                return self.model.forward_near(inp[1:], inp[:1], towers[k], self.settings.head)
+
+            s = self.settings
+            with autocast_context(self.precision, self.device.type):
+                y = predict_augmented(near, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value,
+                                      strand_pairs=self._strand_pairs)
+            assert y.shape[0] == n
+            return self._select(y)
+
+    def _reference_towers(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        for i, (codes, towers) in enumerate(self._near_cache):
+            if torch.equal(codes, reference):
+                self._near_cache.append(self._near_cache.pop(i))
+                return towers
+        self._near_cache = [*self._near_cache[-(2 * STREAMS_IN_FLIGHT - 1):], (reference.clone(), [])]
+        return self._near_cache[-1][1]
 
     @torch.inference_mode()
     def _launch(self, codes: np.ndarray, slot: int, keep: Keep | None = None) -> _Launched:

@@ -407,6 +407,10 @@ class _TransformerBlock(nn.Sequential):
         )
 
 
+# forward_near's limit: changes spread over more bases than this take the full forward.
+NEAR_MAX_SPAN = 8192
+
+
 class Enformer(nn.Module):
     """Enformer. ``forward(x [B, L, 4]) -> {head: [B, target_length, n_tracks]}`` (or one head's tensor)."""
 
@@ -481,12 +485,54 @@ class Enformer(nn.Module):
         trim = (n - target) // 2
         return x[:, trim : trim + target] if trim else x
 
+    def tower(self, x: Tensor) -> Tensor:
+        """One-hot ``[B, L, 4]`` -> the convolutional stem and tower's output ``[B, channels, L / bin_size]``.
+
+        Local: tower bin ``j`` depends only on input bases within ``tower_radius`` bp of ``[j, j + 1) * bin_size``
+        (the stem's width-15 convolution, then one width-5 convolution per halving), which ``forward_near``
+        relies on."""
+        return self.conv_tower(self.stem(x.transpose(1, 2)))
+
+    @property
+    def tower_radius(self) -> int:
+        """Bases beyond a tower bin's own ``bin_size`` that its value depends on, each side."""
+        return 7 + sum(2 * 2**k for k in range(1, self.config.num_downsamples))
+
+    def forward_near(self, x: Tensor, reference: Tensor, reference_tower: Tensor, head: str) -> Tensor:
+        """``forward(x, head)`` for inputs ``[B, L, 4]`` that differ from ``reference`` ``[1, L, 4]`` only in a
+        short stretch (mutants of one window): the tower is recomputed only on a crop around the changed bases
+        and spliced into ``reference_tower`` (``tower(reference)``); the transformer and heads run in full.
+
+        Exact (the same operations on the same values) because the splice takes only the tower bins whose
+        inputs lie wholly inside the crop or reach a true end of the input. Inputs whose changes span more than
+        ``NEAR_MAX_SPAN`` bp (an insertion shifts everything after it) take the full forward.
+        """
+        changed = torch.nonzero((x != reference).any(dim=-1).any(dim=0)).flatten()
+        if changed.numel() == 0:
+            return self._from_tower(reference_tower.expand(x.shape[0], -1, -1), head)
+        lo, hi = int(changed[0]), int(changed[-1]) + 1
+        if hi - lo > NEAR_MAX_SPAN:
+            return self(x, head=head)
+        size, radius, length = self.config.bin_size, self.tower_radius, x.shape[1]
+        n_bins = reference_tower.shape[-1]
+        first = max(0, (lo - radius) // size - 1)  # tower bins the change can reach, with a bin to spare
+        last = min(n_bins, -(-(hi + radius) // size) + 1)
+        start = max(0, ((first * size - radius) // size - 1) * size)  # their inputs, whole bins, one to spare
+        end = min(length, (-(-(last * size + radius) // size) + 1) * size)
+        tower = reference_tower.expand(x.shape[0], -1, -1).clone()
+        local = self.tower(x[:, start:end])
+        tower[:, :, first:last] = local[:, :, first - start // size : last - start // size].to(tower.dtype)
+        return self._from_tower(tower, head)
+
+    def _from_tower(self, tower: Tensor, head: str) -> Tensor:
+        return self._heads[head](self._after_tower(tower.transpose(1, 2).contiguous()))
+
     def trunk(self, x: Tensor) -> Tensor:
         """One-hot ``[B, L, 4]`` -> embeddings ``[B, target_length, 2 * dim]``."""
-        x = x.transpose(1, 2)  # channels-first for the convolutions
-        x = self.stem(x)
-        x = self.conv_tower(x)
-        x = x.transpose(1, 2).contiguous()
+        return self._after_tower(self.tower(x).transpose(1, 2).contiguous())
+
+    def _after_tower(self, x: Tensor) -> Tensor:
+        """Tower output, channels-last ``[B, n, channels]`` -> embeddings ``[B, target_length, 2 * dim]``."""
         x = self.transformer(x)
         x = self._crop(x)
         block = self.final_pointwise[1]

@@ -25,6 +25,9 @@ ENFORMER_TFLOP_PER_WINDOW = 3.29
 # TFLOP/s of the datasheet's 989 (0.30; eager 0.20). End to end at 5,313 float16 tracks a 16-core node
 # wrote 67.5 windows/s, 0.67 of the device's rate (Parquet encoding): pass --windows-per-second for that.
 ASSUMED_UTILISATION = 0.30
+# The same share per model family, from that H200 run: Borzoi compiled at bf16 ran 39.7 windows/s × 4.91 TFLOP
+# = 195 TFLOP/s (0.20 of 989).
+UTILISATION = {"enformer": ASSUMED_UTILISATION, "borzoi": 0.20}
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,9 @@ class GpuProfile:
         """ESTIMATE: peak × assumed utilisation / FLOPs per window (bf16 autocast, full Enformer)."""
         return self.windows_per_second_at(ENFORMER_TFLOP_PER_WINDOW)
 
-    def windows_per_second_at(self, tflop_per_window: float) -> float:
-        """ESTIMATE for a model of ``tflop_per_window`` (e.g. Borzoi's 4.91)."""
-        return self.peak_bf16_tflops * ASSUMED_UTILISATION / tflop_per_window
+    def windows_per_second_at(self, tflop_per_window: float, utilisation: float = ASSUMED_UTILISATION) -> float:
+        """ESTIMATE for a model of ``tflop_per_window`` (e.g. Borzoi's 4.91) at ``utilisation`` of the peak."""
+        return self.peak_bf16_tflops * utilisation / tflop_per_window
 
 
 # Peaks: NVIDIA datasheets (dense bf16 tensor TFLOP/s). Prices: AWS us-east-1 / GCP us-central1 on-demand
@@ -331,10 +334,11 @@ def plan_run(
         source = "throughput: given"
     else:
         assert profile is not None
-        windows_per_second = profile.windows_per_second_at(tflop)
+        utilisation = UTILISATION.get(summary.family, ASSUMED_UTILISATION)
+        windows_per_second = profile.windows_per_second_at(tflop, utilisation)
         source = (f"throughput ESTIMATE: {profile.peak_bf16_tflops:g} TFLOP/s bf16 peak × "
-                  f"{ASSUMED_UTILISATION:.0%} / {tflop} TFLOP per {summary.family.capitalize()} window "
-                  "(the published model's size)")
+                  f"{utilisation:.0%} (measured on an H200, compiled) / {tflop} TFLOP per "
+                  f"{summary.family.capitalize()} window (the published model's size)")
     if price_per_hour is None:
         assert profile is not None
         price_per_hour = profile.price_per_gpu_hour
@@ -374,8 +378,8 @@ def gpu_table() -> str:
     for p in GPU_PROFILES.values():
         lines.append(f"{p.name:<9} {p.peak_bf16_tflops:>12g} {p.windows_per_second:>9.1f} "
                      f"{p.price_per_gpu_hour:>8.2f}  {p.instance}")
-    lines.append(f"windows/s = peak × {ASSUMED_UTILISATION:.0%} assumed utilisation / "
-                 f"{ENFORMER_TFLOP_PER_WINDOW} TFLOP per Enformer window: ESTIMATES; measure and pass "
-                 "--windows-per-second.")
+    lines.append(f"windows/s = peak × {ASSUMED_UTILISATION:.0%} utilisation (Enformer's, measured on an H200) / "
+                 f"{ENFORMER_TFLOP_PER_WINDOW} TFLOP per Enformer window: ESTIMATES for other GPUs; end to end "
+                 "at 5,313 float16 tracks a 16-core node wrote 0.67 of that; measure and pass --windows-per-second.")
     return "\n".join(lines)
 

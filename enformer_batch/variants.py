@@ -317,7 +317,11 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
                     alt_codes[inputs.alt_start[j] : inputs.alt_start[j + 1]], length)
                 for g, j in batch
             ])
-            y = predictor.predict_on_device(x)
+            groups = {g for g, _ in batch}
+            if len(groups) == 1:  # one reference and its alternates (mutants): recompute only near the change
+                y = predictor.predict_near_on_device(windows[groups.pop(), :length], x)
+            else:
+                y = predictor.predict_on_device(x)
             alts = []
             for k, (g, j) in enumerate(batch):
                 if j < 0:

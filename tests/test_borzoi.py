@@ -469,3 +469,87 @@ def test_borzoi_variant_scores_end_to_end(ray_cluster, borzoi_genome, tmp_path):
         want = (a - r).sum(axis=0)
         got = np.array([rows[f"sad:{n}"][i] for n in names], dtype=np.float64)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def _replicate_pair(tmp_path) -> tuple[str, str]:
+    """Two replicate checkpoints of the demo Borzoi: its own weights, and a copy with every bias moved."""
+    import shutil
+    from importlib import resources
+
+    from safetensors.torch import load_file, save_file
+
+    first, second = tmp_path / "rep0", tmp_path / "rep1"
+    shutil.copytree(str(resources.files("enformer_batch") / "demo_borzoi"), first)
+    shutil.copytree(first, second)
+    weights = load_file(str(second / "model.safetensors"))
+    for name in weights:
+        if name.endswith("bias"):
+            weights[name] = weights[name] + 0.05
+    save_file(weights, str(second / "model.safetensors"))
+    return str(first), str(second)
+
+
+def test_replicate_ensemble_atlas_is_the_mean_and_its_manifest_lists_every_replicate(ray_cluster, borzoi_genome,
+                                                                                     tmp_path):
+    """--model A,B through the engine: one replica holds both, writes their mean, and records each hash."""
+    import duckdb
+
+    from enformer_batch import PredictConfig, predict
+
+    from .reference import parse_fasta
+
+    first, second = _replicate_pair(tmp_path)
+    out = tmp_path / "ensemble"
+    predict(PredictConfig(fasta=borzoi_genome, out=str(out), model=f"{first},{second}", chroms=("chrB",),
+                          dtype="float32", progress=False, threads_per_worker=1))
+    identity = json.loads((out / "_manifest.json").read_text())["identity"]["model"]
+    singles = [load_model(first), load_model(second)]
+    assert singles[0].weights_sha256 != singles[1].weights_sha256
+    assert identity["replicates"] == [{"id": s.model_id, "weights_sha256": s.weights_sha256} for s in singles]
+    assert identity["weights_sha256"] == load_model(f"{first},{second}").weights_sha256
+    names = list(singles[0].tracks["human"].identifiers)
+    rows = duckdb.sql(f"select * from read_parquet('{out}/*/*.parquet') order by start").fetchnumpy()
+    got = np.stack([np.asarray(rows[c], dtype=np.float64) for c in names], axis=1)
+    seq = parse_fasta(borzoi_genome)["chrB"]
+    from .reference import onehot
+
+    window = "".join(seq[p] if 0 <= p < len(seq) else "N" for p in range(-B_CONTEXT, B_INPUT - B_CONTEXT))
+    x = torch.from_numpy(onehot(window))[None]
+    with torch.no_grad():
+        each = [s.model(x, head="human")[0].double().numpy()[: got.shape[0]] for s in singles]
+    assert np.abs(each[0] - each[1]).max() > 1e-3 * np.abs(each[0]).max()  # the replicates do differ
+    want = (each[0] + each[1]) / 2
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_borzoi_mutagenesis_end_to_end(ray_cluster, borzoi_genome, tmp_path):
+    """mutagenesis --model demo-borzoi: every mutant of a 2-bp region, SAD over Borzoi's 6,144 bins."""
+    import duckdb
+
+    from enformer_batch.experiments import MutagenesisConfig, mutagenesis
+
+    from .reference import onehot, parse_fasta, variant_sequences
+
+    out = tmp_path / "mutagenesis"
+    summary = mutagenesis(MutagenesisConfig(fasta=borzoi_genome, regions="chrA:150000-150002", out=str(out),
+                                            model="demo-borzoi", progress=False, threads_per_worker=1))
+    assert summary.counts == {"ok": 6}
+    demo = load_model("demo-borzoi")
+    names = list(demo.tracks["human"].identifiers)
+    rows = duckdb.sql(f"select * from read_parquet('{out}/*/*.parquet') order by pos, alt").fetchnumpy()
+    assert list(rows["pos"]) == [150_001] * 3 + [150_002] * 3  # pos = q + 1
+    seq = parse_fasta(borzoi_genome)["chrA"]
+    # One shared reference window for the region [150000, 150002): its midpoint 150001 at input index L // 2.
+    reference, _ = variant_sequences(seq, 150_001 + 1, "", "", length=B_INPUT)
+    start = 150_001 - B_INPUT // 2
+    with torch.no_grad():
+        r = demo.model(torch.from_numpy(onehot(reference))[None], head="human")[0].double().numpy()
+    for i in (0, 4):  # one mutant at each position, against the shared reference
+        q, ref, alt = int(rows["pos"][i]) - 1, str(rows["ref"][i]), str(rows["alt"][i])
+        assert ref == seq[q] == reference[q - start]
+        mutant = reference[: q - start] + alt + reference[q - start + 1 :]
+        with torch.no_grad():
+            a = demo.model(torch.from_numpy(onehot(mutant))[None], head="human")[0].double().numpy()
+        want = (a - r).sum(axis=0)
+        got = np.array([rows[f"sad:{n}"][i] for n in names], dtype=np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -305,3 +305,57 @@ def test_download_checked_against_the_store_declared_sha256(small_pair, tmp_path
         load_model("declaring://decl", cache_dir=str(tmp_path / "c"))
     DeclaringFS.declared = {"model.safetensors": good}
     assert load_model("declaring://decl", cache_dir=str(tmp_path / "c")).weights_sha256 == good
+
+
+def _mutants(reference: torch.Tensor, sites: list[int]) -> torch.Tensor:
+    """One-hot copies of ``reference`` ``[1, L, 4]``, each with the base at one site changed."""
+    x = reference.repeat(len(sites), 1, 1).clone()
+    for k, p in enumerate(sites):
+        x[k, p] = torch.roll(x[k, p], 1)
+    return x
+
+
+def test_forward_near_equals_the_full_forward_wherever_the_change_is() -> None:
+    """Mutants recompute the conv tower only around the change; the result is the full forward's."""
+    model = load_model("demo").model.eval()
+    length = model.geometry.input_length
+    g = torch.Generator().manual_seed(7)
+    reference = torch.nn.functional.one_hot(torch.randint(0, 4, (1, length), generator=g), 4).float()
+    with torch.inference_mode():
+        tower = model.tower(reference)
+        full_reference = model(reference, head="human")
+        for sites in ([98_304, 98_340, 98_500], [0, 3, 200], [length - 1, length - 130], [70_000]):
+            x = _mutants(reference, sites)
+            near, full = model.forward_near(x, reference, tower, "human"), model(x, head="human")
+            assert (full - full_reference).abs().max() > 0  # the change reaches the output
+            torch.testing.assert_close(near, full, rtol=1e-5, atol=1e-6 * float(full.abs().max()))
+        # Nothing changed: the reference's own prediction; changes far apart: the full forward (not local).
+        torch.testing.assert_close(model.forward_near(reference, reference, tower, "human"), full_reference)
+        apart = _mutants(reference, [1_000])
+        apart[0, 150_000] = torch.roll(apart[0, 150_000], 1)
+        torch.testing.assert_close(model.forward_near(apart, reference, tower, "human"), model(apart, head="human"))
+    assert model.tower_radius == 7 + 2 * (2 + 4 + 8 + 16 + 32 + 64)  # stem width 15; width 5 at each halving
+
+
+def test_predict_near_gives_predict_on_device_values_with_augmentation_and_track_selection() -> None:
+    from enformer_batch.inference import InferenceSettings, Predictor
+
+    settings = InferenceSettings(batch_size=4, dtype="float32", rc=True, shifts=(-1, 0, 1), tracks="0,3,5")
+    predictor = Predictor(settings, device="cpu")
+    assert predictor.predicts_near
+    length = predictor.info.geometry.input_length
+    rng = np.random.default_rng(8)
+    reference = torch.from_numpy(rng.integers(0, 4, size=length, dtype=np.uint8))
+    reference[:5000] = 4  # an N run near the start, as at a chromosome end
+    x = reference.repeat(3, 1)
+    for k, p in enumerate((98_000, 98_001, 98_255)):
+        x[k, p] = (x[k, p] + 1) % 4
+    x = torch.cat([reference[None], x])  # the reference itself rides in the batch, as in score_part
+    want = predictor.predict_on_device(x)
+    got = predictor.predict_near_on_device(reference, x)
+    assert got.shape == want.shape == (4, 896, 3)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+    # The reference's towers are cached: a second batch of the same part reuses them.
+    assert len(predictor._near_cache) == 1 and len(predictor._near_cache[0][1]) == 6  # 3 shifts x 2 strands
+    predictor.predict_near_on_device(reference, x[1:])
+    assert len(predictor._near_cache) == 1

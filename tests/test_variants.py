@@ -347,10 +347,17 @@ def test_strict_fails_on_a_ref_mismatch_before_computing(ray_cluster, vcf_path, 
 
 BAD_RUNS = [
     ("missing VCF", lambda t, v: str(t / "nope.vcf"), [], "VCF not found"),
+    # Unreadable: a directory where the VCF should be (file modes do not stop root, which CI may be).
+    ("unreadable VCF", lambda t, v: str(_mkdir(t / "calls.vcf")), [], "cannot read VCF"),
     ("VCF without a header", lambda t, v: _write(t, "chrA\t5\t.\tA\tG\n"), [], "not a VCF"),
     ("malformed line", lambda t, v: _write(t, HEADER + "chrA\t5\t.\tA\tG\nchrA\tx\t.\tA\tG\n"), [], "line 5"),
     ("unknown score", None, ["--scores", "sad,bogus"], "--scores"),
 ]
+
+
+def _mkdir(path):
+    path.mkdir()
+    return path
 
 
 def _write(tmp_path, text: str) -> str:
