@@ -283,7 +283,9 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
     """Predict each shared reference once and every alternate beside it, in batches; reduce to scores.
 
     The model sees, in order, each reference followed by its alternates; a reference prediction is kept on
-    the device only until its last alternate is scored, so device memory stays at about two batches.
+    the device only until its last alternate is scored, so device memory stays at about two batches. A batch of
+    one reference's inputs goes through ``Predictor.predict_near_on_device`` (alternates recompute the conv
+    tower only around their change, exactly).
     """
     import torch
 
@@ -308,9 +310,15 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
     position = {j: k for k, j in enumerate(order)}
     refs: dict[int, torch.Tensor] = {}
     b = predictor.batch_size
+    if predictor.predicts_near:
+        # Batches of one reference and its alternates: an alternate then costs only the conv tower near its
+        # change, which outweighs fuller batches (a biallelic SNV is a batch of two).
+        runs = [[item for item in schedule if item[0] == g] for g in dict.fromkeys(g for g, _ in schedule)]
+        batches = [run[i : i + b] for run in runs for i in range(0, len(run), b)]
+    else:
+        batches = [schedule[i : i + b] for i in range(0, len(schedule), b)]
     with torch.inference_mode():
-        for start in range(0, len(schedule), b):
-            batch = schedule[start : start + b]
+        for batch in batches:
             x = torch.stack([
                 windows[g, :length] if j < 0 else alternate_codes(
                     windows[g], int(inputs.offset[j]), int(inputs.ref_len[j]),
