@@ -369,7 +369,8 @@ def pipeline(ckpt: Path, fasta: str, device: torch.device, budget: Budget, max_p
     out = tempfile.mkdtemp(prefix="gpu-atlas-")
     config = PredictConfig(fasta=fasta, out=out, model=str(ckpt), progress=False, windows_per_part=per_part,
                            tracks=tracks)
-    worker = ReplicaWorker(config.inference_settings(), AtlasStore(out))
+    # Torch threads as the Ray actor sets them on GPU nodes (WorkerLayout: 2; they only launch kernels).
+    worker = ReplicaWorker(config.inference_settings(), AtlasStore(out), num_threads=2)
     info = worker.describe()
     job = AtlasJob(config)
     job.prepare()
