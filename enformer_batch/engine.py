@@ -260,7 +260,7 @@ class ReplicaWorker:
         try:
             from .inference import Predictor  # torch: only model replicas import it
 
-            self.predictor = Predictor(settings, memory_share=memory_share)
+            self.predictor = Predictor(settings, memory_share=memory_share, streams=parts_on_device)
         except Exception as e:  # noqa: BLE001 - re-raised by every call
             self._load_error = e
 

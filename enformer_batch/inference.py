@@ -8,6 +8,7 @@ cast to the output dtype before anything is copied back. ``Predictor`` is a plai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import sys
@@ -22,7 +23,7 @@ import torch
 from .augment import autocast_context, predict_augmented
 from .genome import N_CODE, onehot_table
 from .integrity import check_weights
-from .model import load_model
+from .model import NEAR_MAX_SPAN, load_model
 from .settings import (  # noqa: F401 - re-exported: they lived here before settings.py
     CPU_BATCH_SIZE,
     DTYPES,
@@ -81,10 +82,32 @@ def resolve_compile(mode: str, device: torch.device, simulated: bool = False) ->
     return mode == "on"
 
 
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What torch.compile raises when it cannot compile (no C compiler, an unsupported op): not OOM, not CUDA
+    errors or bad input, which the eager model would raise too."""
+    errors: list[type[BaseException]] = []
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+
+        errors.append(TorchDynamoException)
+    except ImportError:  # pragma: no cover - torch without dynamo
+        pass
+    try:
+        from torch._inductor.exc import InductorError
+
+        errors.append(InductorError)
+    except ImportError:  # pragma: no cover - older torch
+        pass
+    return tuple(errors) or (RuntimeError,)
+
+
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+SLOT_WAIT_S = 600.0  # a stream waits this long for a staging slot before it calls the pool leaked
 
 
 class Predictor:
@@ -96,10 +119,11 @@ class Predictor:
         device: str | torch.device | None = None,
         compile_model: bool | None = None,
         memory_share: float = 1.0,
+        streams: int = STREAMS_IN_FLIGHT,
     ):
         """``memory_share``: the part of the GPU's free memory this replica may plan its batches for (replicas
         sharing a GPU, ``--gpus-per-worker 0.5``, get their share). ``compile_model`` overrides
-        ``settings.compile``."""
+        ``settings.compile``. ``streams``: how many batch streams (parts) may be in flight at once."""
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
@@ -159,13 +183,13 @@ class Predictor:
         self._pinned: dict[tuple, torch.Tensor] = {}  # page-locked staging buffers, see _staging
         # Recent references and their towers per augmentation pass (predict_near_on_device); a few, since the
         # parts in flight (STREAMS_IN_FLIGHT) interleave their batches.
-        self._near_cache: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+        self._near_cache: list[tuple[bytes, list[torch.Tensor]]] = []
         # Device work is queued by one thread at a time (so at most one batch's activations are being
         # allocated), but several streams may be in flight: while one part's last batch is copied back and
         # stitched, the next part's first batch is already queued, so the device does not idle between parts.
         self._launch_lock = threading.RLock()
         self._slots: queue.Queue[int] = queue.Queue()  # staging-buffer slots not holding an uncollected batch
-        for slot in range(2 * STREAMS_IN_FLIGHT):
+        for slot in range(2 * max(1, streams)):  # a stream holds at most two: in flight, and yielded
             self._slots.put(slot)
         self._sim_rate = self.model.spec.rate if is_simulated(settings.model) else None
         # torch.compile pays over many batches of one shape: every window has the same length, and batches
@@ -191,8 +215,8 @@ class Predictor:
             return self._model_fn(onehot, head=self.settings.head)
         try:
             y = self._model_fn(onehot, head=self.settings.head)
-        except Exception as e:  # noqa: BLE001 - inductor raises many kinds; `--compile on` re-raises them
-            if self.settings.compile == "on":
+        except _compile_errors() as e:
+            if self.settings.compile == "on" or isinstance(e, torch.OutOfMemoryError):
                 raise
             print(f"enformer-batch: torch.compile failed on {device_label(self.device)} "
                   f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); running eager",
@@ -270,22 +294,28 @@ class Predictor:
 
     @property
     def predicts_near(self) -> bool:
-        """Whether ``predict_near_on_device`` saves work here: an Enformer, eager (not an ensemble, not Borzoi's
-        U-net, whose skip connections would need splicing at every level, not the simulated model)."""
+        """Whether ``predict_near_on_device`` saves work here: an Enformer (not an ensemble, not Borzoi's U-net,
+        whose skip connections would need splicing at every level, not the simulated model). The near path runs
+        eager even where the model is compiled (its crops vary in length)."""
         return hasattr(self.model, "forward_near") and self._sim_rate is None
 
     @torch.inference_mode()
-    def predict_near_on_device(self, reference: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def predict_near_on_device(self, reference: torch.Tensor, x: torch.Tensor, key: bytes) -> torch.Tensor:
         """``predict_on_device(x)`` for codes ``x`` ``[b, L]`` that differ from ``reference`` ``[L]`` only in a
         short stretch (mutants of one window, SNVs at one position): the conv tower is recomputed only around
         the change (``Enformer.forward_near``), the reference's tower once per reference and augmentation pass.
-        Values are those of ``predict_on_device``; without ``predicts_near`` it is that call.
+        Values are those of ``predict_on_device`` up to floating-point rounding; without ``predicts_near``, or
+        when the changes spread wider than ``NEAR_MAX_SPAN`` (an insertion), it is that call. ``key`` identifies
+        the reference's contents (a digest the caller computes on the host; no device sync to compare).
         """
         if not self.predicts_near:
             return self.predict_on_device(x)
         with self._launch_lock:
             n = x.shape[0]
-            towers = self._reference_towers(reference)
+            changed = torch.nonzero((x != reference).any(dim=0)).flatten()
+            if changed.numel() and int(changed[-1]) + 1 - int(changed[0]) > NEAR_MAX_SPAN:
+                return self._predict_on_device(x, pace=False)
+            towers = self._reference_towers(key)
             onehot = self._onehot[torch.cat([reference[None], x]).long()]
             passes = iter(range(len(self.settings.shifts) * (2 if self.settings.rc else 1)))
 
@@ -302,12 +332,12 @@ class Predictor:
             assert y.shape[0] == n
             return self._select(y)
 
-    def _reference_towers(self, reference: torch.Tensor) -> list[torch.Tensor]:
-        for i, (codes, towers) in enumerate(self._near_cache):
-            if torch.equal(codes, reference):
+    def _reference_towers(self, key: bytes) -> list[torch.Tensor]:
+        for i, (known, towers) in enumerate(self._near_cache):
+            if known == key:
                 self._near_cache.append(self._near_cache.pop(i))
                 return towers
-        self._near_cache = [*self._near_cache[-(2 * STREAMS_IN_FLIGHT - 1):], (reference.clone(), [])]
+        self._near_cache = [*self._near_cache[-(2 * STREAMS_IN_FLIGHT - 1):], (key, [])]
         return self._near_cache[-1][1]
 
     @torch.inference_mode()
@@ -369,7 +399,7 @@ class Predictor:
         pending: _Launched | None = None
         try:
             for codes, keep in batches:
-                slot = self._slots.get()
+                slot = self._take_slot()
                 owned.append(slot)
                 launched = self._launch(codes, slot, keep)
                 if pending is not None:
@@ -383,13 +413,21 @@ class Predictor:
             for slot in owned:
                 self._slots.put(slot)
 
+    def _take_slot(self) -> int:
+        try:
+            return self._slots.get(timeout=SLOT_WAIT_S)
+        except queue.Empty:
+            raise RuntimeError(
+                f"no staging buffer came free in {SLOT_WAIT_S:.0f} s: more batch streams are open on this "
+                "predictor than it was made for (close predict_stream generators that stop early)") from None
+
     def predict_batch(self, codes: np.ndarray, keep: Keep | None = None) -> np.ndarray:
         """``[b, input_length]`` uint8 codes → ``[b, output_bins, n_selected]`` in the output dtype.
 
         ``keep`` (see ``_launch``): only those rows leave the device, as ``[n_selected, n_keep]``; the check for
         non-finite values still covers every bin.
         """
-        slot = self._slots.get()
+        slot = self._take_slot()
         try:
             values = self._collect(self._launch(codes, slot, keep))
             return values.copy() if self.device.type == "cuda" else values  # a GPU's staging buffer is reused
@@ -408,12 +446,12 @@ class Predictor:
         todo = np.flatnonzero(ran)
         b = self.batch_size
         batches = [todo[i : i + b] for i in range(0, len(todo), b)]
-        results = self.predict_stream((codes[batch], None) for batch in batches)
-        for batch in batches:
-            try:
-                values[batch] = next(results)
-            except NonFiniteOutput as e:
-                raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
+        with contextlib.closing(self.predict_stream((codes[batch], None) for batch in batches)) as results:
+            for batch in batches:
+                try:
+                    values[batch] = next(results)
+                except NonFiniteOutput as e:
+                    raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
         return values, ran
 
 

@@ -503,9 +503,10 @@ class Enformer(nn.Module):
         short stretch (mutants of one window): the tower is recomputed only on a crop around the changed bases
         and spliced into ``reference_tower`` (``tower(reference)``); the transformer and heads run in full.
 
-        Exact (the same operations on the same values) because the splice takes only the tower bins whose
-        inputs lie wholly inside the crop or reach a true end of the input. Inputs whose changes span more than
-        ``NEAR_MAX_SPAN`` bp (an insertion shifts everything after it) take the full forward.
+        The full forward's arithmetic, equal up to floating-point rounding (the spliced bins come from
+        convolutions over a shorter input): the splice takes only tower bins whose inputs lie wholly inside the
+        crop or reach a true end of the input. Inputs whose changes span more than ``NEAR_MAX_SPAN`` bp (an
+        insertion shifts everything after it) take the full forward.
         """
         changed = torch.nonzero((x != reference).any(dim=-1).any(dim=0)).flatten()
         if changed.numel() == 0:

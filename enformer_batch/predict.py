@@ -9,6 +9,7 @@ window's owned bins into the part's rows. Orchestration, resume and commit are t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -361,18 +362,19 @@ def predict_rows(predictor: Predictor, windows: tuple[WindowTask, ...], codes: P
                     bins.append(np.arange(lo - task.first_bin, hi - task.first_bin, dtype=np.int64))
             yield codes.stack(batch), (np.concatenate(which), np.concatenate(bins))
 
-    results = predictor.predict_stream(requests())
-    for batch in batches:
-        try:
-            rows = next(results)
-        except NonFiniteOutput as e:
-            raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
-        r = 0
-        for w in batch:
-            lo, hi = first_row[w], first_row[w + 1]
-            by_track[:, lo:hi] = rows[:, r : r + hi - lo]
-            nulls[lo:hi] = False
-            r += hi - lo
+    # Closed on the way out, also when stitching fails: its staging buffers go back to the predictor's pool.
+    with contextlib.closing(predictor.predict_stream(requests())) as results:
+        for batch in batches:
+            try:
+                rows = next(results)
+            except NonFiniteOutput as e:
+                raise NonFiniteOutput([int(batch[j]) for j in e.window_indices]) from None
+            r = 0
+            for w in batch:
+                lo, hi = first_row[w], first_row[w + 1]
+                by_track[:, lo:hi] = rows[:, r : r + hi - lo]
+                nulls[lo:hi] = False
+                r += hi - lo
     return PartRows(by_track, nulls, len(todo))
 
 

@@ -12,6 +12,7 @@ are the engine's.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -327,7 +328,9 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
             ])
             groups = {g for g, _ in batch}
             if len(groups) == 1:  # one reference and its alternates (mutants): recompute only near the change
-                y = predictor.predict_near_on_device(windows[groups.pop(), :length], x)
+                g = groups.pop()
+                key = hashlib.blake2b(inputs.windows[g, :length].tobytes(), digest_size=16).digest()
+                y = predictor.predict_near_on_device(windows[g, :length], x, key)
             else:
                 y = predictor.predict_on_device(x)
             alts = []

@@ -352,10 +352,15 @@ def test_predict_near_gives_predict_on_device_values_with_augmentation_and_track
         x[k, p] = (x[k, p] + 1) % 4
     x = torch.cat([reference[None], x])  # the reference itself rides in the batch, as in score_part
     want = predictor.predict_on_device(x)
-    got = predictor.predict_near_on_device(reference, x)
+    got = predictor.predict_near_on_device(reference, x, b"ref")
     assert got.shape == want.shape == (4, 896, 3)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
     # The reference's towers are cached: a second batch of the same part reuses them.
     assert len(predictor._near_cache) == 1 and len(predictor._near_cache[0][1]) == 6  # 3 shifts x 2 strands
-    predictor.predict_near_on_device(reference, x[1:])
+    predictor.predict_near_on_device(reference, x[1:], b"ref")
     assert len(predictor._near_cache) == 1
+    # An insertion shifts everything after it: not near, so the plain forward, and no reference tower computed.
+    shifted = torch.cat([reference[None, :1], reference[None, :-1]], dim=1)
+    torch.testing.assert_close(predictor.predict_near_on_device(reference, shifted, b"other"),
+                               predictor.predict_on_device(shifted))
+    assert [key for key, _ in predictor._near_cache] == [b"ref"]

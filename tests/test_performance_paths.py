@@ -9,7 +9,7 @@ import torch
 
 from enformer_batch.inference import InferenceSettings, Predictor, auto_batch_size, resolve_compile
 from enformer_batch.model import EnformerConfig
-from enformer_batch.settings import GPU_MAX_AUTO_BATCH
+from enformer_batch.settings import GPU_MAX_AUTO_BATCH, NonFiniteOutput
 from enformer_batch.store import part_table
 from enformer_batch.windows import ENFORMER, plan_chromosome
 
@@ -52,8 +52,10 @@ def test_padded_batches_give_the_values_of_unpadded_ones() -> None:
 def test_compile_auto_falls_back_to_eager_when_compiling_fails(capsys) -> None:
     predictor = Predictor(InferenceSettings(batch_size=2, dtype="float32"), device="cpu", compile_model=True)
 
+    from torch._dynamo.exc import TorchDynamoException
+
     def broken(*args, **kwargs):
-        raise RuntimeError("no C compiler found")
+        raise TorchDynamoException("no C compiler found")
 
     predictor._model_fn = broken
     codes = np.random.default_rng(4).integers(0, 4, size=(1, ENFORMER.input_length), dtype=np.uint8)
@@ -62,8 +64,18 @@ def test_compile_auto_falls_back_to_eager_when_compiling_fails(capsys) -> None:
     assert "torch.compile failed" in capsys.readouterr().err
     on = Predictor(InferenceSettings(batch_size=2, compile="on"), device="cpu")
     on._model_fn = broken
-    with pytest.raises(RuntimeError, match="no C compiler"):
+    with pytest.raises(TorchDynamoException, match="no C compiler"):
         on.predict_batch(codes)
+    # Not a compilation error (out of memory, bad input): raised as it is, compilation stays on.
+    oom = Predictor(InferenceSettings(batch_size=2), device="cpu", compile_model=True)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    oom._model_fn = out_of_memory
+    with pytest.raises(torch.OutOfMemoryError):
+        oom.predict_batch(codes)
+    assert oom.info.compiled is True
 
 
 def test_part_table_matches_column_by_column_construction() -> None:
@@ -177,3 +189,20 @@ def test_two_parts_streaming_at_once_each_get_their_own_values_and_every_staging
     next(abandoned)
     abandoned.close()  # a part that stops half-way (an error while stitching) returns its slots
     assert predictor._slots.qsize() == free
+
+
+def test_a_failed_prediction_returns_its_staging_slots_even_while_its_error_is_kept() -> None:
+    """Predictor.predict closes its stream: an error kept with its traceback must not hold buffers forever."""
+    from enformer_batch.settings import STREAMS_IN_FLIGHT
+
+    predictor = Predictor(InferenceSettings(batch_size=1, dtype="float32"), device="cpu")
+    predictor._model_fn = lambda x, head: torch.full((x.shape[0], 896, 12), float("nan"))
+    codes = np.random.default_rng(9).integers(0, 4, size=(3, ENFORMER.input_length), dtype=np.uint8)
+    kept = []
+    for _ in range(3):
+        try:
+            predictor.predict(codes)
+        except NonFiniteOutput as e:
+            kept.append(e)
+    assert len(kept) == 3 and kept[0].__traceback__ is not None
+    assert predictor._slots.qsize() == 2 * STREAMS_IN_FLIGHT
