@@ -73,8 +73,8 @@ def _native_bf16(device: torch.device) -> bool:
 
 
 def resolve_compile(mode: str, device: torch.device, simulated: bool = False) -> bool:
-    """``auto`` → torch.compile on CUDA devices (1.46x eager for full-size Enformer at bf16 on an H200, after
-    ~18 s of compilation per replica), eager on CPUs (slower there, and minutes to compile)."""
+    """``auto`` → torch.compile on CUDA devices (1.47x eager for full-size Enformer at bf16 on an H200, after
+    ~23 s of compilation per replica), eager on CPUs (slower there, and minutes to compile)."""
     if simulated:
         return False  # the stand-in computes nothing worth compiling
     if mode == "auto":
@@ -182,14 +182,15 @@ class Predictor:
         self._out_max = float(torch.finfo(self._out_dtype).max)
         self._pinned: dict[tuple, torch.Tensor] = {}  # page-locked staging buffers, see _staging
         # Recent references and their towers per augmentation pass (predict_near_on_device); a few, since the
-        # parts in flight (STREAMS_IN_FLIGHT) interleave their batches.
+        # parts in flight (``streams``) interleave their batches.
+        self._streams = max(1, streams)
         self._near_cache: list[tuple[bytes, list[torch.Tensor]]] = []
         # Device work is queued by one thread at a time (so at most one batch's activations are being
         # allocated), but several streams may be in flight: while one part's last batch is copied back and
         # stitched, the next part's first batch is already queued, so the device does not idle between parts.
         self._launch_lock = threading.RLock()
         self._slots: queue.Queue[int] = queue.Queue()  # staging-buffer slots not holding an uncollected batch
-        for slot in range(2 * max(1, streams)):  # a stream holds at most two: in flight, and yielded
+        for slot in range(2 * self._streams):  # a stream holds at most two: in flight, and yielded
             self._slots.put(slot)
         self._sim_rate = self.model.spec.rate if is_simulated(settings.model) else None
         # torch.compile pays over many batches of one shape: every window has the same length, and batches
@@ -272,16 +273,18 @@ class Predictor:
         n = x.shape[0]
         if self._pad_batches and n < self.batch_size:  # one shape for the compiled model: pad with all-N rows
             x = torch.cat([x, x.new_full((self.batch_size - n, x.shape[1]), N_CODE)])
-        onehot = self._onehot[x.long()]
-        s = self.settings
-        with autocast_context(self.precision, self.device.type):
-            y = predict_augmented(
-                self._forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value, strand_pairs=self._strand_pairs
-            )
+        y = self._augmented(self._forward, self._onehot[x.long()])
         y = self._select(y[:n] if y.shape[0] != n else y)
         if pace:
             self._pace(started, n)
         return y
+
+    def _augmented(self, forward, onehot: torch.Tensor) -> torch.Tensor:
+        """``forward`` over the run's augmentation passes (shifts × strands), averaged, at the run's precision."""
+        s = self.settings
+        with autocast_context(self.precision, self.device.type):
+            return predict_augmented(forward, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value,
+                                     strand_pairs=self._strand_pairs)
 
     def _select(self, y: torch.Tensor) -> torch.Tensor:
         """The selected tracks of predictions ``[b, bins, head tracks]``, unsquashed if asked."""
@@ -316,8 +319,7 @@ class Predictor:
             if changed.numel() and int(changed[-1]) + 1 - int(changed[0]) > NEAR_MAX_SPAN:
                 return self._predict_on_device(x, pace=False)
             towers = self._reference_towers(key)
-            onehot = self._onehot[torch.cat([reference[None], x]).long()]
-            passes = iter(range(len(self.settings.shifts) * (2 if self.settings.rc else 1)))
+            passes = iter(range(self._passes))
 
             def near(inp: torch.Tensor) -> torch.Tensor:  # row 0 is the reference, as augmented in this pass
                 k = next(passes)
@@ -325,10 +327,7 @@ class Predictor:
                     towers.append(self.model.tower(inp[:1]))
                 return self.model.forward_near(inp[1:], inp[:1], towers[k], self.settings.head)
 
-            s = self.settings
-            with autocast_context(self.precision, self.device.type):
-                y = predict_augmented(near, onehot, rc=s.rc, shifts=s.shifts, n_value=self._n_value,
-                                      strand_pairs=self._strand_pairs)
+            y = self._augmented(near, self._onehot[torch.cat([reference[None], x]).long()])
             assert y.shape[0] == n
             return self._select(y)
 
@@ -337,7 +336,7 @@ class Predictor:
             if known == key:
                 self._near_cache.append(self._near_cache.pop(i))
                 return towers
-        self._near_cache = [*self._near_cache[-(2 * STREAMS_IN_FLIGHT - 1):], (key, [])]
+        self._near_cache = [*self._near_cache[-(2 * self._streams - 1):], (key, [])]
         return self._near_cache[-1][1]
 
     @torch.inference_mode()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -286,7 +287,7 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
     The model sees, in order, each reference followed by its alternates; a reference prediction is kept on
     the device only until its last alternate is scored, so device memory stays at about two batches. A batch of
     one reference's inputs goes through ``Predictor.predict_near_on_device`` (alternates recompute the conv
-    tower only around their change, exactly).
+    tower only around their change; equal to the full forward up to rounding).
     """
     import torch
 
@@ -310,11 +311,12 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
         schedule.append((g, int(j)))
     position = {j: k for k, j in enumerate(order)}
     refs: dict[int, torch.Tensor] = {}
+    keys: dict[int, bytes] = {}
     b = predictor.batch_size
     if predictor.predicts_near:
         # Batches of one reference and its alternates: an alternate then costs only the conv tower near its
         # change, which outweighs fuller batches (a biallelic SNV is a batch of two).
-        runs = [[item for item in schedule if item[0] == g] for g in dict.fromkeys(g for g, _ in schedule)]
+        runs = [list(run) for _, run in itertools.groupby(schedule, key=lambda item: item[0])]
         batches = [run[i : i + b] for run in runs for i in range(0, len(run), b)]
     else:
         batches = [schedule[i : i + b] for i in range(0, len(schedule), b)]
@@ -329,8 +331,9 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
             groups = {g for g, _ in batch}
             if len(groups) == 1:  # one reference and its alternates (mutants): recompute only near the change
                 g = groups.pop()
-                key = hashlib.blake2b(inputs.windows[g, :length].tobytes(), digest_size=16).digest()
-                y = predictor.predict_near_on_device(windows[g, :length], x, key)
+                if g not in keys:  # the reference's contents, hashed on the host once per part
+                    keys[g] = hashlib.blake2b(inputs.windows[g, :length].tobytes(), digest_size=16).digest()
+                y = predictor.predict_near_on_device(windows[g, :length], x, keys[g])
             else:
                 y = predictor.predict_on_device(x)
             alts = []

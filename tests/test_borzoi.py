@@ -340,13 +340,17 @@ def borzoi_genome(tmp_path_factory) -> str:
     return write_demo_genome(str(tmp_path_factory.mktemp("bgenome") / "b.fa"), genome)
 
 
+def _window(seq: str, k: int) -> str:
+    """The contract's input of window k: the chromosome from k * span - context on, N outside it."""
+    start = k * B_SPAN - B_CONTEXT
+    return "".join(seq[p] if 0 <= p < len(seq) else "N" for p in range(start, start + B_INPUT))
+
+
 def _direct(model, seq: str, k: int, pairs: list[int]) -> np.ndarray:
     """The contract's window k, forward and reverse complement (bins reversed, strand pairs swapped)."""
     from .reference import onehot
 
-    start = k * B_SPAN - B_CONTEXT
-    window = "".join(seq[p] if 0 <= p < len(seq) else "N" for p in range(start, start + B_INPUT))
-    x = torch.from_numpy(onehot(window))[None]
+    x = torch.from_numpy(onehot(_window(seq, k)))[None]
     with torch.no_grad():
         fwd = model(x, head="human")[0].numpy()
         rev = model(torch.from_numpy(np.ascontiguousarray(x.numpy()[:, ::-1, ::-1])), head="human")[0].numpy()
@@ -514,8 +518,7 @@ def test_replicate_ensemble_atlas_is_the_mean_and_its_manifest_lists_every_repli
     seq = parse_fasta(borzoi_genome)["chrB"]
     from .reference import onehot
 
-    window = "".join(seq[p] if 0 <= p < len(seq) else "N" for p in range(-B_CONTEXT, B_INPUT - B_CONTEXT))
-    x = torch.from_numpy(onehot(window))[None]
+    x = torch.from_numpy(onehot(_window(seq, 0)))[None]
     with torch.no_grad():
         each = [s.model(x, head="human")[0].double().numpy()[: got.shape[0]] for s in singles]
     assert np.abs(each[0] - each[1]).max() > 1e-3 * np.abs(each[0]).max()  # the replicates do differ
