@@ -46,15 +46,15 @@ class Edge:
     file: str  # relative to the repository root
     line: int
     type_only: bool  # under ``if TYPE_CHECKING:``: never executed
+    deferred: bool = False  # inside a function: runs when it is called
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.source} -> {self.target}"
 
 
-def package_modules() -> dict[str, Path]:
+def package_modules(base: Path = ROOT / PACKAGE) -> dict[str, Path]:
     """Module name (relative to the package, ``__init__`` for the package itself) -> file."""
     modules = {}
-    base = ROOT / PACKAGE
     for path in sorted(base.rglob("*.py")):
         parts = list(path.relative_to(base).with_suffix("").parts)
         if parts[-1] == "__init__" and len(parts) > 1:
@@ -87,6 +87,7 @@ class _Imports(ast.NodeVisitor):
         self.module, self.modules, self.file = module, modules, file
         self.edges: list[Edge] = []
         self._type_only = 0
+        self._functions = 0
         # Absolute name of the package a relative import of this module starts from.
         own = [PACKAGE] + ([] if module == "__init__" else module.split("."))
         self._package = own if _is_package(module, modules) else own[:-1]
@@ -105,9 +106,16 @@ class _Imports(ast.NodeVisitor):
         for child in node.orelse:
             self.visit(child)
 
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self._functions += 1
+        self.generic_visit(node)
+        self._functions -= 1
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
     def _add(self, absolute: str, line: int) -> None:
         target = _resolve(absolute, self.modules)
-        edge = Edge(self.module, target or "", self.file, line, self._type_only > 0)
+        edge = Edge(self.module, target or "", self.file, line, self._type_only > 0, self._functions > 0)
         if target is not None and target != self.module and edge not in self.edges:  # one per imported module
             self.edges.append(edge)
 
@@ -132,11 +140,11 @@ class _Imports(ast.NodeVisitor):
                 self._add(origin, node.lineno)
 
 
-def import_edges() -> tuple[dict[str, Path], list[Edge]]:
-    modules = package_modules()
+def import_edges(base: Path = ROOT / PACKAGE) -> tuple[dict[str, Path], list[Edge]]:
+    modules = package_modules(base)
     edges = []
     for name, path in modules.items():
-        visitor = _Imports(name, modules, str(path.relative_to(ROOT)))
+        visitor = _Imports(name, modules, str(path.relative_to(base.parent)))
         visitor.visit(ast.parse(path.read_text(), filename=str(path)))
         edges.extend(visitor.edges)
     return modules, edges
@@ -229,9 +237,45 @@ def test_the_checker_sees_what_it_must() -> None:
     assert ("store", "windows") in pairs  # a module-level relative import
     assert any(e.source == "cli" and not e.type_only for e in edges)
     # Function-level imports count: cli imports its commands' modules inside the handlers.
-    assert any(e.source == "cli" and e.line > 100 for e in edges)
+    assert any(e.source == "cli" and e.deferred for e in edges)
     assert cycles([Edge("a", "b", "f", 1, False), Edge("b", "c", "f", 2, False), Edge("c", "a", "f", 3, False),
                    Edge("c", "d", "f", 4, False)]) == [["a", "b", "c"]]
+
+
+def test_the_resolver_on_a_package_with_a_subpackage(tmp_path: Path) -> None:
+    """Relative imports at every level, ``from . import module``, subpackages, TYPE_CHECKING and functions."""
+    base = tmp_path / PACKAGE
+    (base / "kinds").mkdir(parents=True)
+    files = {
+        "__init__.py": "from .kinds import atlas\n__version__ = '1'\n",
+        "engine.py": ("from . import store\nfrom typing import TYPE_CHECKING\n"
+                      "if TYPE_CHECKING:\n    from .kinds import Kind\n"),
+        "store.py": "import enformer_batch.windows\n",
+        "windows.py": "import os\n",
+        "kinds/__init__.py": "from .atlas import run\nclass Kind: ...\n",
+        "kinds/atlas.py": ("from ..engine import x\nfrom .. import __version__\n"
+                           "def run():\n    from . import variants\n"),
+        "kinds/variants.py": "from enformer_batch.kinds.atlas import run\n",
+    }
+    for name, text in files.items():
+        (base / name).write_text(text)
+    modules, edges = import_edges(base)
+    assert set(modules) == {"__init__", "engine", "store", "windows", "kinds", "kinds.atlas", "kinds.variants"}
+    got = {(e.source, e.target, e.type_only, e.deferred) for e in edges}
+    assert got == {
+        ("__init__", "kinds.atlas", False, False),
+        ("engine", "store", False, False),
+        ("engine", "kinds", True, False),
+        ("store", "windows", False, False),
+        ("kinds", "kinds.atlas", False, False),
+        ("kinds.atlas", "engine", False, False),
+        ("kinds.atlas", "__init__", False, False),
+        ("kinds.atlas", "kinds.variants", False, True),
+        ("kinds.variants", "kinds.atlas", False, False),
+    }
+    assert layer_of("kinds.atlas") == LAYERS["kinds"]
+    # kinds imports kinds.atlas but nothing imports kinds back, so it is outside the cycle.
+    assert cycles([e for e in edges if not e.type_only]) == [["__init__", "kinds.atlas", "kinds.variants"]]
 
 
 # --- no citations of paths outside the repository ------------------------------------------------------
