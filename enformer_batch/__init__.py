@@ -9,13 +9,12 @@ output against its manifest), ``atlas`` (``Atlas``, ``open_atlas``: queries) and
 ``cli`` sits on top.
 """
 
-__version__ = "0.1.0"
-
 # The function `predict` shadows the module of the same name on purpose: `enformer_batch.predict(...)`.
 from .atlas import Atlas, open_atlas  # noqa: E402
 from .predict import PredictConfig, RunSummary, predict  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
 from .variants import VariantConfig, score_variants  # noqa: E402
+from .version import __version__  # noqa: E402 - one definition, importable from any layer
 
 __all__ = [
     "Atlas", "PredictConfig", "RunSummary", "ValidationReport", "VariantConfig", "open_atlas", "predict",

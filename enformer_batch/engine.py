@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
-from . import __version__
 from .integrity import NUMERICS_VERSION, GenomeMismatch, check_weights, comparable_identity, refusal, verify_genome
 from .lease import Lease
 from .retry import with_retries
 from .settings import STREAMS_IN_FLIGHT, InferenceSettings, ModelInfo
 from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
+from .version import __version__
 
 if TYPE_CHECKING:
     from .inference import Predictor

@@ -108,8 +108,8 @@ def _stranded_model(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_rc_augmentation_swaps_strand_pairs():
-    """design.md: the reverse-complement prediction, bins reversed back, has each stranded track swapped with
-    its pair before averaging; unpaired tracks stay."""
+    """docs/contract.md, "Geometry": the reverse-complement prediction, bins reversed back, has each stranded
+    track swapped with its pair before averaging; unpaired tracks stay."""
     g = torch.Generator().manual_seed(1)
     x = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 640), generator=g), 4).float()
     pairs = torch.tensor([1, 0, 3, 2, 4])
