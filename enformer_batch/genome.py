@@ -11,12 +11,14 @@ device (see ``onehot``). Case is ignored, so soft-masked lowercase is the same b
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
 import os
 import shutil
 import struct
 import sys
+import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -187,14 +189,35 @@ class FastaSource:
         return lengths
 
     def _check_index(self, fasta) -> None:
-        if self.form == "bgzip":  # offsets are into the decompressed stream
-            return
-        problem = _index_mismatch(fasta)
+        """Check the ``.fai`` (and the ``.gzi`` of a bgzip FASTA) against the file; one clear error if they disagree.
+
+        ``_index_problem`` walks the header lines that sit between the records the index lists, so a FASTA
+        whose index leaves out a record is caught whoever wrote the index: a duplicated name (``samtools
+        faidx`` indexes only the first record of a name and pyfaidx then reads that one silently), a FASTA
+        edited after its index was written, an index from another file. It reads one header line per
+        sequence (plus any record the index left out), never the bases, for plain and bgzip FASTA, local
+        or remote alike; run where a command starts (``lengths``), not by every task that opens the genome.
+        """
+        bgzip = self.form == "bgzip"
+        stale = _index_older_than_fasta(fasta)
+        try:
+            problem = _index_problem(fasta, bgzip)
+        except (OSError, EOFError, ValueError, zlib.error, struct.error) as e:
+            raise GenomeError(f"cannot read {'bgzip ' if bgzip else ''}FASTA {self.url} (truncated or corrupt?): "
+                              f"{e}") from e
+        # A plain-gzip genome is read from its decompressed copy, indexed there.
+        index = f"{self.url}.fai" if self.form != "gzip" else f"{fasta.faidx.indexname} (of the decompressed copy)"
+        if isinstance(problem, _Duplicates):
+            raise GenomeError(f"FASTA {self.url} has duplicate sequence names: {problem}; names must be unique")
         if problem:
+            when = " was written before the FASTA was last changed and" if stale else ""
             raise GenomeError(
-                f"the index {self.url}.fai does not match the FASTA: {problem}; delete the .fai so it is "
-                "rebuilt, or run `samtools faidx` again"
+                f"the index {index}{when} does not match the FASTA: {problem}; delete the .fai"
+                f"{' and .gzi' if bgzip else ''} so it is rebuilt, or run `samtools faidx` again"
             )
+        if stale:
+            print(f"enformer-batch: note: {self.url} changed after its index {index} was written; the index "
+                  "still matches every sequence, so it is used", file=sys.stderr, flush=True)
 
     # --- cache copies: plain gzip (decompressed) and remote .2bit (downloaded) ---------------------
 
@@ -303,6 +326,7 @@ def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip:
     """Open a plain or bgzip FASTA through its index (.fai, and .gzi for bgzip), building what is missing."""
     import pyfaidx
 
+    _quiet_pyfaidx()
     self_url = shown  # what error messages name: the user's URL, not a cache path
     kwargs = dict(as_raw=True, sequence_always_upper=False, rebuild=False, build_index=True)
     try:
@@ -440,23 +464,164 @@ def _twobit_problem(path: str) -> str | None:
     return None
 
 
-def _index_mismatch(fasta) -> str | None:
-    """Where an uncompressed FASTA's ``.fai`` disagrees with the file, or None.
+class _Duplicates(str):
+    """An index problem that is the FASTA's own: names that head more than one record."""
 
-    Each record must end (offset + bases + newlines) right where the next header's '>' starts, or at the end
-    of the file: two one-byte reads per sequence catch an index left over from another version of the FASTA.
-    """
+
+# Bytes read at a time between two indexed records: one header line in a sound file, more only where the
+# index leaves records out.
+_CHUNK = 1 << 20
+
+
+def _reader(fasta, bgzip: bool):
+    """``read(pos, n)``: up to ``n`` bytes of the (decompressed) FASTA from ``pos``; fewer, or none, at its end."""
     handle = fasta.faidx.file
-    records = list(fasta.faidx.index.items())
+    if not bgzip:
+        def read(pos: int, n: int) -> bytes:
+            handle.seek(pos)
+            return handle.read(n)
+
+        return read
+    from Bio.bgzf import make_virtual_offset
+
+    blocks = fasta.faidx.gzi_index  # (cstart, clen, ustart, ulen) per BGZF block, by uncompressed start
+    starts = [block.ustart for block in blocks]
+
+    def read_bgzip(pos: int, n: int) -> bytes:
+        block = blocks[max(bisect.bisect_right(starts, pos) - 1, 0)]
+        try:  # offsets are into the decompressed stream: the .gzi says which block holds one
+            handle.seek(make_virtual_offset(block.cstart, pos - block.ustart))
+        except ValueError:  # past the end of the data (Biopython refuses the seek)
+            return b""
+        return handle.read(n)
+
+    return read_bgzip
+
+
+def _headers_between(read, start: int, end: int | None, comments: bool) -> tuple[list[str], bool, bool]:
+    """The names on the header lines in ``[start, end)`` (``end=None``: to the end of the file), in order.
+
+    Also says whether a line other than a header, a blank line (or, with ``comments``, a ';' comment)
+    comes before the first header (a record's bases running on past where the index ends it), and whether
+    the stretch was read in full and ends at a line end (where the index says a record's bases begin).
+    """
+    names: list[str] = []
+    stray = skipping = False
+    carry = b""
+    pos = start
+
+    def take(line: bytes) -> None:
+        nonlocal stray
+        if line.startswith(b">"):
+            names.append((line[1:].split() or [b""])[0].decode("utf-8", "replace"))
+        elif not names and line.strip() and not (comments and line.startswith(b";")):
+            stray = True
+
+    while end is None or pos < end:
+        data = read(pos, _CHUNK if end is None else min(_CHUNK, end - pos))
+        if not data:
+            break
+        pos += len(data)
+        if skipping:  # the rest of an over-long sequence line of a record the index left out
+            cut = data.find(b"\n")
+            if cut < 0:
+                continue
+            data, skipping = data[cut + 1 :], False
+        lines = (carry + data).split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            take(line)
+        if len(carry) > _CHUNK:  # one line over a megabyte: a sequence line, or a header that long
+            take(carry)
+            carry, skipping = b"", True
+    if carry:
+        take(carry)
+    complete = (end is None or pos >= end) and not carry and not skipping
+    return names, stray, complete
+
+
+def _index_problem(fasta, bgzip: bool) -> str | None:
+    """What is wrong between a FASTA and its index, or None; a ``_Duplicates`` when names repeat.
+
+    Walks the records by offset and reads only what lies between one record's last base and the next
+    one's first: in a FASTA that its index describes, exactly the next record's header line. A record the
+    index leaves out shows up there as extra header lines. That is how a duplicated name is found whatever
+    wrote the index: ``samtools faidx`` keeps the first record of a name and skips the rest, so those sit
+    between indexed records; pyfaidx, building an index, refuses duplicates itself. A stale or foreign
+    index shows up as a header missing, misnamed or misplaced, or as bases where a header should be.
+
+    Cost: one read of a header line per sequence (a few dozen for a chromosome-level assembly; one small
+    read each, through the .gzi for bgzip), plus the records the index leaves out. Never the bases, so a
+    remote genome costs one ranged read per sequence, not a download; nor a scan of the whole file, which
+    is the only way to list headers without an index (minutes for a remote 3 GB genome) and would need a
+    cache of its result. A stale index whose records all still start and end where it says reads right,
+    as the .fai holds only the layout.
+    """
+    read = _reader(fasta, bgzip)
+    records = sorted(fasta.faidx.index.items(), key=lambda item: item[1].offset)
+    problem: str | None = None
+    placed: set[str] = set()  # names whose own header sits right before their bases
+    extra: list[str] = []  # names on header lines of records the index left out
+    pos = 0
     for i, (name, rec) in enumerate(records):
-        handle.seek(rec.offset - 1)
-        before = handle.read(1)
-        handle.seek(rec.bend)
-        after = handle.read(1)
-        allowed_after = (b">",) if i + 1 < len(records) else (b"", b"\n", b"\r")
-        if before not in (b"\n", b"\r") or after not in allowed_after:
-            return f"sequence {name!r} (length {rec.rlen}) does not end where the index says"
+        if rec.offset < pos:
+            problem = problem or f"sequences {records[i - 1][0]!r} and {name!r} overlap in the index"
+            pos = rec.bend
+            continue
+        names, stray, complete = _headers_between(read, pos, rec.offset, comments=i == 0)
+        if stray:
+            what = (f"sequence {records[i - 1][0]!r} (length {records[i - 1][1].rlen}) does not end" if i
+                    else f"sequence {name!r} (length {rec.rlen}) does not start")
+            problem = problem or f"{what} where the index says"
+        if names and names[-1] == name and complete:
+            placed.add(name)
+            extra += names[:-1]
+        else:
+            problem = problem or f"sequence {name!r} (length {rec.rlen}) does not start where the index says"
+            extra += names
+        pos = rec.bend
+    names, stray, _ = _headers_between(read, pos, None, comments=False)
+    if records and stray:
+        problem = problem or f"sequence {records[-1][0]!r} (length {records[-1][1].rlen}) does not end where " \
+                             "the index says"
+    extra += names
+    repeated = list(dict.fromkeys(n for n in extra if n in placed))
+    if repeated:
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        return _Duplicates(", ".join(repeat for repeat in repeated[:5]) + more)
+    if problem:
+        return problem
+    if extra:
+        unlisted = list(dict.fromkeys(extra))
+        shown = ", ".join(repr(n) for n in unlisted[:5]) + (" ..." if len(unlisted) > 5 else "")
+        return f"it leaves out the FASTA's {shown}"
     return None
+
+
+def _index_older_than_fasta(fasta) -> bool:
+    """Whether the ``.fai`` (or ``.gzi``) is older than the FASTA, as pyfaidx judges it (modification times)."""
+    import pyfaidx
+
+    faidx = fasta.faidx
+    try:
+        when = pyfaidx.getmtime_fsspec(faidx.filename, getattr(faidx, "_fs", None))
+        if when is None:
+            return False
+        indexes = [(faidx.indexname, getattr(faidx, "_fai_fs", None))]
+        if getattr(faidx, "_bgzf", False):
+            indexes.append((faidx.gzi_indexname, getattr(faidx, "_gzi_fs", None)))
+        return any((t := pyfaidx.getmtime_fsspec(path, fs)) is not None and t < when for path, fs in indexes)
+    except (OSError, ValueError, TypeError, KeyError):  # a store without usable times: judged by content alone
+        return False
+
+
+def _quiet_pyfaidx() -> None:
+    """Keep pyfaidx's index warnings off the terminal: ``FastaSource._check_index`` checks the index against
+    the file itself and says what it finds in one line of its own (a raw warning names a library source line).
+    Filters, not ``catch_warnings``: tasks may open genomes from several threads at once."""
+    for message in (r"(BGZF )?Index file .* is older than FASTA file", r"for fsspec: .* assuming index is current"):
+        warnings.filterwarnings("ignore", message=message, category=RuntimeWarning if "older" in message
+                                else UserWarning)
 
 
 def read_codes(fasta, chrom: str, length: int, start: int, end: int) -> np.ndarray:
