@@ -171,7 +171,8 @@ class FastaSource:
         return _open_fasta(self.url, self.storage_options, self.url, bgzip=form == "bgzip")
 
     def lengths(self) -> dict[str, int]:
-        """Chromosome names (as in the file, in file order) and lengths, from the index alone."""
+        """Chromosome names (as in the file, in file order) and lengths, from the index, once it is checked
+        against the file (``_check_index``: a header line per sequence, not the bases)."""
         genome = self.open()
         try:
             if isinstance(genome, TwoBitGenome):
@@ -655,9 +656,9 @@ def _quiet_pyfaidx() -> None:
     """Keep pyfaidx's index warnings off the terminal: ``FastaSource._check_index`` checks the index against
     the file itself and says what it finds in one line of its own (a raw warning names a library source line).
     Filters, not ``catch_warnings``: tasks may open genomes from several threads at once."""
-    for message in (r"(BGZF )?Index file .* is older than FASTA file", r"for fsspec: .* assuming index is current"):
-        warnings.filterwarnings("ignore", message=message, category=RuntimeWarning if "older" in message
-                                else UserWarning)
+    for message, category in ((r"(BGZF )?Index file .* is older than FASTA file", RuntimeWarning),
+                              (r"for fsspec: .* assuming index is current", UserWarning)):
+        warnings.filterwarnings("ignore", message=message, category=category, module="pyfaidx")
 
 
 def read_codes(fasta, chrom: str, length: int, start: int, end: int) -> np.ndarray:
