@@ -62,6 +62,9 @@ def local_path(url: str) -> str:
     return url[len("file://") :] if url.startswith("file://") else url
 
 
+# Genomes whose index was found older than the file but still right: the note about it is printed once.
+_NOTED_STALE: set[str] = set()
+
 # Name endings that say how a genome file is stored, not which genome it is (see FastaSource.name).
 _FORM_SUFFIXES = (".gz", ".bgz", ".bgzf", ".2bit", ".fa", ".fasta", ".fna", ".fas", ".fsa")
 # First bytes of a 2bit file: its signature 0x1A412743, written in either byte order.
@@ -221,7 +224,8 @@ class FastaSource:
                 f"the index {index}{when} does not match the FASTA: {problem}; delete the .fai"
                 f"{' and .gzi' if bgzip else ''} so it is rebuilt, or run `samtools faidx` again"
             )
-        if stale:
+        if stale and self.url not in _NOTED_STALE:  # once per command, however often it reads the lengths
+            _NOTED_STALE.add(self.url)
             print(f"enformer-batch: note: {self.url} changed after its index {index} was written; the index "
                   "still matches every sequence, so it is used", file=sys.stderr, flush=True)
 
@@ -610,8 +614,9 @@ def _index_problem(fasta, bgzip: bool, raw=None) -> str | None:
             what = (f"sequence {records[i - 1][0]!r} (length {records[i - 1][1].rlen}) does not end" if i
                     else f"sequence {name!r} (length {rec.rlen}) does not start")
             problem = problem or f"{what} where the index says"
-        if names and names[-1] == name and complete:
-            placed.add(name)
+        key = (name.split() or [""])[0]  # a hand-made .fai may keep a whole header line as the name
+        if names and names[-1] == key and complete:
+            placed.add(key)
             extra += names[:-1]
         else:
             problem = problem or f"sequence {name!r} (length {rec.rlen}) does not start where the index says"
