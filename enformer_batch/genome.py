@@ -207,7 +207,8 @@ class FastaSource:
         try:
             if is_local(self.url) or self.form == "gzip":
                 problem = _index_problem(fasta, bgzip)
-            else:  # small blocks: the check reads a header line a sequence, not fsspec's default 5 MB each
+            else:  # small blocks: a header line a sequence, not fsspec's default 5 MB each (a 104 MB genome of
+                # 125 sequences, measured: 3.3 MB fetched instead of 69 MB)
                 fs, path = self._fs()
                 with fs.open(path, "rb", block_size=_REMOTE_BLOCK) as raw:
                     problem = _index_problem(fasta, bgzip, raw)
