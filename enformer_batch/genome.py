@@ -203,7 +203,9 @@ class FastaSource:
         or remote alike; run where a command starts (``lengths``), not by every task that opens the genome.
         """
         bgzip = self.form == "bgzip"
-        stale = _index_older_than_fasta(fasta)
+        # Times only say "edited after indexing" for local files: a remote one's is when it was uploaded, and a
+        # FASTA uploaded after its .fai is not stale. Remote indexes are judged by content alone.
+        stale = is_local(self.url) and _index_older_than_fasta(fasta)
         try:
             if is_local(self.url) or self.form == "gzip":
                 problem = _index_problem(fasta, bgzip)
