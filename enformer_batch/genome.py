@@ -2,7 +2,8 @@
 
 Owns everything that touches sequence: the four forms genomes are shipped in (plain FASTA, bgzip FASTA,
 plain-gzip FASTA, UCSC ``.2bit``, told apart by their first bytes, not their names), the ``.fai``/``.gzi``
-indexes (built beside the file when missing and the place is writable), the local cache copies that a
+indexes (built beside the file when missing and the place is writable, and checked against the file: a
+repeated sequence name or an index left from another version is one line of error), the local cache copies that a
 plain-gzip FASTA or a remote ``.2bit`` needs, chromosome names and lengths exactly as in the file,
 reading an interval with padding outside ``[0, length)``, and the compact uint8 base codes (A=0, C=1, G=2,
 T=3, anything else = 4) that travel between stages. One-hot rows are made from codes on the model's
@@ -610,7 +611,7 @@ def _index_problem(fasta, bgzip: bool, raw=None) -> str | None:
     for i, (name, rec) in enumerate(records):
         if rec.offset < pos:
             problem = problem or f"sequences {records[i - 1][0]!r} and {name!r} overlap in the index"
-            pos = rec.bend
+            pos = max(pos, rec.bend)  # never read a stretch twice: a header counted twice would be a false repeat
             continue
         names, stray, complete = _headers_between(read, pos, rec.offset, comments=i == 0)
         if stray:
