@@ -115,7 +115,8 @@ def test_sound_indexes_still_read(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's enformer_batch first
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     return subprocess.run([sys.executable, "-m", "enformer_batch.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 
