@@ -127,13 +127,24 @@ def predict_config(args: argparse.Namespace) -> PredictConfig:
 
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``enformer-batch score-variants`` (also used by ``jobs/variants.py``)."""
+    from .gene_scores import DEFAULT_TSS_FLANK, GENE_SCORES
     from .variants import SCORES
 
     parser.add_argument("vcf", help="VCF, VCF.gz (bgzip or gzip); path or fsspec URL")
     parser.add_argument("--fasta", required=True, help="reference FASTA the VCF's REF alleles refer to")
     add_model_arguments(parser)
-    parser.add_argument("--scores", type=_str_list, default=("sad",),
-                        help=f"comma-separated scores, from {','.join(SCORES)} (see the README)")
+    parser.add_argument("--scores", type=_str_list, default=None,
+                        help=f"comma-separated scores, from {','.join(SCORES)} and, with --genes, "
+                        f"{','.join(GENE_SCORES)} (see the README); default sad, with --genes logsed")
+    parser.add_argument("--genes", default=None, metavar="GTF",
+                        help="gene models (GTF or GFF3, plain or gzip; path or fsspec URL): one row per allele and "
+                        "gene in range, with gene scores")
+    parser.add_argument("--tss-flank", type=int, default=DEFAULT_TSS_FLANK, metavar="BINS",
+                        help=f"with --genes: output bins each side of a TSS's bin that count as TSS bins "
+                        f"(default {DEFAULT_TSS_FLANK})")
+    parser.add_argument("--gene-types", type=_str_list, default=None, metavar="LIST",
+                        help="with --genes: keep only genes of these gene_type/gene_biotype values, e.g. "
+                        "protein_coding,lncRNA")
     parser.add_argument("--strict", action="store_true",
                         help="fail (before computing anything) on a REF that does not match the FASTA, instead of "
                         "writing it with status ref_mismatch")
@@ -144,10 +155,15 @@ def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
 
 def variant_config(args: argparse.Namespace) -> VariantConfig:
     """The run that parsed ``score-variants`` arguments describe."""
+    from .gene_scores import DEFAULT_GENE_SCORES, DEFAULT_TSS_FLANK
     from .variants import VariantConfig
 
-    return VariantConfig(vcf=args.vcf, fasta=args.fasta, scores=args.scores, strict=args.strict,
-                         group_bp=args.group_bp, **run_options(args))
+    if args.genes is None and (args.gene_types is not None or args.tss_flank != DEFAULT_TSS_FLANK):
+        raise ValueError("--tss-flank and --gene-types need --genes GTF")
+    scores = args.scores or (DEFAULT_GENE_SCORES if args.genes else ("sad",))
+    return VariantConfig(vcf=args.vcf, fasta=args.fasta, scores=scores, strict=args.strict,
+                         group_bp=args.group_bp, genes=args.genes, tss_flank=args.tss_flank,
+                         gene_types=args.gene_types, **run_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "takes), and (atlases) the bases under every part")
     v.add_argument("--vcf", default=None, help="variant tables: check that every row of this VCF (one per ALT) "
                    "appears exactly once")
+    v.add_argument("--genes", default=None, metavar="GTF", help="with --vcf, for tables scored with --genes: the "
+                   "same gene models, to check each allele's rows against exactly its genes in range")
     v.add_argument("--checksums", action="store_true", help="also read every byte of every part and compare its "
                    "sha256 with the manifest's (default: footers, row counts, start/end and version tokens only; "
                    "track values are not read)")
@@ -391,7 +409,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
     report = validate(args.url, fasta=args.fasta, vcf=args.vcf, storage_options=dict(args.storage_option),
-                      checksums=args.checksums)
+                      checksums=args.checksums, genes=args.genes)
     print(report.table())
     return 0 if report.ok else EXIT_FAILED
 

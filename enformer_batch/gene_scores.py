@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from .annotation import ChromGenes, Gene
 from .windows import Geometry
@@ -28,6 +29,11 @@ GENE_SCORES = ("sed", "logsed", "tss", "logtss")
 EXON_SCORES = ("sed", "logsed")  # over B_g; the others over T_g
 DEFAULT_TSS_FLANK = 1  # three bins per TSS
 DEFAULT_GENE_SCORES = ("logsed",)
+# The columns a variant table gains with --genes, after ``status``.
+GENE_FIELDS = (
+    pa.field("gene_id", pa.string()), pa.field("gene_name", pa.string()), pa.field("gene_strand", pa.string()),
+    pa.field("tss_distance", pa.int64()),
+)
 
 
 def check_tss_flank(tss_flank: int) -> None:
@@ -175,3 +181,123 @@ def exon_fraction(gene: Gene, lo: int, hi: int) -> float:
     a = np.clip(gene.exons[:, 0], lo, hi)
     b = np.clip(gene.exons[:, 1], lo, hi)
     return float((b - a).sum() / gene.exon_bases())
+
+
+# --- gene rows of a variant table -------------------------------------------------------------------------
+
+
+def genes_near(genes: ChromGenes, centres: Sequence[int], geometry: Geometry, tss_flank: int) -> ChromGenes:
+    """The genes that may be in range of windows centred on ``centres``: what a part of variants ships with it,
+    so a reader task never needs the whole annotation."""
+    s, n = geometry.bin_size, geometry.output_bins
+    found: set[int] = set()
+    for c in centres:
+        origin = window_origin(c, geometry)
+        found.update(genes.overlapping(origin - tss_flank * s, origin + (n + tss_flank) * s).tolist())
+    return genes.subset(np.asarray(sorted(found), np.int64))
+
+
+def split_scores(scores: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``--scores`` → (gene scores, variant scores), each in the order given."""
+    return tuple(s for s in scores if s in GENE_SCORES), tuple(s for s in scores if s not in GENE_SCORES)
+
+
+class GeneReducer:
+    """Gene scores of one part's alleles on the device: each window's masks go to the device once, and each
+    allele's ``[G, scores, tracks]`` stays there until the part is done (then ``collect`` copies them back)."""
+
+    def __init__(self, windows: Sequence[WindowGenes], scores: Sequence[str], device):
+        self.windows, self.scores, self.device = windows, tuple(scores), device
+        self._masks: dict[int, tuple] = {}
+        self.values: dict[int, object] = {}  # scored-allele index -> tensor [G, S, T]
+
+    def __call__(self, group: int, allele: int, ref, alt) -> None:
+        import torch
+
+        window = self.windows[group]
+        if not len(window):
+            return
+        if group not in self._masks:
+            self._masks[group] = (torch.tensor(window.exon_mask, device=self.device),
+                                  torch.tensor(window.tss_mask, device=self.device))
+        exon, tss = self._masks[group]
+        self.values[allele] = gene_scores(ref, alt.unsqueeze(0), exon, tss, self.scores)[0]
+
+    def collect(self, n_alleles: int) -> list[np.ndarray | None]:
+        return [self.values[j].cpu().numpy() if j in self.values else None for j in range(n_alleles)]
+
+
+def variant_gene_table(
+    leading: Sequence[Sequence],
+    schema,
+    statuses: Sequence[str],
+    positions: Sequence[int],
+    scored: Sequence[int],
+    windows: Sequence[WindowGenes],
+    window_of: Sequence[int],
+    gene_values: Sequence[np.ndarray | None],
+    variant_values: np.ndarray,
+    scores: Sequence[str],
+    strands: Sequence[str],
+):
+    """The rows of a ``score-variants --genes`` part: one per (allele, gene in range), ordered as the contract says.
+
+    ``leading``: per allele, the values of the schema's leading columns before the gene columns (pos, id, ref,
+    alt); ``statuses`` per allele. Scored allele ``scored[j]`` (0-based position ``positions``) was predicted in
+    window ``windows[window_of[j]]``; its gene scores are ``gene_values[j]`` ``[G, gene scores, tracks]`` and its
+    variant scores ``variant_values[j]`` ``[variant scores, tracks]``. A scored allele with no gene in range gets
+    one row, status ``no_gene``; an allele not scored one row with its own status; both with null gene columns.
+    """
+    gene_names, variant_names = split_scores(scores)
+    n_tracks = len(strands)
+    n_leading = len(leading)
+    which = {name: ("gene", k) for k, name in enumerate(gene_names)}
+    which.update({name: ("variant", k) for k, name in enumerate(variant_names)})
+    slot = {a: j for j, a in enumerate(scored)}
+    cols: list[list] = [[] for _ in range(n_leading + 5)]  # leading..., status, gene_id, gene_name, strand, tss_d
+    value_blocks, valid_blocks = [], []
+    for a in range(len(statuses)):
+        j = slot.get(a)
+        window = windows[window_of[j]] if j is not None else None
+        genes = window.genes if window is not None else ()
+        n_rows = max(1, len(genes))
+        for c in range(n_leading):
+            cols[c] += [leading[c][a]] * n_rows
+        values = np.zeros((n_rows, len(scores), n_tracks), np.float32)
+        valid = np.zeros((n_rows, len(scores), n_tracks), bool)
+        if j is None:
+            cols[n_leading] += [statuses[a]]
+            cols[n_leading + 1] += [None]
+            cols[n_leading + 2] += [None]
+            cols[n_leading + 3] += [None]
+            cols[n_leading + 4] += [None]
+        else:
+            gene_valid = gene_validity(window, strands, gene_names) if genes else None
+            for k, name in enumerate(scores):
+                kind, index = which[name]
+                if kind == "variant":
+                    values[:, k] = variant_values[j, index]
+                    valid[:, k] = True
+                elif genes:
+                    values[:, k] = gene_values[j][:, index]
+                    valid[:, k] = gene_valid[:, index]
+            if genes:
+                cols[n_leading] += [statuses[a]] * n_rows
+                cols[n_leading + 1] += [g.gene_id for g in genes]
+                cols[n_leading + 2] += [g.gene_name for g in genes]
+                cols[n_leading + 3] += [g.strand for g in genes]
+                cols[n_leading + 4] += [g.tss_distance(positions[a]) for g in genes]
+            else:
+                cols[n_leading] += ["no_gene"]
+                cols[n_leading + 1] += [None]
+                cols[n_leading + 2] += [None]
+                cols[n_leading + 3] += [None]
+                cols[n_leading + 4] += [None]
+        value_blocks.append(values.reshape(n_rows, -1))
+        valid_blocks.append(valid.reshape(n_rows, -1))
+    n_values = len(scores) * n_tracks
+    values = np.concatenate(value_blocks) if value_blocks else np.zeros((0, n_values), np.float32)
+    valid = np.concatenate(valid_blocks) if valid_blocks else np.zeros((0, n_values), bool)
+    arrays = [pa.array(col, schema.field(i).type) for i, col in enumerate(cols)]
+    arrays += [pa.array(values[:, c], pa.float32(), mask=~valid[:, c]) for c in range(n_values)]
+    return pa.Table.from_arrays(arrays, schema=schema)

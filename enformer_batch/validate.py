@@ -123,10 +123,13 @@ def validate(
     vcf: str | None = None,
     checksums: bool = False,
     parallel: bool | None = None,
+    genes: str | None = None,
 ) -> ValidationReport:
     """Check an atlas or a variant table; the report's ``problems`` names every defect found (empty when valid).
 
-    ``vcf`` (variant tables): also check that every row of that VCF appears exactly once.
+    ``vcf`` (variant tables): also check that every row of that VCF appears exactly once; for a table scored
+    with ``--genes``, with ``genes`` (the same annotation), that each allele has a row for exactly its genes in
+    range (and one ``no_gene`` row when it has none).
     ``checksums``: also read every byte of every part and compare its sha256 with the manifest's (without it,
     track values are never read; see the module docstring for what each mode checks).
     ``parallel``: check parts in Ray tasks (True), in this process (False), or None: in Ray tasks when Ray is
@@ -152,6 +155,13 @@ def validate(
     report.unit = coverage.unit
     if vcf is not None and type(coverage) is not VariantCoverage:
         report.problems.append("--vcf checks variant tables; this is not one")
+    if genes is not None:
+        if type(coverage) is not VariantCoverage or not coverage.genes:
+            report.problems.append("--genes checks variant tables scored with --genes; this is not one")
+        elif vcf is None:
+            report.problems.append("--genes is checked together with --vcf (the alleles whose genes it finds)")
+        else:
+            coverage.genes_url = genes
     lengths: dict[str, int] = identity["fasta"]["chromosomes"]
     if report.status != "complete":
         report.problems.append(f"run is not complete (status {report.status!r}); re-run the same command to resume")
@@ -554,7 +564,11 @@ class VariantCoverage:
         self.store = store
         self.rows_by_chrom: dict[str, int] = identity["vcf"]["rows_by_chrom"]
         self.per_part: int = identity["variants_per_part"]
-        self.schema = variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
+        self.genes: Mapping | None = identity.get("genes")  # scored with --genes: rows per allele × gene
+        self.genes_url: str | None = None
+        self.schema = variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]], bool(self.genes))
+        self.not_scored: set = set()  # with genes: alleles the table says were not scored (one null-gene row)
+        self.alleles: Counter = Counter()  # with genes: each allele of the table once
         self.found: Counter = Counter()
         self.rows: Counter = Counter()
         self.parts: Counter = Counter()
@@ -575,17 +589,23 @@ class VariantCoverage:
         return vcf is not None  # without an input to compare with, row counts suffice
 
     def checker(self, vcf: str | None, fasta: str | None, storage_options) -> RowChecker:
-        from .variants import STATUSES
+        from .variants import GENE_STATUSES, STATUSES
 
         keys = self.keys if self.wants_keys(vcf) else ()
+        if self.genes:
+            return GeneRowChecker(self.schema, ("status", *self.keys, "gene_id", "gene_strand"), self.keys,
+                                  frozenset(GENE_STATUSES))
         return RowChecker(self.schema, ("status", *keys) if "status" in self.schema.names else keys, keys,
                           frozenset(STATUSES))
 
-    def merge(self, path: str, planned: tuple[str, int, int], summary: tuple[int, list | None]) -> None:
+    def merge(self, path: str, planned: tuple[str, int, int], summary: tuple) -> None:
         chrom = planned[0]
-        rows, keys = summary
+        rows, keys = summary[:2]
         if keys is not None:
             self.found.update((chrom, *row) for row in keys)
+        if len(summary) > 2:
+            self.not_scored.update((chrom, *allele) for allele in summary[2])
+            self.alleles.update((chrom, *allele) for allele in summary[3])
         self.rows[chrom] += rows
         self.parts[chrom] += 1
 
@@ -593,6 +613,9 @@ class VariantCoverage:
         for chrom, rows in self.rows_by_chrom.items():
             report.chroms.append(ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows,
                                                self.rows[chrom], 0, self.parts[chrom]))
+        if self.genes and vcf is not None and self.genes_url is None:
+            report.notes.append("scored with --genes: give the same annotation with --genes to check each allele's "
+                                "genes; only the alleles were compared with the VCF")
         want = self.expected(vcf, storage_options)
         return [] if want is None else self.compare(want)
 
@@ -604,11 +627,44 @@ class VariantCoverage:
 
         digest = VcfDigest()
         match = ChromMatcher(self.identity["fasta"]["chromosomes"])
-        want = Counter(
-            (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
-        )
+        rows = ((match(r.chrom) or r.chrom, r) for r in read_rows(vcf, storage_options, digest))
+        if self.genes and self.genes_url is not None:
+            want = self.expected_gene_rows(rows, storage_options)
+        elif self.genes:  # without the annotation: the table's alleles against the VCF's, gene columns aside
+            want = Counter((chrom, r.pos, r.id, r.ref, r.alt) for chrom, r in rows)
+            self.found = self.alleles
+        else:
+            want = Counter((chrom, r.pos, r.id, r.ref, r.alt) for chrom, r in rows)
         if digest.sha256 != self.identity["vcf"]["sha256"]:
-            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
+            self.input_problems.append(f"{vcf} is not the VCF this table was scored from (its content hash differs)")
+        return want
+
+    def expected_gene_rows(self, rows, storage_options) -> Counter:
+        """Each allele with each of its genes in range, from the annotation (recomputed here: the same gene models,
+        geometry and TSS flank as the run); one null-gene row for an allele not scored or without genes."""
+        from .annotation import read_annotation
+        from .gene_scores import window_genes, window_origin
+
+        lengths = self.identity["fasta"]["chromosomes"]
+        annotation = read_annotation(self.genes_url, lengths, self.genes.get("gene_types"), storage_options)
+        if annotation.sha256 != self.genes["sha256"]:
+            self.input_problems.append(f"{self.genes_url} is not the annotation this table was scored with (its "
+                                       "content hash differs)")
+        geometry = Geometry(**self.identity["geometry"])
+        flank = int(self.genes["tss_flank"])
+        cache: dict[tuple[str, int], list] = {}
+        want: Counter = Counter()
+        for chrom, r in rows:
+            allele = (chrom, r.pos, r.id, r.ref, r.alt)
+            if chrom not in lengths or r.symbolic or allele in self.not_scored:
+                want[(*allele, None, None)] += 1
+                continue
+            key = (chrom, r.pos)
+            if key not in cache:
+                window = window_genes(annotation.on(chrom), window_origin(r.pos - 1, geometry), geometry, flank)
+                cache[key] = [(g.gene_id, g.strand) for g in window.genes] or [(None, None)]
+            for gene in cache[key]:
+                want[(*allele, *gene)] += 1
         return want
 
     def compare(self, want: Counter) -> list[str]:
@@ -642,6 +698,43 @@ class RowChecker:
                 problems.append(f"part {path}: unknown status {sorted(statuses - self.statuses)}")
         keys = list(zip(*(table.column(c).to_pylist() for c in self.keys))) if self.keys else None
         return problems, (table.num_rows, keys)
+
+
+@dataclass(frozen=True)
+class GeneRowChecker(RowChecker):
+    """A variant part scored with ``--genes``: its rows are alleles × genes. Rows of one allele are consecutive,
+    with gene ids strictly increasing; an allele without gene columns has one row. The planned count is of
+    alleles; statuses must agree with the gene columns (a gene row is scored, a null-gene row is ``no_gene`` or
+    not scored)."""
+
+    def summarise(self, path: str, planned: tuple[str, int, int], table: pa.Table) -> tuple[list[str], tuple]:
+        from .variants import SCORED
+
+        _, first, end = planned
+        problems = []
+        statuses = table.column("status").to_pylist()
+        keys = list(zip(*(table.column(c).to_pylist() for c in self.keys)))
+        genes = list(zip(table.column("gene_id").to_pylist(), table.column("gene_strand").to_pylist()))
+        allele_keys = []
+        not_scored = []
+        bad_status = 0
+        for i, (key, gene, status) in enumerate(zip(keys, genes, statuses)):
+            if i == 0 or key != keys[i - 1] or gene[0] is None or genes[i - 1][0] is None or gene <= genes[i - 1]:
+                allele_keys.append(key)
+            if gene[0] is None:
+                bad_status += status in SCORED
+                if status not in (*SCORED, "no_gene"):
+                    not_scored.append(key)
+            else:
+                bad_status += status not in SCORED
+        if len(allele_keys) != end - first:
+            problems.append(f"part {path}: {len(allele_keys)} alleles, the plan has {end - first}")
+        unknown = set(statuses) - self.statuses
+        if unknown:
+            problems.append(f"part {path}: unknown status {sorted(unknown)}")
+        if bad_status:
+            problems.append(f"part {path}: {bad_status} row(s) whose status disagrees with their gene columns")
+        return problems, (table.num_rows, [(*k, *g) for k, g in zip(keys, genes)], not_scored, allele_keys)
 
 
 class EditCoverage(VariantCoverage):

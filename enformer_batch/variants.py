@@ -23,7 +23,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from .annotation import Annotation, ChromGenes, parse_gene_types, read_annotation
 from .engine import JobPlan, RunError, RunOptions, RunSummary, model_identity, run_job
+from .gene_scores import (
+    DEFAULT_TSS_FLANK,
+    GENE_FIELDS,
+    GENE_SCORES,
+    GeneReducer,
+    WindowGenes,
+    check_tss_flank,
+    genes_near,
+    split_scores,
+    track_strands,
+    variant_gene_table,
+    window_genes,
+    window_origin,
+)
 from .genome import N_CODE, FastaSource, encode, read_codes
 from .settings import InferenceSettings, ModelInfo
 from .store import PartRecord, codes_digest
@@ -32,6 +47,7 @@ from .windows import ENFORMER, Geometry
 
 SCORES = ("sad", "logsad", "l2", "center")
 STATUSES = ("ok", "n_at_variant", "ref_mismatch", "symbolic", "unknown_chrom")
+GENE_STATUSES = (*STATUSES, "no_gene")  # with --genes: a scored allele with no gene in range
 SCORED = ("ok", "n_at_variant")
 DEFAULT_VARIANTS_PER_PART = 256
 
@@ -59,10 +75,30 @@ class VariantConfig(RunOptions):
     strict: bool = False  # a REF that does not match the FASTA fails the run (before anything is computed)
     group_bp: int = 0  # >0: variants within this many bp share one reference window (not exactly centred)
     variants_per_part: int = DEFAULT_VARIANTS_PER_PART
+    genes: str | None = None  # a GTF/GFF3: one row per (allele, gene in range), gene scores (docs/contract.md)
+    tss_flank: int = DEFAULT_TSS_FLANK  # bins each side of a TSS's bin
+    gene_types: tuple[str, ...] | None = None  # keep only genes of these gene_type / gene_biotype values
 
     def check(self) -> None:
         super().check()
-        check_scores(tuple(self.scores))
+        scores = tuple(self.scores)
+        if self.genes is None:
+            given = [s for s in scores if s in GENE_SCORES]
+            if given:
+                raise ValueError(f"--scores {','.join(given)} are gene scores: they need --genes GTF")
+            check_scores(scores)
+        else:
+            allowed = GENE_SCORES + SCORES
+            unknown = [s for s in scores if s not in allowed]
+            if unknown or not scores:
+                raise ValueError(f"--scores takes a comma-separated subset of {','.join(allowed)}; got "
+                                 f"{','.join(scores) or 'nothing'}")
+            if len(set(scores)) != len(scores):
+                raise ValueError(f"--scores lists a score twice: {','.join(scores)}")
+            if self.group_bp:
+                raise ValueError("--genes scores each variant in its own centred window: drop --group-bp")
+            check_tss_flank(self.tss_flank)
+            parse_gene_types(self.gene_types)
         if self.group_bp < 0:
             raise ValueError(f"--group-bp must be 0 (off) or positive, got {self.group_bp}")
         if self.variants_per_part < 1:
@@ -93,6 +129,7 @@ class VariantPart(RowRange):
     end: int
     length: int  # the FASTA chromosome's length; 0 for a chromosome the FASTA lacks
     rows: tuple[VariantRow, ...] = ()
+    genes: ChromGenes | None = None  # with --genes: the annotation's genes near these rows (only those)
 
 
 def part_bounds(rows_by_chrom: Mapping[str, int], per_part: int) -> Iterator[tuple[str, int, int]]:
@@ -170,6 +207,7 @@ class VariantInputs:
     ref_len: np.ndarray  # int64 [scored]
     alt_codes: np.ndarray  # uint8, concatenated
     alt_start: np.ndarray  # int64 [scored + 1]
+    gene_windows: list[WindowGenes] | None = None  # with --genes: per window, its genes in range and masks
 
 
 def group_centres(positions: Sequence[int], group_bp: int) -> list[int]:
@@ -194,12 +232,15 @@ def group_centres(positions: Sequence[int], group_bp: int) -> list[int]:
 
 
 def read_variant_inputs(fasta_source: FastaSource, part: VariantPart, input_length: int, group_bp: int,
-                        ) -> VariantInputs:
-    """Statuses of a part's rows and the reference windows its scored rows share."""
+                        geometry: Geometry | None = None, tss_flank: int = DEFAULT_TSS_FLANK) -> VariantInputs:
+    """Statuses of a part's rows and the reference windows its scored rows share; with genes (``part.genes``
+    and the model's ``geometry``), each window's genes in range and their bin masks, built here on the host."""
     half = input_length // 2
     if part.length == 0:
         statuses = ["symbolic" if r.symbolic else "unknown_chrom" for r in part.rows]
-        return _inputs(statuses, np.zeros((0, input_length), np.uint8), [], [], [], [], [])
+        inputs = _inputs(statuses, np.zeros((0, input_length), np.uint8), [], [], [], [], [])
+        inputs.gene_windows = [] if part.genes is not None else None
+        return inputs
     fasta = fasta_source.open()
     try:
         statuses = [row_status(r, fasta, part.chrom, part.length) for r in part.rows]
@@ -213,11 +254,17 @@ def read_variant_inputs(fasta_source: FastaSource, part: VariantPart, input_leng
             if distinct else np.zeros((0, input_length + extra), np.uint8)
     finally:
         fasta.close()
-    return _inputs(
+    inputs = _inputs(
         statuses, windows, scored, [index[c] for c in centres],
         [half + p - c for p, c in zip(positions, centres)],
         [len(part.rows[i].ref) for i in scored], [encode(part.rows[i].alt) for i in scored],
     )
+    if part.genes is not None:
+        if geometry is None:
+            raise ValueError("read_variant_inputs: genes need the model's geometry")
+        inputs.gene_windows = [window_genes(part.genes, window_origin(c, geometry), geometry, tss_flank)
+                               for c in distinct]
+    return inputs
 
 
 def _inputs(statuses, windows, rows, group, offset, ref_len, alts) -> VariantInputs:
@@ -279,10 +326,19 @@ class VariantResult:
     rows: np.ndarray  # row index of each scored allele
     scores: np.ndarray  # float32 [scored, n_scores, n_tracks]
     sequences: int
+    # With --genes: each scored allele's gene scores [G, gene scores, tracks] (None: no gene in range), the
+    # windows' genes and which window each scored allele was predicted in.
+    genes: list[np.ndarray | None] | None = None
+    gene_windows: list[WindowGenes] | None = None
+    group: np.ndarray | None = None
 
 
-def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str]) -> VariantResult:
+def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str],
+               on_alternate: Callable | None = None) -> VariantResult:
     """Predict each shared reference once and every alternate beside it, in batches; reduce to scores.
+
+    ``on_alternate(group, allele, ref, alt)``, where given, also sees each alternate's prediction ``[bins, T]``
+    beside its reference's, on the device (gene scores reduce there).
 
     The model sees, in order, each reference followed by its alternates; a reference prediction is kept on
     the device only until its last alternate is scored, so device memory stays at about two batches. A batch of
@@ -344,8 +400,12 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
                     alts.append((k, g, j))
             if alts:
                 ks = [k for k, _, _ in alts]
-                ref = torch.stack([refs[g] for _, g, _ in alts])
-                out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
+                if scores:
+                    ref = torch.stack([refs[g] for _, g, _ in alts])
+                    out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
+                if on_alternate is not None:
+                    for k, g, j in alts:
+                        on_alternate(g, j, refs[g], y[k])
                 for _, g, j in alts:
                     if last_use[g] == position[j]:
                         refs.pop(g, None)
@@ -369,8 +429,9 @@ def scores_schema(leading: Sequence[pa.Field], scores: Sequence[str], track_name
     return pa.schema(list(leading) + [pa.field(name, pa.float32()) for name in score_columns(scores, track_names)])
 
 
-def variant_schema(scores: Sequence[str], track_names: Sequence[str]) -> pa.Schema:
-    return scores_schema(VARIANT_FIELDS, scores, track_names)
+def variant_schema(scores: Sequence[str], track_names: Sequence[str], genes: bool = False) -> pa.Schema:
+    """A variant table's schema; with ``genes``, the gene columns follow ``status`` (one row per allele × gene)."""
+    return scores_schema(VARIANT_FIELDS + (GENE_FIELDS if genes else ()), scores, track_names)
 
 
 def scores_table(leading: Sequence[list], schema: pa.Schema, result: VariantResult) -> pa.Table:
@@ -405,13 +466,32 @@ class VariantMode:
     scores: tuple[str, ...]
     group_bp: int = 0
     unit: str = "variant"
+    genes: bool = False  # --genes: gene rows and gene scores
+    geometry: Geometry | None = None  # the model's (needed for gene bins)
+    tss_flank: int = DEFAULT_TSS_FLANK
 
     def read(self, part: VariantPart) -> VariantInputs:
-        return read_variant_inputs(self.fasta, part, self.input_length, self.group_bp)
+        return read_variant_inputs(self.fasta, part, self.input_length, self.group_bp, self.geometry,
+                                   self.tss_flank)
 
     def infer(self, predictor: Predictor, part: VariantPart, inputs: VariantInputs) -> VariantResult:
-        result = score_part(predictor, inputs, self.scores)
+        if not self.genes:
+            result = score_part(predictor, inputs, self.scores)
+        else:
+            gene_names, variant_names = split_scores(self.scores)
+            reducer = GeneReducer(inputs.gene_windows or [], gene_names, predictor.device)
+            result = score_part(predictor, inputs, variant_names, reducer if gene_names else None)
+            values = reducer.collect(len(inputs.rows))
+            windows = inputs.gene_windows or []
+            statuses = list(result.statuses)
+            for j, row in enumerate(inputs.rows):  # a scored allele with no gene in range
+                if not len(windows[int(inputs.group[j])]):
+                    statuses[int(row)] = "no_gene"
+            result = dataclasses.replace(result, statuses=statuses, genes=values, gene_windows=windows,
+                                         group=inputs.group)
         bad = ~np.isfinite(result.scores).all(axis=(1, 2))
+        if result.genes is not None:
+            bad |= np.array([v is not None and not np.isfinite(v).all() for v in result.genes], bool)
         if bad.any():
             lines = [part.rows[int(result.rows[j])].line for j in np.flatnonzero(bad)[:5]]
             raise RunError(f"{part.chrom}: the model returned NaN or infinity for the variant(s) on VCF line(s) "
@@ -419,7 +499,16 @@ class VariantMode:
         return result
 
     def table(self, part: VariantPart, result: VariantResult, info: ModelInfo) -> pa.Table:
-        return variant_table(part, result, self.scores, info.track_names)
+        if not self.genes:
+            return variant_table(part, result, self.scores, info.track_names)
+        rows = part.rows
+        leading = [[r.pos for r in rows], [r.id for r in rows], [r.ref for r in rows], [r.alt for r in rows]]
+        strands = info.track_strands or track_strands(info.track_names)
+        return variant_gene_table(
+            leading, variant_schema(self.scores, info.track_names, genes=True), result.statuses,
+            [r.pos - 1 for r in rows], [int(i) for i in result.rows], result.gene_windows or [],
+            [int(g) for g in result.group] if result.group is not None else [], result.genes or [],
+            result.scores, self.scores, strands)
 
     def tally(self, result: VariantResult) -> tuple[int, dict]:
         return result.sequences, dict(Counter(result.statuses))
@@ -437,6 +526,8 @@ class VariantJob:
 
     options: VariantConfig
 
+    annotation: Annotation | None = None
+
     def __post_init__(self) -> None:
         self.fasta = FastaSource(self.options.fasta, dict(self.options.storage_options))
         self.mode = VariantMode(self.fasta, ENFORMER.input_length, tuple(self.options.scores), self.options.group_bp)
@@ -450,13 +541,17 @@ class VariantJob:
         self.digest = scan(self.options.vcf, self.lengths, self.options.storage_options)
         if self.options.strict:
             check_ref_alleles(self.options.vcf, self.fasta, self.lengths, self.options.storage_options)
+        if self.options.genes is not None:
+            self.annotation = read_annotation(self.options.genes, self.lengths, self.options.gene_types,
+                                              self.options.storage_options)
 
     def plan(self, info: ModelInfo) -> JobPlan:
         o, geometry, digest = self.options, info.geometry, self.digest
         if o.group_bp > geometry.output_span // 2:
             raise ValueError(f"--group-bp {o.group_bp} is more than half the model's output span "
                              f"({geometry.output_span // 2} bp): grouped variants would fall outside the output")
-        self.mode = VariantMode(self.fasta, geometry.input_length, tuple(o.scores), o.group_bp)
+        self.mode = VariantMode(self.fasta, geometry.input_length, tuple(o.scores), o.group_bp,
+                                genes=self.annotation is not None, geometry=geometry, tss_flank=o.tss_flank)
         identity = {
             **model_identity(o, info),
             "mode": "variants",
@@ -467,6 +562,14 @@ class VariantJob:
             "group_bp": o.group_bp,
             "variants_per_part": o.variants_per_part,
         }
+        annotation = self.annotation
+        if annotation is not None:
+            identity["genes"] = {
+                "name": annotation.name, "sha256": annotation.sha256, "format": annotation.format,
+                "gene_types": list(o.gene_types) if o.gene_types is not None else None, "tss_flank": o.tss_flank,
+                "genes": annotation.genes,
+                "track_strands": list(info.track_strands or track_strands(info.track_names)),
+            }
         n_parts = sum(1 for _ in part_bounds(digest.rows_by_chrom, o.variants_per_part))
         notes = []
         if digest.renamed:
@@ -477,8 +580,21 @@ class VariantJob:
             notes.append(f"not in the FASTA (status unknown_chrom): {', '.join(list(digest.unknown)[:5])}"
                          + (" ..." if len(digest.unknown) > 5 else ""))
         parts = stream_parts(o.vcf, self.lengths, digest, o.variants_per_part, o.storage_options)
+        if annotation is not None:
+            notes += annotation.summary()
+            parts = with_genes(parts, annotation, geometry, o.tss_flank)
         return JobPlan(identity=identity, totals={"parts": n_parts, "units": digest.rows, "rows": digest.rows},
                        parts=parts, notes=tuple(notes))
+
+
+def with_genes(parts: Iterator[VariantPart], annotation: Annotation, geometry: Geometry, tss_flank: int,
+               ) -> Iterator[VariantPart]:
+    """Each part with the genes that may be in range of its rows' windows (none for unknown chromosomes)."""
+    for part in parts:
+        genes = annotation.on(part.chrom)
+        near = genes_near(genes, [r.pos - 1 for r in part.rows], geometry, tss_flank) if part.length else genes.subset(
+            np.zeros(0, np.int64))
+        yield dataclasses.replace(part, genes=near)
 
 
 def check_ref_alleles(url: str, fasta_source: FastaSource, lengths: Mapping[str, int],
@@ -507,6 +623,6 @@ def score_variants(config: VariantConfig, on_part: Callable[[PartRecord], None] 
     RunError when a part fails; committed parts are kept and re-running the same call resumes.
     """
     summary = run_job(VariantJob(config), on_part)
-    scored = sum(summary.counts.get(s, 0) for s in SCORED)
+    scored = sum(summary.counts.get(s, 0) for s in (*SCORED, "no_gene"))
     return dataclasses.replace(summary, notes=(f"scored: {scored} of {summary.units_computed} rows computed in this "
                                                "run",) + summary.notes)
