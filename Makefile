@@ -37,7 +37,7 @@ demo: install
 # Real genome and VCFs (GRCh37 chr20, 1000 Genomes) from Debian's registry; tests that need them say so if
 # they cannot be had.
 real-data:
-	bash tools/fetch_real_data.sh .real-data || true
+	PYTHON=$(PY) bash tools/fetch_real_data.sh .real-data || true
 
 test: $(VENV)/.installed-test real-data
 	$(VENV)/bin/ruff check .

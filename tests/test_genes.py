@@ -488,25 +488,6 @@ def test_gene_expression_and_exon_fraction(tmp_path) -> None:
 # --- real gene models: GRCh37 chr20 (spliceai's GENCODE V24lift37 table, from PyPI) ------------------------
 
 
-@pytest.fixture(scope="session")
-def real_genes() -> dict[str, str]:
-    """The real chr20 genome and gene models (tools/fetch_real_data.sh); the test fetches them where
-    ``make test`` has not, and is skipped, saying why, only where no package registry can be reached."""
-    import subprocess
-    import sys
-
-    from .test_faults import REPO
-
-    data = os.path.join(REPO, ".real-data")
-    names = ("20.fa.gz", "20.genes.gtf.gz", "20.genes.gff3.gz", "20.genes.spliceai.txt")
-    if not all(os.path.exists(os.path.join(data, n)) for n in names):
-        done = subprocess.run(["bash", os.path.join(REPO, "tools", "fetch_real_data.sh"), data],
-                              capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
-        if not all(os.path.exists(os.path.join(data, n)) for n in names):
-            pytest.skip(f"real chr20 gene models unavailable: {done.stderr.strip()}")
-    return {n: os.path.join(data, n) for n in names}
-
-
 def test_real_gene_models_of_chr20(real_genes) -> None:
     """The GTF and GFF3 give the package's own table (read here directly), and the exon boundaries they give
     sit on the genome's splice sites: GT…AG introns (CT…AC on the − strand), as in any real annotation."""
