@@ -734,7 +734,7 @@ class GeneRowChecker(RowChecker):
             problems.append(f"part {path}: unknown status {sorted(unknown)}")
         if bad_status:
             problems.append(f"part {path}: {bad_status} row(s) whose status disagrees with their gene columns")
-        return problems, (table.num_rows, [(*k, *g) for k, g in zip(keys, genes)], not_scored, allele_keys)
+        return problems, (len(allele_keys), [(*k, *g) for k, g in zip(keys, genes)], not_scored, allele_keys)
 
 
 class EditCoverage(VariantCoverage):
