@@ -127,7 +127,7 @@ def predict_config(args: argparse.Namespace) -> PredictConfig:
 
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``enformer-batch score-variants`` (also used by ``jobs/variants.py``)."""
-    from .gene_scores import DEFAULT_TSS_FLANK, GENE_SCORES
+    from .gene_scores import GENE_SCORES
     from .variants import SCORES
 
     parser.add_argument("vcf", help="VCF, VCF.gz (bgzip or gzip); path or fsspec URL")
@@ -139,18 +139,25 @@ def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--genes", default=None, metavar="GTF",
                         help="gene models (GTF or GFF3, plain or gzip; path or fsspec URL): one row per allele and "
                         "gene in range, with gene scores")
-    parser.add_argument("--tss-flank", type=int, default=DEFAULT_TSS_FLANK, metavar="BINS",
-                        help=f"with --genes: output bins each side of a TSS's bin that count as TSS bins "
-                        f"(default {DEFAULT_TSS_FLANK})")
-    parser.add_argument("--gene-types", type=_str_list, default=None, metavar="LIST",
-                        help="with --genes: keep only genes of these gene_type/gene_biotype values, e.g. "
-                        "protein_coding,lncRNA")
+    add_gene_arguments(parser, "with --genes: ")
     parser.add_argument("--strict", action="store_true",
                         help="fail (before computing anything) on a REF that does not match the FASTA, instead of "
                         "writing it with status ref_mismatch")
     parser.add_argument("--group-bp", type=int, default=0,
                         help="variants within this many bp share one reference window (fewer model inputs; "
                         "not exactly centred, see the README); 0 = off")
+
+
+def add_gene_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--tss-flank and --gene-types (score-variants --genes, predict-genes)."""
+    from .gene_scores import DEFAULT_TSS_FLANK
+
+    parser.add_argument("--tss-flank", type=int, default=DEFAULT_TSS_FLANK, metavar="BINS",
+                        help=f"{prefix}output bins each side of a TSS's bin that count as TSS bins "
+                        f"(default {DEFAULT_TSS_FLANK}: three bins per TSS)")
+    parser.add_argument("--gene-types", type=_str_list, default=None, metavar="LIST",
+                        help=f"{prefix}keep only genes of these gene_type/gene_biotype values, e.g. "
+                        "protein_coding,lncRNA")
 
 
 def variant_config(args: argparse.Namespace) -> VariantConfig:
@@ -205,6 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_variant_arguments(sv)
+
+    pg = sub.add_parser(
+        "predict-genes",
+        help="gene expression from the reference: per gene, its TSS and exon sums in a window on its first TSS",
+        description=(
+            "One model input per gene of a GTF/GFF3, centred on its first TSS in its orientation (+: the smallest, "
+            "-: the largest). Rows under <out>/chrom=<name>/: gene_id, gene_name, gene_strand, tss (0-based), "
+            "exon_fraction (share of the gene's exonic bases inside the output), then tss:<track> (sum over the "
+            "bins within --tss-flank of each TSS) and exon:<track> (sum over the bins its exons overlap); a "
+            "stranded track of the other strand is null. Re-running the same command resumes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pg.add_argument("fasta", help="FASTA path or URL")
+    pg.add_argument("genes", help="gene models: GTF or GFF3, plain or gzip; path or fsspec URL")
+    add_model_arguments(pg)
+    add_gene_arguments(pg)
 
     scores_help = "comma-separated scores, from sad,logsad,l2,center (as for score-variants)"
     mg = sub.add_parser(
@@ -356,6 +380,14 @@ def _predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     print(predict(predict_config(args)))
+    return 0
+
+
+def _predict_genes(args: argparse.Namespace) -> int:
+    from .genes import GenesConfig, predict_genes
+
+    print(predict_genes(GenesConfig(fasta=args.fasta, genes=args.genes, gene_types=args.gene_types,
+                                    tss_flank=args.tss_flank, **run_options(args))))
     return 0
 
 
@@ -513,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers.update({"query": _query, "export-bigwig": _export_bigwig, "plot": _plot})
     handlers["plan"] = _plan
     handlers["score-variants"] = _score_variants
+    handlers["predict-genes"] = _predict_genes
     handlers.update({"mutagenesis": _mutagenesis, "edits": _edits, "plot-mutagenesis": _plot_mutagenesis,
                      "plot-edit": _plot_edit})
     try:

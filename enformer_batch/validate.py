@@ -156,7 +156,9 @@ def validate(
     if vcf is not None and type(coverage) is not VariantCoverage:
         report.problems.append("--vcf checks variant tables; this is not one")
     if genes is not None:
-        if type(coverage) is not VariantCoverage or not coverage.genes:
+        if type(coverage) is GeneTableCoverage:
+            coverage.genes_url = genes
+        elif type(coverage) is not VariantCoverage or not coverage.genes:
             report.problems.append("--genes checks variant tables scored with --genes; this is not one")
         elif vcf is None:
             report.problems.append("--genes is checked together with --vcf (the alleles whose genes it finds)")
@@ -772,6 +774,54 @@ class EditCoverage(VariantCoverage):
         return Counter((chrom, name, start, end, seq) for name, chrom, start, end, seq in self.identity["edits"])
 
 
+class GeneTableCoverage(VariantCoverage):
+    """``predict-genes`` tables: each part holds its planned genes; with ``--genes``, every gene of the annotation
+    on the FASTA's chromosomes exactly once."""
+
+    keys = ("gene_id", "gene_strand")
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        from .genes import gene_table_schema
+
+        self.identity = identity
+        self.store = store
+        self.rows_by_chrom = identity["genes"]["genes_by_chrom"]
+        self.per_part = identity["genes_per_part"]
+        self.genes = None  # not a variant table scored with --genes
+        self.genes_url = None
+        self.schema = gene_table_schema([t["name"] for t in identity["tracks"]])
+        self.not_scored = set()
+        self.alleles = Counter()
+        self.found = Counter()
+        self.rows = Counter()
+        self.parts = Counter()
+        self.input_problems = []
+
+    def planned_paths(self) -> dict:
+        from .genes import GenePart, planned_gene_parts
+
+        return {
+            self.store.part_relpath(chrom, GenePart.part_name(first, end)): (chrom, first, end)
+            for chrom, first, end in planned_gene_parts(self.rows_by_chrom, self.per_part)
+        }
+
+    def wants_keys(self, vcf: str | None) -> bool:
+        return self.genes_url is not None
+
+    def expected(self, vcf: str | None, storage_options) -> Counter | None:
+        if self.genes_url is None:
+            return None
+        from .annotation import read_annotation
+
+        recorded = self.identity["genes"]
+        annotation = read_annotation(self.genes_url, self.identity["fasta"]["chromosomes"], recorded["gene_types"],
+                                     storage_options)
+        if annotation.sha256 != recorded["sha256"]:
+            self.input_problems.append(f"{self.genes_url} is not the annotation this table was predicted from (its "
+                                       "content hash differs)")
+        return Counter((g.chrom, g.gene_id, g.strand) for g in annotation)
+
+
 class MutagenesisCoverage:
     """Mutagenesis tables: each part holds every position of its range, with each base but the reference."""
 
@@ -837,5 +887,5 @@ class MutagenesisChecker:
         return problems, len(rows)
 
 
-COVERAGE = {"atlas": BinCoverage, "variants": VariantCoverage, "edits": EditCoverage,
+COVERAGE = {"atlas": BinCoverage, "variants": VariantCoverage, "edits": EditCoverage, "genes": GeneTableCoverage,
             "mutagenesis": MutagenesisCoverage}
