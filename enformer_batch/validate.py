@@ -558,6 +558,8 @@ class VariantCoverage:
 
     unit = "rows"
     keys = ("pos", "id", "ref", "alt")  # with the chromosome: what identifies an input row
+    genes: Mapping | None = None  # the identity's "genes" (scored with --genes); subclasses have none
+    genes_url: str | None = None
 
     def __init__(self, identity: Mapping, store: AtlasStore):
         from .variants import variant_schema
