@@ -71,7 +71,7 @@ def main() -> None:
     import enformer_pytorch
     import ray
 
-    from enformer_batch.experiments import MutagenesisConfig, mutagenesis
+    from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
 
     work = tempfile.mkdtemp(prefix="bench-mutagenesis-")
     fasta = write_demo_genome(os.path.join(work, "g.fa"), (DemoChrom("chr1", 400_000),))

@@ -26,7 +26,7 @@ from enformer_batch import PredictConfig, predict  # noqa: E402
 from enformer_batch.demo import write_demo_genome  # noqa: E402
 from enformer_batch.genome import FastaSource  # noqa: E402
 from enformer_batch.inference import InferenceSettings, Predictor  # noqa: E402
-from enformer_batch.predict import read_part  # noqa: E402
+from enformer_batch.kinds.atlas import read_part  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from enformer_batch import open_atlas  # noqa: E402
-from enformer_batch.predict import identity_digest  # noqa: E402
+from enformer_batch.engine import identity_digest  # noqa: E402
 from enformer_batch.store import MANIFEST_FORMAT, AtlasStore, manifest_parts, part_table  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 

@@ -9,21 +9,17 @@ import torch
 
 from enformer_batch import validate
 from enformer_batch.cli import main
-from enformer_batch.experiments import (
-    EditMode,
-    EditPart,
-    EditsConfig,
+from enformer_batch.genome import FastaSource
+from enformer_batch.inference import InferenceSettings, Predictor
+from enformer_batch.kinds.edits import EditMode, EditPart, EditsConfig, edits, read_edits
+from enformer_batch.kinds.mutagenesis import (
     MutagenesisConfig,
     MutagenesisMode,
-    edits,
     mutagenesis,
     mutagenesis_parts,
     parse_regions,
-    read_edits,
 )
-from enformer_batch.genome import FastaSource
-from enformer_batch.inference import InferenceSettings, Predictor
-from enformer_batch.variants import SCORES
+from enformer_batch.kinds.scoring import SCORES
 
 from .reference import INPUT, onehot, variant_sequences
 from .test_faults import assert_same_rows, kill_driver_after_commits
@@ -176,7 +172,7 @@ def test_bad_regions_and_edit_rows_give_one_line(ray_cluster, test_fasta, tmp_pa
 
 KILLED = """
 import sys, ray
-from enformer_batch.experiments import MutagenesisConfig, mutagenesis
+from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
 ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, logging_level="ERROR")
 mutagenesis(MutagenesisConfig(fasta=sys.argv[1], regions="chrA:5000-5006", out=sys.argv[2], positions_per_part=1,
                               batch_size=1, threads_per_worker=1, manifest_interval_s=0, progress=False))
