@@ -145,11 +145,24 @@ BAD = [
     (["mutagenesis", "{fasta}", "chrZ:0-10"], "'chrZ' is not in the FASTA"),
     (["mutagenesis", "{fasta}", "{bed}"], "regions.bed line 2: chromosome 'chrZ'"),
     (["edits", "{fasta}", "{tsv:x\tchrA\t10\t5\tA}"], "line 1: needs 0 <= start <= end"),
-    (["edits", "{fasta}", "{tsv:x\tchrA\t10\tA}"], "line 1: start and end must be integers"),
+    (["edits", "{fasta}", "{tsv:x\tchrA\t10\tA\tACGT}"], "line 1: start and end must be integers"),
+    # Four fields is not a deletion (that ends in a tab: an empty fifth field): issue #22, item 10.
+    (["edits", "{fasta}", "{tsv:x\tchrA\t10\t20}"], "line 1: expected 5 tab-separated fields"),
     (["edits", "{fasta}", "{tsv:# c\nx\tchrA\t10\t20\tAXA}"], "line 2: the sequence must be bases"),
     (["edits", "{fasta}", "{tsv:x\tchrA\t10}"], "line 1: expected 5 tab-separated fields"),
     (["edits", "{fasta}", "{tsv:x\tchrQ\t10\t20\tA}"], "line 1: chromosome 'chrQ'"),
 ]
+
+
+def test_an_edit_line_of_four_fields_is_an_error_naming_its_line_not_a_deletion(tmp_path):
+    """A sequence lost from a line (or a trailing tab an editor stripped) must not silently delete [start, end)."""
+    tsv = tmp_path / "edits.tsv"
+    tsv.write_text("# name chrom start end sequence\ndel\tchrA\t10\t20\t\nlost\tchrA\t30\t40\n")
+    with pytest.raises(ValueError, match=r"edits.tsv line 3: expected 5 tab-separated fields .*got 4"):
+        read_edits(str(tsv), {"chrA": 1000})
+    tsv.write_text("del\tchrA\t10\t20\t\n")
+    (deletion,) = read_edits(str(tsv), {"chrA": 1000})
+    assert (deletion.start, deletion.end, deletion.sequence) == (10, 20, "")
 
 
 @pytest.mark.parametrize("argv, needle", BAD, ids=[f"{a[0]}-{n[:20]}" for a, n in BAD])
