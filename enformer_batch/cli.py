@@ -33,11 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_job_commands(sub)
+    _add_experiment_plots(sub)
+    _add_validate(sub)
+    _add_tracks(sub)
+    _add_atlas_access(sub)
+    _add_plan(sub)
 
+    # --debug is accepted after the command too (`enformer-batch predict ... --debug`); SUPPRESS keeps a
+    # --debug given before the command from being reset by the subcommand's default.
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
+    return parser
+
+
+def _add_job_commands(sub: argparse._SubParsersAction) -> None:
+    """One command per job kind, its arguments and ``--help`` text from the kind."""
     for kind in KINDS.values():
         kind.add_arguments(sub.add_parser(kind.command, help=kind.help, description=kind.description,
                                           formatter_class=argparse.ArgumentDefaultsHelpFormatter))
 
+
+def _add_experiment_plots(sub: argparse._SubParsersAction) -> None:
+    """``plot-mutagenesis`` and ``plot-edit``."""
     pm = sub.add_parser("plot-mutagenesis", help="heat map of a mutagenesis region (needs the 'atlas' extra)",
                         description="Positions x bases, coloured by one score of one track, the reference "
                         "sequence along the axis and the mean |score| per position above.")
@@ -62,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--width", type=int, default=1200, help="image width in pixels")
     pe.add_argument("--storage-option", type=storage_option, action="append", default=[], metavar="KEY=VALUE")
 
-    v = sub.add_parser("validate", help="check an atlas or variant table: manifest, parts, exactly once",
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    """``validate``: any kind's output; ``--<input>`` for each input a kind can be compared with."""
+    v = sub.add_parser("validate", help="check an output of any kind (atlas, scored table): manifest, parts, "
+                       "exactly once",
                        description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
     v.add_argument("url", help="atlas or scored-table directory or URL")
@@ -79,12 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "track values are not read)")
     v.add_argument("--storage-option", type=storage_option, action="append", default=[], metavar="KEY=VALUE")
 
+
+def _add_tracks(sub: argparse._SubParsersAction) -> None:
+    """``tracks``: a model's tracks."""
     t = sub.add_parser("tracks", help="list a model's tracks")
     t.add_argument("model", nargs="?", default="demo", help="'demo', 'demo-borzoi', a checkpoint directory or URL")
     t.add_argument("--storage-option", type=storage_option, action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for the model URL (repeatable)")
 
-    # --- atlas access (enformer_batch.atlas / enformer_batch.export) ---
+
+def _add_atlas_access(sub: argparse._SubParsersAction) -> None:
+    """``query``, ``export-bigwig`` and ``plot``: reading an atlas (``enformer_batch.atlas`` / ``export``)."""
     region_help = ("CHROM:START-END, 0-based half-open like the atlas (bins overlapping [START, END) are "
                    "returned; commas allowed: chr1:1,000,000-2,000,000); a bare CHROM means all of it")
     q = sub.add_parser("query", help="print or save the atlas rows overlapping a region",
@@ -117,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--storage-option", type=storage_option, action="append", default=[],
                        metavar="KEY=VALUE", help="fsspec storage option for the atlas URL (repeatable)")
 
-    # --- dry-run planning (enformer_batch.plan) ---
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    """``plan``: the dry-run cost of an atlas (``enformer_batch.plan``)."""
     pl = sub.add_parser("plan", help="dry run: windows, bins, output size, GPU-hours and cost of a run",
                         description="Tile FASTA exactly as predict would (no model weights loaded, no Ray) "
                         "and estimate the atlas size and the GPU time and cost on a named GPU type. "
@@ -144,13 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--list-gpus", action="store_true", help="print the default per-GPU figures and exit")
     pl.add_argument("--storage-option", type=storage_option, action="append", default=[],
                     metavar="KEY=VALUE", help="fsspec storage option for FASTA, BED and model URLs")
-
-    # --debug is accepted after the command too (`enformer-batch predict ... --debug`); SUPPRESS keeps a
-    # --debug given before the command from being reset by the subcommand's default.
-    for command in sub.choices.values():
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show full tracebacks on errors")
-    return parser
 
 
 def _run_kind(kind: Kind) -> Callable[[argparse.Namespace], int]:
