@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
-from enformer_batch.model import load_model  # noqa: E402
+from enformer_batch.loader import load_model  # noqa: E402
 
 INPUT = 196_608
 ONEHOT = np.zeros((256, 4), np.float32)

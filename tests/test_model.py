@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from enformer_batch.families import CheckpointError
+from enformer_batch.loader import load_model
 from enformer_batch.model import (
     SEQUENCE_LENGTH,
-    CheckpointError,
     Enformer,
     EnformerConfig,
     calibrate_batchnorm,
     canonical_state_dict,
-    load_model,
 )
 
 SMALL = dict(
