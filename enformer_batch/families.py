@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointError", "Family", "EnformerFamily", "BorzoiFamily", "FAMILIES", "family_of", "family_for_config",
-    "BUNDLED_TABLES", "DATA_DIR",
+    "DATA_DIR",
     "DEMO_CHECKPOINTS", "demo_checkpoint",
 ]
 
@@ -203,10 +203,6 @@ class BorzoiFamily:
 
 # The registry, in the order configs without ``model_type`` are tried.
 FAMILIES: dict[str, Family] = {f.name: f for f in (EnformerFamily(), BorzoiFamily())}
-
-# (family, head) -> bundled table file name, for callers that ask by both.
-BUNDLED_TABLES = {(f.name, head): table for f in FAMILIES.values() for head, table in f.bundled_tables.items()}
-
 
 def family_of(raw: Mapping[str, Any], origin: str) -> Family:
     """The family of a checkpoint's ``config.json``; CheckpointError for anything else.

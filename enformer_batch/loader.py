@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor, nn
 
-from .families import DATA_DIR, CheckpointError, Family, demo_checkpoint, family_of
+from .families import DATA_DIR, DEMO_CHECKPOINTS, CheckpointError, Family, demo_checkpoint, family_of
 from .tracks import TrackTable, read_track_table
 from .windows import Geometry
 
@@ -274,9 +274,8 @@ def _resolve_source(
             raise CheckpointError(f"the cache entry {local} of {source} went away while loading; load again") from None
     path = Path(source).expanduser()
     if not path.is_dir():
-        raise CheckpointError(
-            f"checkpoint directory {source} does not exist (or use a URL, 'demo' or 'demo-borzoi')"
-        )
+        demos = " or ".join(repr(name) for name in DEMO_CHECKPOINTS)
+        raise CheckpointError(f"checkpoint directory {source} does not exist (or use a URL, {demos})")
     return path, {}
 
 

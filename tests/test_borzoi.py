@@ -408,6 +408,28 @@ def test_borzoi_atlas_end_to_end(ray_cluster, borzoi_genome, tmp_path):
         predict(PredictConfig(out=str(tmp_path / "x"), **{**common, "dtype": "float16"}, unsquash=True))
 
 
+@pytest.mark.parametrize("demo", ["demo", "demo-borzoi"])
+def test_each_family_declares_what_its_built_model_has(demo):
+    """The family protocol without weights (geometry, heads: what dry runs use) agrees with the built network;
+    a family is recognised from its config with or without model_type, and from the config a replica reports."""
+    from enformer_batch.families import FAMILIES, Family, demo_checkpoint, family_for_config, family_of
+
+    raw = json.loads((demo_checkpoint(demo) / "config.json").read_text())
+    family = family_of(raw, demo)
+    assert isinstance(family, Family) and FAMILIES[family.name] is family
+    config, model = family.build(raw)
+    assert family.geometry(raw) == model.geometry
+    assert family.heads(raw) == dict(config.output_heads)
+    untyped = {k: v for k, v in raw.items() if k not in ("model_type", "architectures")}
+    assert family_of(untyped, demo) is family
+    assert family_for_config(config.to_dict()) is family
+    loaded = load_model(demo)
+    assert loaded.family == family.name
+    with pytest.raises(CheckpointError, match="does not fit the model config"):  # the other demo's weights
+        other = "demo-borzoi" if demo == "demo" else "demo"
+        family.load_weights(model, load_model(other).model.state_dict(), "test")
+
+
 def test_planner_knows_borzoi(tmp_path):
     from enformer_batch.estimate import GPU_PROFILES, plan_run
     from enformer_batch.families import FAMILIES
