@@ -92,6 +92,42 @@ class Family(Protocol):
         ...
 
 
+def _load_state(
+    model: nn.Module, state: Mapping[str, Tensor], origin: str, aliases: Mapping[str, str] | None = None
+) -> None:
+    """Load a state dict whose keys may carry wrapper prefixes (``module.``, ``enformer.``) and, for families
+    with a module aliased under other names (``aliases``: alias prefix -> its module's prefix), either name; the
+    model's own state dict without the aliases is what must be matched. CheckpointError lists what does not."""
+    aliases = aliases or {}
+    canonical: dict[str, Tensor] = {}
+    for key, value in state.items():
+        name = key
+        for prefix in ("module.", "enformer."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        name = next((module + name[len(alias):] for alias, module in aliases.items() if name.startswith(alias)), name)
+        # The named module wins over its alias; both hold the same tensor in a consistent checkpoint.
+        if name not in canonical or name == key:
+            canonical[name] = value
+    roots = {alias.split(".")[0] + "." for alias in aliases}
+    expected = {k: v for k, v in model.state_dict().items() if not any(k.startswith(r) for r in roots)}
+    missing = [k for k in expected if k not in canonical and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in canonical if k not in expected]
+    mis_shaped = [f"{k} (checkpoint {tuple(canonical[k].shape)}, model {tuple(v.shape)})"
+                  for k, v in expected.items() if k in canonical and tuple(canonical[k].shape) != tuple(v.shape)]
+    problems = [f"{what} {len(keys)}: {_summarize(keys)}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
+                if keys]
+    if problems:
+        raise CheckpointError(f"{origin} does not fit the model config: " + "; ".join(problems))
+    model.load_state_dict({k: v for k, v in canonical.items() if k in expected}, strict=False)
+
+
+def _summarize(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
 def _attention_bytes(config: Mapping[str, Any], n: int, act_bytes: int) -> int:
     # Attention logits stay fp32 under autocast's softmax: relative logits [heads, n, 2n-1] plus logits
     # [heads, n, n], counted at 4 bytes, and a few [n, dim] activations.
@@ -142,10 +178,14 @@ class EnformerFamily:
         config = _enformer_config(dict(raw), use_tf_gamma)
         return config, Enformer(config)
 
-    def load_weights(self, model: nn.Module, state: Mapping[str, Tensor], origin: str) -> None:
-        from .model import load_state_dict_into
+    # enformer-pytorch's trunk Sequential makes every parameter also appear as `_trunk.<i>.*`, which checkpoints
+    # saved by torch.save(state_dict) carry.
+    _TRUNK_ALIASES: Mapping[str, str] = {
+        "_trunk.1.": "stem.", "_trunk.2.": "conv_tower.", "_trunk.4.": "transformer.", "_trunk.6.": "final_pointwise.",
+    }
 
-        load_state_dict_into(model, dict(state), origin=origin)
+    def load_weights(self, model: nn.Module, state: Mapping[str, Tensor], origin: str) -> None:
+        _load_state(model, state, origin, self._TRUNK_ALIASES)
 
 
 class BorzoiFamily:
@@ -195,10 +235,7 @@ class BorzoiFamily:
         return config, Borzoi(config)
 
     def load_weights(self, model: nn.Module, state: Mapping[str, Tensor], origin: str) -> None:
-        # borzoi-pytorch's names are ours; the shared loader strips the same wrapper prefixes.
-        from .model import load_state_dict_into
-
-        load_state_dict_into(model, dict(state), origin=origin)
+        _load_state(model, state, origin)  # borzoi-pytorch's names are ours
 
 
 # The registry, in the order configs without ``model_type`` are tried.

@@ -5,8 +5,8 @@ convolutional stem, a conv tower of ``num_downsamples - 1`` blocks with attentio
 with relative positional encodings, a centre crop to ``target_length`` bins, a pointwise layer and one
 softplus head per organism. Parameter names equal those of ``enformer-pytorch`` (including its
 ``_trunk.*`` aliases), so checkpoints in the layout of the Hugging Face ``EleutherAI/enformer-official-rough``
-weights (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) load here (through ``loader`` and
-``families.EnformerFamily``) and vice versa.
+weights (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) load here (``loader`` reads them,
+``families.EnformerFamily`` maps their names) and vice versa.
 
 The forward pass is written for speed rather than as a transliteration: attention pooling over pairs
 needs one half-length matmul (softmax of two logits is a sigmoid of their difference, which is linear in
@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .families import CheckpointError
 from .windows import ENFORMER, Geometry
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "Enformer",
     "calibrate_batchnorm",
     "canonical_state_dict",
-    "load_state_dict_into",
 ]
 
 SEQUENCE_LENGTH = ENFORMER.input_length
@@ -567,67 +565,12 @@ def calibrate_batchnorm(model: Enformer, batches: list[Tensor]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints
-
-_TRUNK_ALIASES = {
-    "_trunk.1.": "stem.",
-    "_trunk.2.": "conv_tower.",
-    "_trunk.4.": "transformer.",
-    "_trunk.6.": "final_pointwise.",
-}
+# Checkpoints (the weights' name mapping is ``families.EnformerFamily.load_weights``)
 
 
 def canonical_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """State dict without the ``_trunk.*`` aliases (what we save: safetensors refuses shared tensors)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith("_trunk.")}
-
-
-def _canonical_key(key: str) -> str:
-    for prefix in ("module.", "enformer."):
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-    for alias, name in _TRUNK_ALIASES.items():
-        if key.startswith(alias):
-            return name + key[len(alias) :]
-    return key
-
-
-def _summarize(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def load_state_dict_into(model: nn.Module, state: dict[str, Tensor], origin: str = "checkpoint") -> None:
-    """Load enformer-pytorch-named weights (with or without ``_trunk.*`` aliases) or raise CheckpointError.
-
-    Also Borzoi's loader (``families.BorzoiFamily``): borzoi-pytorch's names are ours, and the wrapper
-    prefixes stripped here are the same."""
-    canonical: dict[str, Tensor] = {}
-    for key, value in state.items():
-        ck = _canonical_key(key)
-        # The named module wins over its alias; both hold the same tensor in a consistent checkpoint.
-        if ck not in canonical or ck == key:
-            canonical[ck] = value
-    expected = canonical_state_dict(model)
-    missing = [k for k in expected if k not in canonical and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in canonical if k not in expected]
-    mis_shaped = [
-        f"{k} (checkpoint {tuple(canonical[k].shape)}, model {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in canonical and tuple(canonical[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_summarize(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_summarize(unexpected)}")
-        if mis_shaped:
-            parts.append(f"mis-shaped {len(mis_shaped)}: {_summarize(mis_shaped)}")
-        raise CheckpointError(f"{origin} does not fit the model config: " + "; ".join(parts))
-    model.load_state_dict({k: v for k, v in canonical.items() if k in expected}, strict=False)
-
-
 
 
 def _enformer_config(raw: dict[str, Any], use_tf_gamma: bool | None) -> EnformerConfig:

@@ -375,20 +375,19 @@ def test_the_weights_digest_is_that_of_the_bytes_loaded(tmp_path, monkeypatch):
     reports (what the run records and replicas are checked against) is theirs, not the new file's."""
     import hashlib
 
-    import enformer_batch.model as model_module
-
     first, second = _random_model(SMALL, seed=0), _random_model(SMALL, seed=1)
     _save_ours(first, tmp_path / "ckpt")
     _save_ours(second, tmp_path / "other")
     weights = tmp_path / "ckpt" / "model.safetensors"
     original = hashlib.sha256(weights.read_bytes()).hexdigest()
-    load_into = model_module.load_state_dict_into
+    load_into = Enformer.load_state_dict
 
-    def load_then_replace(model, state, origin="checkpoint"):
-        load_into(model, state, origin)
+    def load_then_replace(model, state, *args, **kwargs):
+        result = load_into(model, state, *args, **kwargs)
         weights.write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+        return result
 
-    monkeypatch.setattr(model_module, "load_state_dict_into", load_then_replace)
+    monkeypatch.setattr(Enformer, "load_state_dict", load_then_replace)
     loaded = load_model(str(tmp_path / "ckpt"))
     assert loaded.weights_sha256 == original != hashlib.sha256(weights.read_bytes()).hexdigest()
     x = _onehot(1, 3)
