@@ -3,8 +3,8 @@
 A family knows everything that depends on which architecture a checkpoint is: whether a ``config.json``
 belongs to it, the geometry and heads that config declares, its bundled track tables, the cost of a window
 (FLOPs, activation memory), and, importing torch only then, how to build the network and load its weights.
-Everything else (the checkpoint loader, the planner, the predictor) goes through ``family_of`` /
-``FAMILIES`` and never names a family.
+The checkpoint loader, the estimate and batch sizing go through ``family_of`` / ``FAMILIES`` rather than
+branching on a family's name.
 
 This module does not import torch: dry runs (``estimate``) and the driver use it without paying for torch;
 ``build`` and ``load_weights`` import their architecture module when called.
