@@ -291,7 +291,7 @@ class Lease:
             self.store.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=version)
             self.store._forget_listings()
         else:
-            self.store.fs.rm(self.path)
+            self.store.fs.rm_file(self.path)
 
     # --- protocol -----------------------------------------------------------------------------------
     def _new_state(self, acquired: float | None = None, epoch: int | None = None) -> LeaseState:
@@ -333,8 +333,8 @@ class Lease:
         """Whether the store enforces create-if-absent (If-None-Match), probed once per ``--out`` and process.
 
         Some S3-compatible stores (older MinIO, LocalStack, some Ceph) accept the header and ignore it: two
-        drivers would both "create" the lease. Probe: create one object twice; the second must fail.
-        Three requests (two PUTs and a DELETE).
+        drivers would both "create" the lease. Probe: write an object, then create it if absent, which must
+        fail. Three requests (two PUTs and a DELETE).
         """
         if not self.store.s3:
             return True
@@ -343,7 +343,8 @@ class Lease:
             return _CONDITIONAL[key]
         probe = self.store.path(f"{PROBE_PREFIX}conditional-{uuid.uuid4().hex}")
         fs = self.store.fs
-        self._retrying(lambda: fs.pipe_file(probe, b"1", mode="create"), "probing conditional writes next to")
+        # A plain PUT first (a retried create whose first answer was lost would fail), then the create.
+        self._retrying(lambda: fs.pipe_file(probe, b"1"), "probing conditional writes next to")
 
         def second() -> bool:
             try:
@@ -359,8 +360,8 @@ class Lease:
         try:
             enforced = self._retrying(second, "probing conditional writes next to")
         finally:
-            with contextlib.suppress(OSError):
-                fs.rm(probe)
+            with contextlib.suppress(OSError):  # else a leftover, removed with the others by the next run
+                self._retrying(lambda: fs.rm_file(probe), "removing the conditional-write probe next to")
         _CONDITIONAL[key] = enforced
         if not enforced:
             self.log(f"enformer-batch: {self.store.url} ignores conditional writes (If-None-Match); using the "
@@ -584,8 +585,8 @@ class Lease:
             self.store.lease = None
         with self._lock:
             if self.state is not None and not self._lost:
-                with contextlib.suppress(OSError):
-                    self._delete(self._version)
+                with contextlib.suppress(OSError):  # a lease left behind is taken over once stale
+                    self._retrying(lambda: self._delete(self._version), "releasing")
             self.state = None
 
 

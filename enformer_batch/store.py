@@ -280,7 +280,7 @@ class AtlasStore:
         parts = relative.split("/")
         if not relative or relative.startswith("/") or ".." in parts or "" in parts:
             raise StoreError(f"refusing to delete {relative!r}: not a file inside --out {self.url}")
-        self.fs.rm(self.path(relative))
+        self.fs.rm_file(self.path(relative))  # never fs.rm: it expands glob patterns ('[', '?', '*') in the path
 
     # --- parts -------------------------------------------------------------------------------------
     def part_relpath(self, chrom: str, name: str) -> str:
@@ -563,7 +563,7 @@ class AtlasStore:
                 os.makedirs(self.root, exist_ok=True)
             self.fs.pipe_file(self.path(probe), b"")
             with contextlib.suppress(FileNotFoundError):  # a retried delete whose first try went through
-                self.fs.rm(self.path(probe))
+                self.fs.rm_file(self.path(probe))
 
         try:
             self.retrying(once, f"writing a probe file to {self.url}")
