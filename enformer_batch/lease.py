@@ -3,9 +3,14 @@
 Owns who may write an atlas' manifest. ``predict`` takes the lease before it reads the manifest and holds
 it until it returns; a second ``predict`` on the same ``--out`` meanwhile is refused, naming the holder.
 The holder renews the lease every ``heartbeat_s``; a lease not renewed for ``timeout_s`` is stale and the
-next driver takes it over, saying so. On the holder's own host a lease whose process is gone is stale at
-once (a re-run after a crash or Ctrl-C need not wait). A driver that finds its lease taken over stops
-writing the manifest (``check`` raises).
+next driver takes it over, saying so. Where the holder's pid means what it means here (same host name, boot
+id and PID namespace) a lease whose process is gone is stale at once (a re-run after a crash or Ctrl-C need
+not wait). A lease file that cannot be parsed is refused, never taken over.
+
+Fencing: each lease has an epoch, one more than the lease and the manifest it replaces. The store hands
+``<epoch>:<owner>`` to replicas, which read the lease before each part they publish; the driver's manifest
+writes are conditional on the lease (``write_manifest``, ``guarded``). A driver that finds its lease taken
+over stops (``check`` raises ``LeaseLost``; the engine calls it at least once a second).
 
 Atomicity, per store:
 
@@ -14,7 +19,8 @@ Atomicity, per store:
   write; the kernel (or the NFS lock manager) drops it when its process dies.
 - S3: conditional writes. Creation is a PUT with ``If-None-Match: *``, renewal and take-over a PUT with
   ``If-Match: <ETag>`` of the lease as read (AWS S3 has both since 2024; so do MinIO and moto), so two
-  drivers racing for one lease cannot both win.
+  drivers racing for one lease cannot both win. Probed once per ``--out``: a store that ignores the
+  headers gets the best-effort lease below.
 - Other object stores: best effort. The lease is written when absent (or stale), then read back after
   ``settle_s``; the driver proceeds only if it reads itself back. Two drivers starting within the same
   second could still both proceed.

@@ -5,14 +5,17 @@ Owns the layout ``<out>/chrom=<name>/part-<first>-<end>.parquet`` plus ``<out>/_
 then published under its deterministic name in one step (a rename of a hidden temporary file locally, a
 single upload on object stores, whose object appears only when complete), so readers never see a partial
 part and a retry replaces rather than adds.
-The manifest, written only by the driver, is the commit point: a part counts once the manifest lists it,
-and the run is complete only when the manifest says so and ``_SUCCESS`` exists.
+The manifest, written only by the driver and only while it holds the lease (conditionally: ``lease.py``), is
+the commit point: a part counts once the manifest lists it, and the run is complete only when the manifest
+says so and ``_SUCCESS`` exists. The atlas is listed directly, never globbed, and files are deleted one by
+one, so nothing outside ``--out`` is touched whatever characters it holds.
 
 Also owns what makes a committed part trustworthy later: each part's *version token* (what the store says
 about that exact write: inode and mtime locally, the ETag an S3 PUT returned), so that a resume notices a
 part rewritten after its commit (a late write by a replica the driver gave up on) with one listing instead
-of re-reading the atlas; the digest of the base codes a part was predicted from; retries of transient
-upload errors; and the temporary files an interrupted run leaves behind.
+of re-reading the atlas; the digest of the base codes a part was predicted from; the lease fence a part was
+written under; retries of transient errors on every storage call; and the temporary files an interrupted run
+leaves behind.
 """
 
 from __future__ import annotations
