@@ -528,7 +528,10 @@ class AtlasStore:
         if self.exists(SUCCESS):
             self._delete(SUCCESS)
 
-    def _delete(self, relative: str) -> None:
+    def _delete(self, relative: str, read_back: bool = True) -> None:
+        """Delete ``relative`` if present; under a lease only while this driver holds it: read back from the
+        store (``read_back``, for the marker and the manifest), or as this driver last knew it (for each of
+        an ``--overwrite``'s parts, which would otherwise cost a read of the lease per part)."""
         def once() -> None:
             try:
                 self._remove(relative)
@@ -536,10 +539,12 @@ class AtlasStore:
                 pass
 
         what = f"deleting {self.url}/{relative}"
-        if self.lease is not None:  # an old driver must not delete what the driver that took over wrote
+        if self.lease is not None and read_back:  # an old driver must not delete the new owner's commit
             self.lease.guarded(lambda: self.retrying(once, what), what)
-        else:
-            self.retrying(once, what)
+            return
+        if self.lease is not None:
+            self.lease.check()
+        self.retrying(once, what)
 
     def is_empty(self) -> bool:
         return self.retrying(lambda: not self.fs.exists(self.root) or not self.fs.ls(self.root),
@@ -556,7 +561,7 @@ class AtlasStore:
         self.clear_success()
         self._delete(MANIFEST)
         for relative in self.list_part_files():
-            self._delete(relative)
+            self._delete(relative, read_back=False)
 
     def check_writable(self) -> None:
         probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
