@@ -589,6 +589,7 @@ class Lease:
             self._thread.join(timeout=30)
         if self.store.lease is self:
             self.store.lease = None
+            self.store.fence = None
         with self._lock:
             if self.state is not None and not self._lost:
                 with contextlib.suppress(OSError):  # a lease left behind is taken over once stale
