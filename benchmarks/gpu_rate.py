@@ -77,7 +77,7 @@ def run(fasta: str, out: str, rate: float, tracks: int, writers: int) -> tuple[f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=90.0, help="simulated windows/s per replica")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()

@@ -124,7 +124,7 @@ def borzoi_main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="enformer", choices=["enformer", "borzoi"])
     ap.add_argument("--quick", action="store_true", help="small config (dim 96, depth 2) for a smoke test")
     ap.add_argument("--batch", type=int, default=1)

@@ -26,10 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
-from enformer_batch.model import load_model  # noqa: E402
 
 INPUT = 196_608
 ONEHOT = np.zeros((256, 4), np.float32)
@@ -39,6 +35,7 @@ for _i, _b in enumerate("ACGT"):
 
 def naive_loop(fasta: str, chrom: str, start: int, end: int, model) -> tuple[float, int]:
     import pyfaidx
+    import torch
 
     t = time.perf_counter()
     genome = pyfaidx.Fasta(fasta, as_raw=True)
@@ -64,14 +61,18 @@ def naive_loop(fasta: str, chrom: str, start: int, end: int, model) -> tuple[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--length", type=int, default=200, help="region length in bp")
     args = parser.parse_args()
 
+    # Imported here, not at the top, so that --help answers without loading torch.
     import enformer_pytorch
     import ray
+    import torch
 
+    from enformer_batch.demo import DemoChrom, write_demo_genome
     from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
+    from enformer_batch.loader import load_model
 
     work = tempfile.mkdtemp(prefix="bench-mutagenesis-")
     fasta = write_demo_genome(os.path.join(work, "g.fa"), (DemoChrom("chr1", 400_000),))

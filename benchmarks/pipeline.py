@@ -1,12 +1,16 @@
 """Pipeline overhead: the model alone (no Ray) vs the full Ray pipeline, side by side in one run.
 
-    python benchmarks/pipeline.py [--fasta FASTA] [--model demo] [--batch-size 4] [--repeat 1]
+    python benchmarks/pipeline.py [--fasta FASTA] [--model demo] [--batch-size 4] [--precision fp32]
 
 Both sides run the same model, batch size, thread count and windows (the demo genome by default). The
 model-alone side reads every part's codes first and times only ``Predictor.predict``; the pipeline side is
 ``enformer_batch.predict`` on a local Ray cluster started beforehand (Ray's start-up is excluded; actor
 start-up and model loading are included in "end to end" and excluded in "steady state", which runs from the
 first committed part to the last). Driver RSS and object-store use are sampled every 50 ms during the run.
+
+Prints one table: windows/s of the model alone and of the pipeline (end to end and steady state), their
+ratios, when the first part was committed and how much of that was start-up, and the driver's RSS and
+object-store peaks.
 """
 
 from __future__ import annotations
@@ -19,15 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-from sampling import Sampler, rss_bytes  # noqa: E402  (benchmarks/, the script's own directory)
-
-from enformer_batch import PredictConfig, predict  # noqa: E402
-from enformer_batch.demo import write_demo_genome  # noqa: E402
-from enformer_batch.genome import FastaSource  # noqa: E402
-from enformer_batch.inference import InferenceSettings, Predictor  # noqa: E402
-from enformer_batch.kinds.atlas import read_part  # noqa: E402
-from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
+from _sampling import Sampler, rss_bytes  # noqa: E402  (benchmarks/, the script's own directory)
 
 
 def main() -> None:
@@ -37,6 +33,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
+
+    # Imported here, not at the top, so that --help answers without loading torch.
+    import torch
+
+    from enformer_batch import PredictConfig, predict
+    from enformer_batch.demo import write_demo_genome
+    from enformer_batch.genome import FastaSource
+    from enformer_batch.inference import InferenceSettings, Predictor
+    from enformer_batch.kinds.atlas import read_part
+    from enformer_batch.windows import ENFORMER, plan_chromosome
 
     workdir = tempfile.mkdtemp(prefix="bench-pipeline-")
     fasta = args.fasta or write_demo_genome(os.path.join(workdir, "genome.fa"))

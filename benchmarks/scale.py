@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from sampling import Sampler, rss_bytes  # noqa: E402  (benchmarks/, the script's own directory)
+from _sampling import Sampler, rss_bytes  # noqa: E402  (benchmarks/, the script's own directory)
 
 from enformer_batch import PredictConfig, predict  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_selection  # noqa: E402

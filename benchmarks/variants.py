@@ -29,10 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
-from enformer_batch.model import load_model  # noqa: E402
 
 INPUT = 196_608
 ONEHOT = np.zeros((256, 4), np.float32)
@@ -64,6 +60,7 @@ def write_vcf(path: str, fasta: str, n: int, seed: int = 0) -> None:
 
 def naive_loop(fasta: str, vcf: str, reference_model) -> tuple[float, np.ndarray]:
     import pyfaidx
+    import torch
 
     genome = pyfaidx.Fasta(fasta, as_raw=True)
     length = len(genome["chr1"])
@@ -90,15 +87,19 @@ def naive_loop(fasta: str, vcf: str, reference_model) -> tuple[float, np.ndarray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", type=int, default=48)
     args = parser.parse_args()
 
+    # Imported here, not at the top, so that --help answers without loading torch.
     import duckdb
     import enformer_pytorch
     import ray
+    import torch
 
     from enformer_batch import VariantConfig, score_variants
+    from enformer_batch.demo import DemoChrom, write_demo_genome
+    from enformer_batch.loader import load_model
 
     work = tempfile.mkdtemp(prefix="bench-variants-")
     fasta = write_demo_genome(os.path.join(work, "g.fa"), (DemoChrom("chr1", 1_000_000),))

@@ -1,15 +1,14 @@
 """enformer-batch: genome-wide batch prediction of sequence-to-function models on Ray, into Parquet atlases.
 
-Layers, low to high: ``retry``, ``genome`` (FASTA, bgzip, 2bit; index; encoding), ``windows`` (tiling,
-stitching), ``regions`` (regions, BED), ``tracks``, ``vcf`` → ``families`` / ``model`` / ``borzoi`` (Enformer and
-Borzoi: geometry, weights, tracks), ``settings``, ``integrity`` → ``inference`` (the model call on one device) →
-``store`` (Parquet parts, manifest), ``lease`` → ``engine`` (Ray orchestration, resume, commit; kind-agnostic) →
-``kinds`` (one module per job kind: ``atlas``, ``variants``, ``mutagenesis``, ``edits``, and the ``scoring``
-core they share) → ``validate`` (checking an output of any kind against its manifest), ``atlas`` (``Atlas``,
-``open_atlas``: queries), ``export`` (bigWig, plots) and ``plan`` (dry-run costs) → ``cli``.
+Layers, low to high (``tests/test_architecture.py`` holds the map): ``retry``, ``genome`` (FASTA, bgzip, 2bit;
+index; encoding), ``windows`` (tiling, stitching), ``regions`` (regions, BED), ``tracks``, ``vcf``, ``version``,
+``units`` → ``families`` / ``model`` / ``borzoi`` / ``loader`` (Enformer and Borzoi: geometry, weights, tracks),
+``settings``, ``integrity`` → ``inference`` (the model call on one device) → ``store`` (Parquet parts,
+manifest), ``lease`` → ``engine`` (Ray orchestration, resume, commit; kind-agnostic) → ``kinds`` (one module
+per job kind: ``atlas``, ``variants``, ``mutagenesis``, ``edits``, and the ``scoring`` core they share) →
+``validate`` (checking an output of any kind against its manifest), ``atlas`` (``Atlas``, ``open_atlas``:
+queries), ``export`` (bigWig, plots) and ``estimate`` (dry-run costs) → ``cli``.
 """
-
-__version__ = "0.1.0"
 
 from .atlas import Atlas, open_atlas  # noqa: E402
 from .engine import RunSummary  # noqa: E402
@@ -19,6 +18,7 @@ from .kinds.edits import EditsConfig, edits  # noqa: E402
 from .kinds.mutagenesis import MutagenesisConfig, mutagenesis  # noqa: E402
 from .kinds.variants import VariantConfig, score_variants  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
+from .version import __version__  # noqa: E402 - one definition, importable from any layer
 
 __all__ = [
     "KINDS", "Atlas", "AtlasConfig", "EditsConfig", "Kind", "MutagenesisConfig", "PredictConfig", "RunSummary",

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from enformer_batch.augment import autocast_context, predict_augmented, reverse_complement, shift_onehot
-from enformer_batch.model import SEQUENCE_LENGTH, load_model
+from enformer_batch.loader import load_model
+from enformer_batch.model import SEQUENCE_LENGTH
 
 ACGT = "ACGT"
 
@@ -108,8 +109,8 @@ def _stranded_model(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_rc_augmentation_swaps_strand_pairs():
-    """design.md: the reverse-complement prediction, bins reversed back, has each stranded track swapped with
-    its pair before averaging; unpaired tracks stay."""
+    """docs/contract.md, "Geometry": the reverse-complement prediction, bins reversed back, has each stranded
+    track swapped with its pair before averaging; unpaired tracks stay."""
     g = torch.Generator().manual_seed(1)
     x = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 640), generator=g), 4).float()
     pairs = torch.tensor([1, 0, 3, 2, 4])

@@ -291,7 +291,7 @@ def test_regions_and_weights_from_s3(s3, tmp_path):
     from importlib import resources
 
     from enformer_batch.kinds.atlas import select_bins
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     fs = s3["fs"]
     fs.pipe_file(f"{BUCKET}/inputs/regions.bed", b"chrB\t1000\t1300\nchrA\t0\t129\n")

@@ -18,7 +18,7 @@ from enformer_batch.genome import encode
 from enformer_batch.inference import InferenceSettings, Predictor
 from enformer_batch.kinds.scoring import SCORES, alternate_codes, group_centres, read_variant_inputs
 from enformer_batch.kinds.variants import VariantMode, plan_parts, stream_parts
-from enformer_batch.model import load_model
+from enformer_batch.loader import load_model
 from enformer_batch.vcf import VcfError, read_rows, scan
 from enformer_batch.windows import ENFORMER
 
