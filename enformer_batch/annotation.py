@@ -122,6 +122,11 @@ class ChromGenes:
     def __len__(self) -> int:
         return len(self.gene_ids)
 
+    @classmethod
+    def empty(cls, chrom: str) -> ChromGenes:
+        """A chromosome without genes."""
+        return _empty(chrom)
+
     def gene(self, i: int) -> Gene:
         a, b = self.exon_offsets[i], self.exon_offsets[i + 1]
         s, e = self.tss_offsets[i], self.tss_offsets[i + 1]

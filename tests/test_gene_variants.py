@@ -19,7 +19,9 @@ from enformer_batch.cli import main
 from enformer_batch.gene_scores import GENE_SCORES, window_origin
 from enformer_batch.genome import FastaSource
 from enformer_batch.inference import InferenceSettings, Predictor
-from enformer_batch.variants import VariantMode, scan, stream_parts, with_genes
+from enformer_batch.kinds.scoring import row_part_bounds
+from enformer_batch.kinds.variants import VariantMode, VariantPart, stream_parts, with_genes
+from enformer_batch.vcf import scan
 from enformer_batch.windows import ENFORMER
 
 from .reference import INPUT, onehot, parse_fasta, variant_sequences
@@ -118,7 +120,10 @@ def oracle_model():
 def _parts(vcf: str, fasta: str, gtf: str, per_part: int = 100):
     lengths = FastaSource(fasta).lengths()
     annotation = read_annotation(gtf, lengths)
-    return list(with_genes(stream_parts(vcf, lengths, scan(vcf, lengths), per_part), annotation, ENFORMER, 1))
+    digest = scan(vcf, lengths)
+    planned = [VariantPart(chrom, first, end, lengths.get(chrom, 0))
+               for chrom, first, end in row_part_bounds(digest.rows_by_chrom, per_part)]
+    return list(with_genes(stream_parts(vcf, planned, lengths, digest), annotation, ENFORMER, 1))
 
 
 @pytest.mark.parametrize("rc", [False, True], ids=["forward", "rc"])
@@ -232,10 +237,9 @@ def test_rows_per_allele_and_gene_land_once_and_validate(scored, vcf, test_fasta
     assert columns[9].startswith("logsed:") and "chrom" in columns
     assert summary.counts["no_gene"] == 1 and summary.counts["ok"] == 5
     assert any("genes on chromosomes the FASTA lacks" in n and "chrZ (1)" in n for n in summary.notes)
-    report = validate(config.out, fasta=test_fasta, vcf=vcf, genes=gtf)
+    report = validate(config.out, fasta=test_fasta, vcf=vcf, inputs={"genes": gtf})
     assert report.ok, report.table()
-    alleles_only = validate(config.out, vcf=vcf)
-    assert alleles_only.ok and any("--genes" in n for n in alleles_only.notes)
+    assert validate(config.out, vcf=vcf).ok  # the alleles alone, gene columns aside
     identity = json.loads(open(os.path.join(config.out, "_manifest.json")).read())["identity"]
     assert identity["genes"]["tss_flank"] == 1 and identity["genes"]["genes"] == 5
 
@@ -244,7 +248,7 @@ def test_validate_catches_another_annotation_and_a_missing_gene_row(scored, vcf,
     config, _ = scored
     other = tmp_path / "other.gtf"
     other.write_text(gtf_text({k: v for k, v in GENES.items() if k != "G2"}))
-    report = validate(config.out, vcf=vcf, genes=str(other))
+    report = validate(config.out, vcf=vcf, inputs={"genes": str(other)})
     assert not report.ok
     assert any("not the annotation" in p for p in report.problems)
     assert any("not in the input" in p and "G2" in p for p in report.problems)
@@ -291,12 +295,12 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_table(ray_cluster, vcf, te
     out = tmp_path / "interrupted"
     interrupted = kill_driver_after_commits(KILLED_DRIVER, [vcf, test_fasta, str(out), gtf], out)
     kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
-    assert interrupted["status"] == "running" and not validate(str(out), vcf=vcf, genes=gtf).ok
+    assert interrupted["status"] == "running" and not validate(str(out), vcf=vcf, inputs={"genes": gtf}).ok
     config = dict(vcf=vcf, fasta=test_fasta, genes=gtf, scores=("logsed", "sad"), variants_per_part=1,
                   batch_size=1, threads_per_worker=1, progress=False)
     resumed = score_variants(VariantConfig(out=str(out), **config))
     assert resumed.resumed_parts >= len(kept) and resumed.units_computed < resumed.units
-    assert validate(str(out), fasta=test_fasta, vcf=vcf, genes=gtf).ok
+    assert validate(str(out), fasta=test_fasta, vcf=vcf, inputs={"genes": gtf}).ok
     straight = tmp_path / "straight"
     score_variants(VariantConfig(out=str(straight), **config))
     order = "order by chrom, pos, alt, gene_id"
@@ -355,7 +359,7 @@ def test_real_variants_against_real_genes(ray_cluster, real_genes, tmp_path):
                                            scores=("logsed", "sed", "sad"), variants_per_part=4,
                                            threads_per_worker=1, progress=False))
     assert sum(summary.counts.values()) == 12 and not set(summary.counts) - {"ok", "no_gene"}
-    report = validate(str(out), fasta=fasta, vcf=str(vcf), genes=real_genes["20.genes.gtf.gz"])
+    report = validate(str(out), fasta=fasta, vcf=str(vcf), inputs={"genes": real_genes["20.genes.gtf.gz"]})
     assert report.ok, report.table()
     table = {}
     with open(real_genes["20.genes.spliceai.txt"]) as f:

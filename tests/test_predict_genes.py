@@ -12,9 +12,9 @@ import torch
 from enformer_batch import validate
 from enformer_batch.annotation import read_annotation
 from enformer_batch.cli import main
-from enformer_batch.genes import GeneMode, GenesConfig, gene_parts, predict_genes
 from enformer_batch.genome import FastaSource
 from enformer_batch.inference import InferenceSettings, Predictor
+from enformer_batch.kinds.genes import GeneMode, GenesConfig, gene_parts, predict_genes
 from enformer_batch.windows import ENFORMER
 
 from .reference import onehot, parse_fasta, variant_sequences
@@ -99,13 +99,13 @@ def test_predict_genes_end_to_end_with_stranded_tracks(ray_cluster, test_fasta, 
         assert not np.isnan(r["tss:DEMOB05"]) and r["tss:DEMOB05"] > 0  # unstranded: always
         assert 0 < r["exon_fraction"] <= 1
     assert [c for c in rows[0] if ":" in c][:2] == ["tss:DEMOB01+", "tss:DEMOB01-"]
-    report = validate(str(out), fasta=test_fasta, genes=gtf)
+    report = validate(str(out), fasta=test_fasta, inputs={"genes": gtf})
     assert report.ok, report.table()
     again = predict_genes(config)
     assert again.units_computed == 0 and again.resumed_parts == 3
     fewer = tmp_path / "fewer.gtf"
     fewer.write_text(gtf_text({k: v for k, v in GENES.items() if k != "G4"}))
-    report = validate(str(out), genes=str(fewer))
+    report = validate(str(out), inputs={"genes": str(fewer)})
     assert not report.ok and any("G4" in p for p in report.problems)
 
 

@@ -1,24 +1,29 @@
-"""Gene expression from the reference genome (``predict-genes``): one window per gene, sums over its bins.
+"""The genes kind: gene expression from the reference genome (``predict-genes``), one window per gene.
 
 Owns what is particular to the kind (docs/contract.md, "Genes"): parts of consecutive genes of one chromosome
-(in the annotation's order on it, by start), each gene's window centred on its first TSS in its own orientation
-(+: the smallest, −: the largest), its exon and TSS bins in that window (``gene_scores``), the sums
-``tss:<track> = Σ_{T_g} R`` and ``exon:<track> = Σ_{B_g} R`` reduced on the device, and the table: one row per
-gene. Orchestration, commit, resume and validation are the engine's and validate's.
+(in the annotation's order on it, by start), planned from the per-chromosome gene counts and filled with the
+genes from the annotation; each gene's window centred on its first TSS in its own orientation (+: the smallest,
+−: the largest), its exon and TSS bins in that window (``gene_scores``), the sums ``tss:<track> = Σ_{T_g} R``
+and ``exon:<track> = Σ_{B_g} R`` reduced on the device; the table, one row per gene; and the coverage
+``validate`` runs (with ``--genes``: every gene of the annotation exactly once). Orchestration, commit and
+resume are the engine's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import argparse
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from .annotation import Annotation, ChromGenes, parse_gene_types, read_annotation
-from .engine import JobPlan, RunError, RunOptions, RunSummary, model_identity, run_job
-from .gene_scores import (
+from ..annotation import Annotation, ChromGenes, parse_gene_types, read_annotation
+from ..engine import RunError, RunOptions, RunSummary, run_job
+from ..gene_scores import (
     DEFAULT_TSS_FLANK,
     check_tss_flank,
     exon_bins,
@@ -28,13 +33,16 @@ from .gene_scores import (
     tss_bins,
     window_origin,
 )
-from .genome import FastaSource, read_codes
-from .settings import InferenceSettings, ModelInfo
-from .store import PartRecord, codes_digest
-from .windows import ENFORMER, Geometry
+from ..genome import FastaSource, read_codes
+from ..settings import ModelInfo
+from ..store import AtlasStore, PartRecord, codes_digest
+from ..windows import Geometry
+from .arguments import add_gene_arguments, add_model_arguments, run_options
+from .base import FastaJob
+from .scoring import RowCoverage, row_part_bounds
 
 if TYPE_CHECKING:
-    from .inference import Predictor
+    from ..inference import Predictor
 
 DEFAULT_GENES_PER_PART = 64
 GENE_TABLE_FIELDS = (
@@ -75,33 +83,35 @@ class GenePart:
     first: int
     end: int
     length: int
-    genes: ChromGenes
+    genes: ChromGenes | None = None  # filled from the annotation when the run computes the part
 
     @property
     def name(self) -> str:
-        return self.part_name(self.first, self.end)
-
-    @staticmethod
-    def part_name(first: int, end: int) -> str:
-        return f"part-{first:09d}-{end:09d}.parquet"
+        return f"part-{self.first:09d}-{self.end:09d}.parquet"
 
     @property
     def units(self) -> int:
         return self.end - self.first
 
 
-def gene_parts(annotation: Annotation, lengths: Mapping[str, int], per_part: int) -> Iterator[GenePart]:
-    for chrom, genes in annotation.chroms.items():
-        for first in range(0, len(genes), per_part):
-            end = min(first + per_part, len(genes))
-            yield GenePart(chrom, first, end, lengths[chrom], genes.subset(np.arange(first, end)))
+def plan_parts(identity: Mapping) -> list[GenePart]:
+    """The parts of a ``predict-genes`` run, from its identity (without their genes: the run fills them)."""
+    lengths = identity["fasta"]["chromosomes"]
+    genes = identity["genes"]
+    return [GenePart(chrom, first, end, lengths[chrom])
+            for chrom, first, end in row_part_bounds(genes["genes_by_chrom"], identity["genes_per_part"])]
 
 
-def planned_gene_parts(genes_by_chrom: Mapping[str, int], per_part: int) -> Iterator[tuple[str, int, int]]:
-    """``(chrom, first, end)`` of every part, from the per-chromosome gene counts (validate re-derives these)."""
-    for chrom, n in genes_by_chrom.items():
-        for first in range(0, n, per_part):
-            yield chrom, first, min(first + per_part, n)
+def fill_parts(planned: Iterable[GenePart], annotation: Annotation) -> Iterator[GenePart]:
+    for part in planned:
+        yield dataclasses.replace(part, genes=annotation.on(part.chrom).subset(np.arange(part.first, part.end)))
+
+
+def gene_parts(annotation: Annotation, lengths: Mapping[str, int], per_part: int) -> list[GenePart]:
+    """Every part with its genes (for computing genes outside a run)."""
+    planned = [GenePart(chrom, first, end, lengths[chrom]) for chrom, first, end in
+               row_part_bounds({c: len(g) for c, g in annotation.chroms.items()}, per_part)]
+    return list(fill_parts(planned, annotation))
 
 
 @dataclass
@@ -197,45 +207,43 @@ class GeneMode:
         return codes_digest(inputs.windows)
 
 
-@dataclass
-class GenesJob:
-    """The driver's side of a ``predict-genes`` run (the engine's ``Job``)."""
+class GenesJob(FastaJob):
+    """The driver's side of a ``predict-genes`` run."""
 
     options: GenesConfig
+    annotation: Annotation | None = None
 
-    def __post_init__(self) -> None:
-        self.fasta = FastaSource(self.options.fasta, dict(self.options.storage_options))
-        self.mode = GeneMode(self.fasta, ENFORMER, self.options.tss_flank)
+    def make_mode(self, geometry: Geometry) -> GeneMode:
+        return GeneMode(self.fasta, geometry, self.options.tss_flank)
 
-    def inference_settings(self) -> InferenceSettings:
-        return self.options.inference_settings()
-
-    def prepare(self) -> None:
+    def read_inputs(self) -> None:
+        """Stream the annotation once (before Ray starts): every exon line checked, genes kept."""
         o = self.options
-        self.lengths = self.fasta.lengths()
         self.annotation = read_annotation(o.genes, self.lengths, o.gene_types, o.storage_options)
         if not self.annotation.genes:
             raise ValueError(f"{o.genes}: no gene on a chromosome of {self.fasta.name}"
                              + (" with the --gene-types given" if o.gene_types else ""))
 
-    def plan(self, info: ModelInfo) -> JobPlan:
+    def identity_fields(self, info: ModelInfo, previous: Mapping | None) -> dict:
         o, annotation = self.options, self.annotation
-        self.mode = GeneMode(self.fasta, info.geometry, o.tss_flank)
-        genes_by_chrom = {chrom: len(genes) for chrom, genes in annotation.chroms.items()}
-        identity = {
-            **model_identity(o, info),
+        return {
             "mode": "genes",
-            "fasta": {"name": self.fasta.name, "chromosomes": dict(self.lengths)},
             "genes": {"name": annotation.name, "sha256": annotation.sha256, "format": annotation.format,
                       "gene_types": list(o.gene_types) if o.gene_types is not None else None,
-                      "tss_flank": o.tss_flank, "genes_by_chrom": genes_by_chrom,
+                      "tss_flank": o.tss_flank,
+                      "genes_by_chrom": {chrom: len(genes) for chrom, genes in annotation.chroms.items()},
                       "track_strands": list(info.track_strands or track_strands(info.track_names))},
             "genes_per_part": o.genes_per_part,
         }
-        n_parts = sum(1 for _ in planned_gene_parts(genes_by_chrom, o.genes_per_part))
-        return JobPlan(identity=identity, totals={"parts": n_parts, "units": annotation.genes},
-                       parts=gene_parts(annotation, self.lengths, o.genes_per_part),
-                       notes=tuple(annotation.summary()))
+
+    def totals(self, identity: Mapping, parts: list[GenePart]) -> dict:
+        return {"parts": len(parts), "units": self.annotation.genes}
+
+    def feed(self, parts: list[GenePart]) -> Iterator[GenePart]:
+        return fill_parts(parts, self.annotation)
+
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self.annotation.summary())
 
 
 def predict_genes(config: GenesConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
@@ -244,4 +252,78 @@ def predict_genes(config: GenesConfig, on_part: Callable[[PartRecord], None] | N
     Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
     RunError when a part fails; committed parts are kept and re-running the same call resumes.
     """
-    return run_job(GenesJob(config), on_part)
+    return run_job(GenesJob(config, KIND), on_part)
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+class GeneTableCoverage(RowCoverage):
+    """``predict-genes`` tables: each part holds its planned genes; with ``--genes``, every gene of the annotation
+    on the FASTA's chromosomes exactly once."""
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
+                         identity["genes"]["genes_by_chrom"], keys=("gene_id", "gene_strand"))
+
+    def wants_keys(self, inputs: Mapping[str, str]) -> bool:
+        return "genes" in inputs
+
+    def expected(self, inputs: Mapping[str, str], storage_options) -> Counter | None:
+        url = inputs.get("genes")
+        if url is None:
+            return None
+        recorded = self.identity["genes"]
+        annotation = read_annotation(url, self.identity["fasta"]["chromosomes"], recorded["gene_types"],
+                                     storage_options)
+        if annotation.sha256 != recorded["sha256"]:
+            self.input_problems.append(f"{url} is not the annotation this table was predicted from (its content "
+                                       "hash differs)")
+        return Counter((g.chrom, g.gene_id, g.strand) for g in annotation)
+
+
+# --- the kind -------------------------------------------------------------------------------------
+
+
+class GenesKind:
+    """Gene expression from the reference (``enformer-batch predict-genes``)."""
+
+    name = "genes"
+    command = "predict-genes"
+    config = GenesConfig
+    help = "gene expression from the reference: per gene, its TSS and exon sums in a window on its first TSS"
+    description = (
+        "One model input per gene of a GTF/GFF3, centred on its first TSS in its orientation (+: the smallest, "
+        "-: the largest). Rows under <out>/chrom=<name>/: gene_id, gene_name, gene_strand, tss (0-based), "
+        "exon_fraction (share of the gene's exonic bases inside the output), then tss:<track> (sum over the "
+        "bins within --tss-flank of each TSS) and exon:<track> (sum over the bins its exons overlap); a "
+        "stranded track of the other strand is null. Re-running the same command resumes."
+    )
+    validate_inputs: Mapping[str, str] = {
+        "genes": "predict-genes tables: check that every gene of these gene models appears exactly once",
+    }
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("fasta", help="FASTA path or URL")
+        parser.add_argument("genes", help="gene models: GTF or GFF3, plain or gzip; path or fsspec URL")
+        add_model_arguments(parser)
+        add_gene_arguments(parser)
+
+    def config_from_args(self, args: argparse.Namespace) -> GenesConfig:
+        return GenesConfig(fasta=args.fasta, genes=args.genes, gene_types=args.gene_types, tss_flank=args.tss_flank,
+                           **run_options(args))
+
+    def run(self, config: GenesConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
+        return predict_genes(config, on_part)
+
+    def parts(self, identity: Mapping) -> list[GenePart]:
+        return plan_parts(identity)
+
+    def schema(self, identity: Mapping) -> pa.Schema:
+        return gene_table_schema([t["name"] for t in identity["tracks"]])
+
+    def coverage(self, identity: Mapping, store: AtlasStore) -> GeneTableCoverage:
+        return GeneTableCoverage(identity, store)
+
+
+KIND = GenesKind()
