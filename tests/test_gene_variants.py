@@ -108,7 +108,7 @@ def test_the_genes_in_range_are_the_expected_ones() -> None:
 @pytest.fixture(scope="module")
 def oracle_model():
     ep = pytest.importorskip("enformer_pytorch")
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     loaded = load_model("demo")
     reference = ep.Enformer.from_hparams(**{k: v for k, v in loaded.config.to_dict().items()

@@ -45,7 +45,7 @@ def own_bins(gid: str, centre: int, geometry, flank: int = 1):
 
 def test_gene_sums_equal_a_direct_computation(test_fasta, gtf):
     ep = pytest.importorskip("enformer_pytorch")
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     loaded = load_model("demo")
     oracle = ep.Enformer.from_hparams(**{k: v for k, v in loaded.config.to_dict().items()
