@@ -349,10 +349,11 @@ class Attention(nn.Module):
         bias = relative_shift(self._rel_logits(q + self.rel_pos_bias, n, x.device))
 
         qc = q + self.rel_content_bias
-        if x.device.type == "cpu" and qc.dtype == torch.float32 and not self.training:
+        if x.device.type == "cpu" and qc.dtype == torch.float32 and not self.training and _inplace_ok():
             # On CPUs SDPA takes its math fallback with a float mask (extra passes for scaling and fully
             # masked rows); adding the bias inside the GEMM (baddbmm) is the same arithmetic, ~1.4x faster.
-            # Reduced precision keeps SDPA, which accumulates the softmax in fp32.
+            # Reduced precision keeps SDPA, which accumulates the softmax in fp32. Its in-place softmax has no
+            # gradient: attributions (autograd on) take SDPA.
             if bias.dtype == k.dtype == torch.float32:
                 # Everything in one buffer: a fresh allocation of this size costs more in page faults than
                 # the softmax itself (Borzoi: 0.5 GB of logits per layer).

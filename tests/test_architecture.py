@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "version": 0,
     # model families: what a checkpoint is, how it loads, how it is run
     "families": 1, "settings": 1, "model": 1, "borzoi": 1, "loader": 1, "simulated": 1, "integrity": 1,
-    "inference": 2,  # the predictor (no Ray)
+    "inference": 2, "attribution": 2,  # the predictor and its gradients (no Ray)
     "store": 3, "lease": 3,  # the output on storage and its commit protocol
     "engine": 4,  # Ray orchestration, kind-agnostic
     "kinds": 5,  # job kinds on the engine: atlas, variants, mutagenesis, edits

@@ -1,0 +1,184 @@
+"""Attribution on one device against an oracle: ``torch.autograd.grad`` of the contract's target (docs/contract.md,
+"Attribution") through enformer-pytorch on the same weights, with the augmentation and the ensemble average
+written out here from the contract's words (no code shared with ``augment`` or the model).
+
+Every forward runs at the full 196,608-bp input on the demo model's small widths.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from enformer_batch.attribution import (
+    Attributor,
+    attribution_precision,
+    center_bins,
+    region_bins,
+    region_rows,
+)
+from enformer_batch.genome import N_CODE
+from enformer_batch.inference import Predictor
+from enformer_batch.model import DEMO_MODEL_DIR, canonical_state_dict, load_model
+from enformer_batch.settings import InferenceSettings
+from enformer_batch.windows import Geometry
+
+from .reference import INPUT
+
+GEOMETRY = Geometry(input_length=INPUT, bin_size=128, output_bins=896)
+SELECTED = "0,2,5"  # a subset: with strand pairs 0<->1, 2<->3 the reverse strand reads other tracks
+
+
+def _checkpoint(root: Path, name: str, noise_seed: int | None = None) -> str:
+    """The demo checkpoint with a strand-paired track table (0<->1, 2<->3, the rest unstranded), optionally with
+    perturbed weights (a second ensemble member)."""
+    out = root / name
+    shutil.copytree(DEMO_MODEL_DIR, out)
+    lines = (out / "targets_human.txt").read_text().splitlines()
+    pairs = {0: 1, 1: 0, 2: 3, 3: 2}
+    rows = [lines[0] + "\tstrand_pair"]
+    rows += [f"{line}\t{pairs.get(i, i)}" for i, line in enumerate(lines[1:])]
+    (out / "targets_human.txt").write_text("\n".join(rows) + "\n")
+    if noise_seed is not None:
+        from safetensors.torch import save_file
+
+        model = load_model(str(out)).model
+        g = torch.Generator().manual_seed(noise_seed)
+        state = {}
+        for k, v in canonical_state_dict(model).items():
+            if v.is_floating_point() and v.numel() > 1 and "running_" not in k:  # BN statistics stay valid
+                v = v + 0.05 * v.std() * torch.randn(v.shape, generator=g)
+            state[k] = v.contiguous()
+        (out / "model.safetensors").unlink()
+        save_file(state, str(out / "model.safetensors"))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[str, str]:
+    root = tmp_path_factory.mktemp("attr_models")
+    return _checkpoint(root, "a"), _checkpoint(root, "b", noise_seed=7)
+
+
+def _oracle_model(source: str):
+    ep = pytest.importorskip("enformer_pytorch")
+    ours = load_model(source).model
+    ref = ep.Enformer.from_hparams(**ours.config.to_dict()).eval()
+    ref.load_state_dict(ours.state_dict())
+    return ref
+
+
+def _codes(seed: int, n_runs: list[tuple[int, int]] = ()) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    codes = g.integers(0, 4, INPUT).astype(np.uint8)
+    for lo, hi in n_runs:
+        codes[lo:hi] = N_CODE
+    return codes
+
+
+def _oracle(models, codes: np.ndarray, tracks: list[int], bins: np.ndarray, log: bool, rc: bool,
+            shifts: tuple[int, ...], pairs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, G) of one window, straight from the contract: ŷ is the mean over replicates and over shifts × strands,
+    f = Σ_{b∈B} mean_t ŷ[b, t] (ln(1 + f) with log), G = ∂f/∂x by torch.autograd.grad."""
+    x = torch.zeros(INPUT, 4)
+    known = codes < 4
+    x[torch.from_numpy(np.flatnonzero(known)), torch.from_numpy(codes[known].astype(np.int64))] = 1.0
+    x.requires_grad_(True)
+    preds = []
+    for s in shifts:
+        # shifted[i] = x[i - s]; vacated positions are N (all zeros)
+        shifted = torch.cat([torch.zeros(s, 4), x[: INPUT - s]]) if s >= 0 else torch.cat([x[-s:], torch.zeros(-s, 4)])
+        for model in models:
+            preds.append(model(shifted[None], head="human")[0])
+            if rc:
+                back = model(shifted.flip(0).flip(1)[None], head="human")[0].flip(0)
+                preds.append(back[:, pairs])  # the reverse strand's track i is the forward strand's pairs[i]
+    y = torch.stack(preds).mean(0)[:, tracks]
+    f = y.mean(-1)[torch.from_numpy(bins)].sum()
+    if log:
+        f = torch.log1p(f)
+    (grad,) = torch.autograd.grad(f, x)
+    return x.detach().numpy(), grad.numpy()
+
+
+def _ours(sources: list[str], codes: np.ndarray, bins: np.ndarray, rows, log: bool, rc: bool = False,
+          shifts: tuple[int, ...] = (0,), **kw):
+    settings = InferenceSettings(model=",".join(sources), tracks=SELECTED, precision=attribution_precision("auto"),
+                                 rc=rc, shifts=shifts, dtype="float32", compile="off")
+    attributor = Attributor(Predictor(settings, device="cpu"), **kw)
+    return attributor, attributor.attribute(codes, bins, rows, log=log)
+
+
+def _assert_matches(got, x: np.ndarray, grad: np.ndarray, lo: int, hi: int) -> None:
+    attr = (x * grad).sum(-1)[lo:hi]
+    hyp = (grad - grad.mean(-1, keepdims=True))[lo:hi]
+    assert got.attr.dtype == np.float32 and got.hyp.dtype == np.float32
+    assert got.attr.shape == (hi - lo,) and got.hyp.shape == (hi - lo, 4)
+    scale = float(np.abs(grad[lo:hi]).max())
+    assert scale > 0, "degenerate test: no gradient in the region"
+    np.testing.assert_allclose(got.attr, attr, rtol=0, atol=2e-4 * scale)
+    np.testing.assert_allclose(got.hyp, hyp, rtol=0, atol=2e-4 * scale)
+
+
+def test_center_target_in_one_batch_with_n_bases(checkpoints):
+    """Two windows in one backward pass; the second has an N stretch inside its region: attr 0 there."""
+    a, _ = checkpoints
+    region = (1_000_000, 1_000_600)
+    mid = sum(region) // 2
+    lo, hi = region_rows(GEOMETRY, *region, mid)
+    codes = np.stack([_codes(1), _codes(2, [(lo + 100, lo + 140)])])
+    bins = np.stack([center_bins(GEOMETRY)] * 2)
+    attributor, got = _ours([a], codes, bins, [(lo, hi)] * 2, log=False)
+    assert attributor.batch_size >= 2 and not attributor.checkpoint
+    ref = _oracle_model(a)
+    for k in range(2):
+        x, grad = _oracle([ref], codes[k], [0, 2, 5], bins[k], False, False, (0,), list(range(12)))
+        _assert_matches(got[k], x, grad, lo, hi)
+    assert np.all(got[1].attr[100:140] == 0)
+    assert np.any(got[1].hyp[100:140] != 0)  # the gradient there is not zero: only x is
+
+
+def test_region_target_with_log_and_reverse_complement(checkpoints):
+    a, _ = checkpoints
+    region = (5_000, 5_900)
+    mid = sum(region) // 2
+    lo, hi = region_rows(GEOMETRY, *region, mid)
+    bins = region_bins(GEOMETRY, *region, mid)
+    assert bins.sum() == 8  # [5000, 5900) with o = mid - 448*128 spans bins 444..451
+    codes = _codes(3)[None]
+    _, got = _ours([a], codes, bins[None], [(lo, hi)], log=True, rc=True)
+    pairs = [1, 0, 3, 2] + list(range(4, 12))
+    x, grad = _oracle([_oracle_model(a)], codes[0], [0, 2, 5], bins, True, True, (0,), pairs)
+    _assert_matches(got[0], x, grad, lo, hi)
+
+
+def test_shifts_and_an_ensemble(checkpoints):
+    a, b = checkpoints
+    region = (70_000, 70_300)
+    mid = sum(region) // 2
+    lo, hi = region_rows(GEOMETRY, *region, mid)
+    codes = _codes(4)[None]
+    bins = center_bins(GEOMETRY)[None]
+    attributor, got = _ours([a, b], codes, bins, [(lo, hi)], log=False, shifts=(-2, 3))
+    x, grad = _oracle([_oracle_model(a), _oracle_model(b)], codes[0], [0, 2, 5], bins[0], False, False, (-2, 3),
+                      list(range(12)))
+    _assert_matches(got[0], x, grad, lo, hi)
+    # Checkpointing each pass recomputes it in the backward: the same gradient.
+    checkpointed = Attributor(attributor.predictor, checkpoint="on").attribute(codes, bins, [(lo, hi)])
+    assert np.allclose(checkpointed[0].hyp, got[0].hyp, rtol=0, atol=1e-6 * float(np.abs(got[0].hyp).max()))
+
+
+def test_bins_and_rows_follow_the_mutagenesis_window():
+    mid = 10_000
+    # The region's midpoint sits at input index input_length // 2, the first base of bin output_bins // 2.
+    assert region_rows(GEOMETRY, mid, mid + 1, mid) == (INPUT // 2, INPUT // 2 + 1)
+    assert np.flatnonzero(region_bins(GEOMETRY, mid, mid + 1, mid)).tolist() == [448]
+    assert np.flatnonzero(region_bins(GEOMETRY, mid - 1, mid + 128, mid)).tolist() == [447, 448]
+    assert np.flatnonzero(center_bins(GEOMETRY)).tolist() == [448]
+    assert attribution_precision("auto") == "fp32" and attribution_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="does not fit"):
+        region_rows(GEOMETRY, 0, 200_000, 100_000)
