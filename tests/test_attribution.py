@@ -182,3 +182,100 @@ def test_bins_and_rows_follow_the_mutagenesis_window():
     assert attribution_precision("auto") == "fp32" and attribution_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="does not fit"):
         region_rows(GEOMETRY, 0, 200_000, 100_000)
+
+
+# --- exports, on an output written by hand in the attribution schema ------------------------------------------
+
+ATTR_FIELDS = ["region", "pos", "ref", "attr", "hyp_a", "hyp_c", "hyp_g", "hyp_t"]
+
+
+def _write_output(root: Path, regions: list[tuple[str, int, int]], seed: int = 0) -> dict[str, dict]:
+    """An attribution output (manifest + one part per region) with random values; returns its rows by region."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    g = np.random.default_rng(seed)
+    parts, rows = [], {}
+    for k, (chrom, s, e) in enumerate(regions):
+        label = f"{chrom}:{s}-{e}"
+        n = e - s
+        ref = g.choice(list("ACGTN"), n, p=[0.24, 0.24, 0.24, 0.24, 0.04])
+        hyp = g.normal(size=(n, 4)).astype(np.float32)
+        hyp -= hyp.mean(1, keepdims=True)
+        attr = np.where(ref == "N", 0, hyp[np.arange(n), np.maximum(0, np.char.find("ACGT", ref))]).astype(np.float32)
+        columns = {"region": [label] * n, "pos": np.arange(s + 1, e + 1), "ref": ref.tolist(), "attr": attr,
+                   **{f"hyp_{b}": hyp[:, i] for i, b in enumerate("acgt")}}
+        order = g.permutation(n)  # rows in any order: readers sort by pos
+        table = pa.table({c: pa.array(np.asarray(v)[order]) for c, v in columns.items()})
+        path = f"chrom={chrom}/part-r{k:06d}.parquet"
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, root / path)
+        parts.append({"path": path, "chrom": chrom, "first_window": k, "end_window": k + 1, "rows": n,
+                      "bytes": (root / path).stat().st_size, "sha256": "0" * 64})
+        rows[label] = columns
+    identity = {"mode": "attribution", "regions": [list(r) for r in regions], "target": "region", "log": True,
+                "fasta": {"name": "t.fa", "chromosomes": {"chr1": 50_000, "chr2": 20_000}},
+                "tracks": [{"index": 0, "name": "DEMO0000001", "description": "DNASE:demo cell 1"}],
+                "model": {"id": "demo"}}
+    (root / "_manifest.json").write_text(json.dumps({"identity": identity, "status": "complete", "parts": parts}))
+    return rows
+
+
+def test_modisco_export_round_trips(tmp_path):
+    from enformer_batch.export import export_modisco
+
+    regions = [("chr2", 1_000, 1_400), ("chr1", 30_000, 30_400), ("chr1", 100, 500)]
+    rows = _write_output(tmp_path / "run", regions)
+    ohe_path, shap_path = export_modisco(str(tmp_path / "run"), str(tmp_path / "modisco"))
+    # Read as TF-MoDISco-lite's `modisco motifs -s ohe.npz -a shap.npz` reads them: key arr_0, (N, 4, L).
+    ohe, shap = np.load(ohe_path)["arr_0"], np.load(shap_path)["arr_0"]
+    assert ohe.shape == shap.shape == (3, 4, 400) and ohe.dtype == shap.dtype == np.float32
+    for k, (chrom, s, e) in enumerate(regions):  # the run's region order, not sorted
+        expected = rows[f"{chrom}:{s}-{e}"]
+        ref = np.array(expected["ref"])
+        for c, base in enumerate("ACGT"):
+            assert np.array_equal(ohe[k, c], (ref == base).astype(np.float32))
+            assert np.array_equal(shap[k, c], expected[f"hyp_{base.lower()}"])
+        assert np.all(ohe[k][:, ref == "N"] == 0)
+    # The contributions at the reference base are attr: what modisco multiplies back (ohe * shap summed).
+    assert np.allclose((ohe * shap).sum(1)[0], rows["chr2:1000-1400"]["attr"])
+
+
+def test_modisco_export_refuses_unequal_regions_in_one_line(tmp_path):
+    from enformer_batch.export import export_modisco
+
+    _write_output(tmp_path / "run", [("chr1", 0, 300), ("chr1", 1_000, 1_400)])
+    with pytest.raises(ValueError, match=r"^TF-MoDISco needs regions of one length; chr1:0-300 is 300 bp and "
+                                         r"chr1:1000-1400 is 400 bp") as e:
+        export_modisco(str(tmp_path / "run"), str(tmp_path / "m"))
+    assert "\n" not in str(e.value)
+
+
+def test_bigwig_export_and_logo(tmp_path):
+    pybigwig = pytest.importorskip("pyBigWig")
+    pytest.importorskip("matplotlib")
+    from enformer_batch.export import export_attribution_bigwig, plot_attribution
+
+    regions = [("chr2", 1_000, 1_300), ("chr1", 30_000, 30_050), ("chr1", 100, 400)]
+    rows = _write_output(tmp_path / "run", regions)
+    path = export_attribution_bigwig(str(tmp_path / "run"), str(tmp_path / "bw"))
+    bw = pybigwig.open(path)
+    try:
+        assert bw.chroms() == {"chr1": 50_000, "chr2": 20_000}
+        for chrom, s, e in regions:
+            got = np.array(bw.values(chrom, s, e), np.float32)
+            assert np.array_equal(got, rows[f"{chrom}:{s}-{e}"]["attr"])
+        assert np.isnan(bw.values("chr1", 400, 401)[0])  # outside every region: no value
+    finally:
+        bw.close()
+    out = tmp_path / "logo.png"
+    assert plot_attribution(str(tmp_path / "run"), "chr1:30,000-30,050", str(out)) == (1400, 360)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no region 'chr1:0-5'"):
+        plot_attribution(str(tmp_path / "run"), "chr1:0-5", str(out))
+
+    _write_output(tmp_path / "overlap", [("chr1", 0, 300), ("chr1", 200, 500)])
+    with pytest.raises(ValueError, match="regions chr1:0-300 and chr1:200-500 overlap"):
+        export_attribution_bigwig(str(tmp_path / "overlap"), str(tmp_path / "bw2"))
