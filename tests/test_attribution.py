@@ -23,7 +23,7 @@ from enformer_batch.attribution import (
 )
 from enformer_batch.genome import N_CODE
 from enformer_batch.inference import Predictor
-from enformer_batch.model import DEMO_MODEL_DIR, canonical_state_dict, load_model
+from enformer_batch.model import DEMO_BORZOI_DIR, DEMO_MODEL_DIR, canonical_state_dict, load_model
 from enformer_batch.settings import InferenceSettings
 from enformer_batch.windows import Geometry
 
@@ -64,14 +64,6 @@ def checkpoints(tmp_path_factory) -> tuple[str, str]:
     return _checkpoint(root, "a"), _checkpoint(root, "b", noise_seed=7)
 
 
-def _oracle_model(source: str):
-    ep = pytest.importorskip("enformer_pytorch")
-    ours = load_model(source).model
-    ref = ep.Enformer.from_hparams(**ours.config.to_dict()).eval()
-    ref.load_state_dict(ours.state_dict())
-    return ref
-
-
 def _codes(seed: int, n_runs: list[tuple[int, int]] = ()) -> np.ndarray:
     g = np.random.default_rng(seed)
     codes = g.integers(0, 4, INPUT).astype(np.uint8)
@@ -80,22 +72,61 @@ def _codes(seed: int, n_runs: list[tuple[int, int]] = ()) -> np.ndarray:
     return codes
 
 
-def _oracle(models, codes: np.ndarray, tracks: list[int], bins: np.ndarray, log: bool, rc: bool,
+def _enformer_pytorch(source: str):
+    """enformer-pytorch on the weights of ``source``: ``[1, L, 4] -> [1, bins, tracks]`` of the human head."""
+    ep = pytest.importorskip("enformer_pytorch")
+    ours = load_model(source).model
+    ref = ep.Enformer.from_hparams(**ours.config.to_dict()).eval()
+    ref.load_state_dict(ours.state_dict())
+    return lambda x: ref(x, head="human")
+
+
+def _borzoi_pytorch():
+    """borzoi-pytorch on the demo Borzoi's weights (narrow: borzoi-pytorch's fixed-width blocks swapped for narrower
+    instances of its own block classes, as in tests/test_borzoi.py), human head."""
+    import json
+
+    from torch import nn
+
+    bp = pytest.importorskip("borzoi_pytorch")
+    from borzoi_pytorch.config_borzoi import BorzoiConfig as RefConfig
+    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
+
+    loaded = load_model("demo-borzoi")
+    raw = json.loads((DEMO_BORZOI_DIR / "config.json").read_text())
+    widths = ("stem_channels", "tower_channels", "final_channels", "architectures", "model_type")
+    ref = bp.Borzoi(RefConfig(**{k: v for k, v in raw.items() if k not in widths}))
+    stem, tower, final = raw["stem_channels"], raw["tower_channels"], raw["final_channels"]
+    ref.conv_dna.conv_layer = nn.Conv1d(4, stem, 15, padding="same")
+    for i, (a, b) in enumerate(zip((stem, *tower[:-1]), tower)):
+        ref.res_tower[2 * i] = ConvBlock(a, b, 5)
+    ref.unet1[1] = ConvBlock(tower[-1], raw["dim"], 5)
+    ref.horizontal_conv0 = ConvBlock(tower[-1], raw["dim"], 1)
+    ref.final_joined_convs[0] = ConvBlock(raw["dim"], final, 1)
+    ref.human_head = nn.Conv1d(final, raw["human_tracks"], 1)
+    ref.mouse_head = nn.Conv1d(final, raw["mouse_tracks"], 1)
+    ref.load_state_dict(loaded.model.state_dict())
+    ref.eval()
+    return lambda x: ref(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _oracle(forwards, codes: np.ndarray, tracks: list[int], bins: np.ndarray, log: bool, rc: bool,
             shifts: tuple[int, ...], pairs: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(x, G) of one window, straight from the contract: ŷ is the mean over replicates and over shifts × strands,
     f = Σ_{b∈B} mean_t ŷ[b, t] (ln(1 + f) with log), G = ∂f/∂x by torch.autograd.grad."""
-    x = torch.zeros(INPUT, 4)
+    length = len(codes)
+    x = torch.zeros(length, 4)
     known = codes < 4
     x[torch.from_numpy(np.flatnonzero(known)), torch.from_numpy(codes[known].astype(np.int64))] = 1.0
     x.requires_grad_(True)
     preds = []
     for s in shifts:
         # shifted[i] = x[i - s]; vacated positions are N (all zeros)
-        shifted = torch.cat([torch.zeros(s, 4), x[: INPUT - s]]) if s >= 0 else torch.cat([x[-s:], torch.zeros(-s, 4)])
-        for model in models:
-            preds.append(model(shifted[None], head="human")[0])
+        shifted = torch.cat([torch.zeros(s, 4), x[: length - s]]) if s >= 0 else torch.cat([x[-s:], torch.zeros(-s, 4)])
+        for forward in forwards:
+            preds.append(forward(shifted[None])[0])
             if rc:
-                back = model(shifted.flip(0).flip(1)[None], head="human")[0].flip(0)
+                back = forward(shifted.flip(0).flip(1)[None])[0].flip(0)
                 preds.append(back[:, pairs])  # the reverse strand's track i is the forward strand's pairs[i]
     y = torch.stack(preds).mean(0)[:, tracks]
     f = y.mean(-1)[torch.from_numpy(bins)].sum()
@@ -134,7 +165,7 @@ def test_center_target_in_one_batch_with_n_bases(checkpoints):
     bins = np.stack([center_bins(GEOMETRY)] * 2)
     attributor, got = _ours([a], codes, bins, [(lo, hi)] * 2, log=False)
     assert attributor.batch_size >= 2 and not attributor.checkpoint
-    ref = _oracle_model(a)
+    ref = _enformer_pytorch(a)
     for k in range(2):
         x, grad = _oracle([ref], codes[k], [0, 2, 5], bins[k], False, False, (0,), list(range(12)))
         _assert_matches(got[k], x, grad, lo, hi)
@@ -152,7 +183,7 @@ def test_region_target_with_log_and_reverse_complement(checkpoints):
     codes = _codes(3)[None]
     _, got = _ours([a], codes, bins[None], [(lo, hi)], log=True, rc=True)
     pairs = [1, 0, 3, 2] + list(range(4, 12))
-    x, grad = _oracle([_oracle_model(a)], codes[0], [0, 2, 5], bins, True, True, (0,), pairs)
+    x, grad = _oracle([_enformer_pytorch(a)], codes[0], [0, 2, 5], bins, True, True, (0,), pairs)
     _assert_matches(got[0], x, grad, lo, hi)
 
 
@@ -164,12 +195,29 @@ def test_shifts_and_an_ensemble(checkpoints):
     codes = _codes(4)[None]
     bins = center_bins(GEOMETRY)[None]
     attributor, got = _ours([a, b], codes, bins, [(lo, hi)], log=False, shifts=(-2, 3))
-    x, grad = _oracle([_oracle_model(a), _oracle_model(b)], codes[0], [0, 2, 5], bins[0], False, False, (-2, 3),
+    x, grad = _oracle([_enformer_pytorch(a), _enformer_pytorch(b)], codes[0], [0, 2, 5], bins[0], False, False, (-2, 3),
                       list(range(12)))
     _assert_matches(got[0], x, grad, lo, hi)
     # Checkpointing each pass recomputes it in the backward: the same gradient.
     checkpointed = Attributor(attributor.predictor, checkpoint="on").attribute(codes, bins, [(lo, hi)])
     assert np.allclose(checkpointed[0].hyp, got[0].hyp, rtol=0, atol=1e-6 * float(np.abs(got[0].hyp).max()))
+
+
+def test_borzoi_region_target_with_log_and_strand_pairs():
+    """Borzoi's geometry (524,288 bp in, 32-bp bins) and its own strand-paired table, against borzoi-pytorch."""
+    geometry = Geometry(input_length=524_288, bin_size=32, output_bins=6144)
+    region = (300_000, 300_500)
+    mid = sum(region) // 2
+    lo, hi = region_rows(geometry, *region, mid)
+    bins = region_bins(geometry, *region, mid)
+    assert bins.sum() == 16
+    g = np.random.default_rng(5)
+    codes = g.integers(0, 4, geometry.input_length).astype(np.uint8)[None]
+    attributor, got = _ours(["demo-borzoi"], codes, bins[None], [(lo, hi)], log=True, rc=True)
+    assert attributor.geometry == geometry
+    pairs = [1, 0, 3, 2, 5, 4, 7, 6, 8, 9, 10, 11]
+    x, grad = _oracle([_borzoi_pytorch()], codes[0], [0, 2, 5], bins, True, True, (0,), pairs)
+    _assert_matches(got[0], x, grad, lo, hi)
 
 
 def test_bins_and_rows_follow_the_mutagenesis_window():
