@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 CHECKPOINT_MODES = ("auto", "on", "off")
+# Batch sizes are planned for regions this wide (the mutagenesis window's limit, docs/contract.md); wider rows only
+# widen the focused crop (see ``Attributor``), a few percent of an Enformer window's activations.
+PLANNED_REGION_BP = 10_000
 # Backward needs, besides the saved activations, gradient buffers of the largest activations alive at once; this
 # margin on the counted bytes covers them (measured on CPU for the demo model: peak RSS growth / saved bytes).
 BACKWARD_MARGIN = 1.5
@@ -140,6 +143,7 @@ class Attributor:
         self.geometry = predictor.info.geometry
         s = predictor.settings
         self.passes = (2 if s.rc else 1) * len(s.shifts)
+        self.checkpoint = False  # decided below, from the memory of one window without it
         self.saved_bytes = self.saved_bytes_per_window()  # all passes' activations of one window
         free = self._free_bytes() * min(1.0, memory_share)
         fits = int(0.8 * free // (BACKWARD_MARGIN * self.saved_bytes))
@@ -182,28 +186,60 @@ class Attributor:
                 total += storage.nbytes()
             return None  # nothing is kept: this graph is never differentiated
 
+        half = self.geometry.input_length // 2
         codes = torch.full((1, self.geometry.input_length), N_CODE, dtype=torch.uint8, device=self.device)
         x = self.predictor.onehot_rows(codes).requires_grad_(True)
+        forward = self._forward([(half - PLANNED_REGION_BP // 2, half + PLANNED_REGION_BP // 2)], checkpoint=False)
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
-            self.predictor.predict_onehot(x)
+            self.predictor.predict_onehot(x, forward)
         return max(total, 1)
 
-    def _forward(self) -> object:
-        if not self.checkpoint:
-            return None
-        from torch.utils.checkpoint import checkpoint
+    def focus(self, rows: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+        """The input span every pass's gradient is needed on, or None to differentiate the whole input.
 
-        def forward(inp: Tensor) -> Tensor:
-            return checkpoint(self.predictor.eager_forward, inp, use_reentrant=False)
+        A region's rows sit around the window's midpoint (the mutagenesis window), and a shift moves them by at
+        most ``max |shift|``; the span is symmetric about the midpoint, so the reverse strand's rows (mirrored) lie in
+        it too. An Enformer then keeps a graph over a crop around the span only (``Enformer.forward_focused``);
+        models without it (Borzoi's U-net, whose upsampling path reads the tower at every level) take the whole
+        input.
+        """
+        if not hasattr(self.predictor.model, "forward_focused"):
+            return None
+        half = self.geometry.input_length // 2
+        reach = max(max(half - lo, hi - half) for lo, hi in rows) + max(abs(s) for s in self.predictor.settings.shifts)
+        if 2 * reach > self.geometry.input_length // 4:
+            return None  # rows far from the midpoint: the crop would be most of the input
+        return half - reach, half + reach
+
+    def _forward(self, rows: Sequence[tuple[int, int]], checkpoint: bool | None = None):
+        """The model call of each augmentation pass (None: the plain one), focused and checkpointed as planned."""
+        span = self.focus(rows)
+        head = self.predictor.settings.head
+        forward = self.predictor.eager_forward
+        if span is not None:
+            model = self.predictor.model
+
+            def forward(inp: Tensor) -> Tensor:
+                return model.forward_focused(inp, span[0], span[1], head)
+
+        if self.checkpoint if checkpoint is None else checkpoint:
+            from torch.utils.checkpoint import checkpoint as checkpointed
+
+            plain = forward
+
+            def forward(inp: Tensor) -> Tensor:
+                return checkpointed(plain, inp, use_reentrant=False)
 
         return forward
 
-    def gradients_on_device(self, codes: Tensor, bins: Tensor, log: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def gradients_on_device(self, codes: Tensor, bins: Tensor, rows: Sequence[tuple[int, int]], log: bool,
+                            ) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, G, f)`` for integer codes ``[n, L]`` on the device: the one-hot input, ``∂f/∂x`` ``[n, L, 4]``
-        (fp32) and the targets ``[n]``, each window's gradient from one batched backward (``f`` summed)."""
+        (fp32; exact on each window's ``rows``, see ``focus``) and the targets ``[n]``, each window's gradient from
+        one batched backward (``f`` summed)."""
         with torch.enable_grad():
             x = self.predictor.onehot_rows(codes).float().requires_grad_(True)
-            pred = self.predictor.predict_onehot(x, self._forward())
+            pred = self.predictor.predict_onehot(x, self._forward(rows))
             f = target_values(pred, bins, log)
             (grad,) = torch.autograd.grad(f.sum(), x)
         return x.detach(), grad, f.detach()
@@ -231,7 +267,7 @@ class Attributor:
                          ) -> list[Attribution]:
         x_codes = torch.from_numpy(np.ascontiguousarray(codes)).to(self.device)
         mask = torch.from_numpy(np.ascontiguousarray(bins)).to(self.device)
-        x, grad, f = self.gradients_on_device(x_codes, mask, log)
+        x, grad, f = self.gradients_on_device(x_codes, mask, rows, log)
         # Only the regions' rows leave the device, gathered into one copy.
         index = torch.cat([torch.arange(lo, hi, device=self.device) + k * x.shape[1]
                            for k, (lo, hi) in enumerate(rows)])
