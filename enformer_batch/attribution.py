@@ -20,6 +20,7 @@ small contributions can change sign; the leaf gradient ``G`` is still returned i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -140,6 +141,9 @@ class Attributor:
             raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_MODES)}, got {checkpoint!r}")
         self.predictor = predictor
         self.device = predictor.device
+        # The engine computes several parts at once on a replica (threads); their backward passes, each planned to
+        # take the memory batch_size allows, take turns.
+        self._lock = threading.Lock()
         self.geometry = predictor.info.geometry
         s = predictor.settings
         self.passes = (2 if s.rc else 1) * len(s.shifts)
@@ -258,7 +262,8 @@ class Attributor:
         for first in range(0, n, self.batch_size):
             last = min(n, first + self.batch_size)
             try:
-                out += self._attribute_batch(codes[first:last], bins[first:last], rows[first:last], log)
+                with self._lock:
+                    out += self._attribute_batch(codes[first:last], bins[first:last], rows[first:last], log)
             except NonFiniteOutput as e:
                 raise NonFiniteOutput([first + k for k in e.window_indices]) from None
         return out

@@ -127,6 +127,7 @@ class Predictor:
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
+        self.memory_share = memory_share  # what attribution plans its own batches with
         self._passes = (2 if settings.rc else 1) * len(settings.shifts)  # forward passes per window
         self.precision = resolve_precision(settings.precision, self.device)
         if self.precision == "fp32" and self.device.type == "cuda":
