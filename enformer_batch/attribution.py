@@ -270,8 +270,9 @@ class Attributor:
 
     def _attribute_batch(self, codes: np.ndarray, bins: np.ndarray, rows: Sequence[tuple[int, int]], log: bool,
                          ) -> list[Attribution]:
-        x_codes = torch.from_numpy(np.ascontiguousarray(codes)).to(self.device)
-        mask = torch.from_numpy(np.ascontiguousarray(bins)).to(self.device)
+        # np.require copies only arrays torch cannot wrap (read-only ones, as Ray hands a task's inputs over).
+        x_codes = torch.from_numpy(np.require(codes, requirements=["C", "W"])).to(self.device)
+        mask = torch.from_numpy(np.require(bins, requirements=["C", "W"])).to(self.device)
         x, grad, f = self.gradients_on_device(x_codes, mask, rows, log)
         # Only the regions' rows leave the device, gathered into one copy.
         index = torch.cat([torch.arange(lo, hi, device=self.device) + k * x.shape[1]

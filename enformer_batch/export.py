@@ -464,12 +464,16 @@ def plot_attribution(url: str, region: str, out: str, *, width_px: int = 1400, h
     else:
         colours = [LOGO_COLOURS.get(b, LOGO_COLOURS["N"]) for b in refs]
         ax.bar(pos, attr, width=1.0, color=colours, linewidth=0)
+    n = np.append(np.array(refs) == "N", False)
+    for lo, hi in zip(np.flatnonzero(n & ~np.append(False, n[:-1])), np.flatnonzero(~n & np.append(False, n[:-1]))):
+        ax.axvspan(pos[lo] - 0.5, pos[hi - 1] + 0.5, color="0.92", linewidth=0)  # N: no base, no contribution
     limit = float(np.abs(attr).max()) or 1.0
     ax.set_xlim(pos[0] - 0.5, pos[-1] + 0.5)
     ax.set_ylim(min(0.0, float(attr.min())) - 0.05 * limit, max(0.0, float(attr.max())) + 0.05 * limit)
     ax.axhline(0, color="0.5", linewidth=0.5)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}"))
-    ax.set_xlabel(f"{label.rsplit(':', 1)[0]} position (bp, 0-based); letters: the reference base", fontsize=8)
+    ax.set_xlabel(f"{label.rsplit(':', 1)[0]} position (bp, 0-based); letters: the reference base; grey: N",
+                  fontsize=8)
     ax.set_ylabel("input × gradient", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.spines[["top", "right"]].set_visible(False)
