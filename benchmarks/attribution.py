@@ -101,7 +101,7 @@ def main() -> None:
     import torch
 
     from enformer_batch.demo import DemoChrom, write_demo_genome
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     torch.set_num_threads(args.threads)
     work = tempfile.mkdtemp(prefix="bench-attribution-")

@@ -205,9 +205,10 @@ class Attributor:
         most ``max |shift|``; the span is symmetric about the midpoint, so the reverse strand's rows (mirrored) lie in
         it too. An Enformer then keeps a graph over a crop around the span only (``Enformer.forward_focused``);
         models without it (Borzoi's U-net, whose upsampling path reads the tower at every level) take the whole
-        input.
+        input; a replicate ensemble of Enformers focuses each member (``loader.Ensemble.forward_focused``).
         """
-        if not hasattr(self.predictor.model, "forward_focused"):
+        model = self.predictor.model
+        if not hasattr(model, "forward_focused") or not getattr(model, "focusable", True):
             return None
         half = self.geometry.input_length // 2
         reach = max(max(half - lo, hi - half) for lo, hi in rows) + max(abs(s) for s in self.predictor.settings.shifts)

@@ -21,9 +21,11 @@ from enformer_batch.attribution import (
     region_bins,
     region_rows,
 )
+from enformer_batch.families import demo_checkpoint
 from enformer_batch.genome import N_CODE
 from enformer_batch.inference import Predictor
-from enformer_batch.model import DEMO_BORZOI_DIR, DEMO_MODEL_DIR, canonical_state_dict, load_model
+from enformer_batch.loader import load_model
+from enformer_batch.model import canonical_state_dict
 from enformer_batch.settings import InferenceSettings
 from enformer_batch.windows import Geometry
 
@@ -37,7 +39,7 @@ def _checkpoint(root: Path, name: str, noise_seed: int | None = None) -> str:
     """The demo checkpoint with a strand-paired track table (0<->1, 2<->3, the rest unstranded), optionally with
     perturbed weights (a second ensemble member)."""
     out = root / name
-    shutil.copytree(DEMO_MODEL_DIR, out)
+    shutil.copytree(demo_checkpoint("demo"), out)
     lines = (out / "targets_human.txt").read_text().splitlines()
     pairs = {0: 1, 1: 0, 2: 3, 3: 2}
     rows = [lines[0] + "\tstrand_pair"]
@@ -93,7 +95,7 @@ def _borzoi_pytorch():
     from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
 
     loaded = load_model("demo-borzoi")
-    raw = json.loads((DEMO_BORZOI_DIR / "config.json").read_text())
+    raw = json.loads((demo_checkpoint("demo-borzoi") / "config.json").read_text())
     widths = ("stem_channels", "tower_channels", "final_channels", "architectures", "model_type")
     ref = bp.Borzoi(RefConfig(**{k: v for k, v in raw.items() if k not in widths}))
     stem, tower, final = raw["stem_channels"], raw["tower_channels"], raw["final_channels"]
@@ -196,6 +198,7 @@ def test_shifts_and_an_ensemble(checkpoints):
     codes = _codes(4)[None]
     bins = center_bins(GEOMETRY)[None]
     attributor, got = _ours([a, b], codes, bins, [(lo, hi)], log=False, shifts=(-2, 3))
+    assert attributor.focus([(lo, hi)]) == (INPUT // 2 - 153, INPUT // 2 + 153)  # the rows, and 3 bp of shift
     x, grad = _oracle([_enformer_pytorch(a), _enformer_pytorch(b)], codes[0], [0, 2, 5], bins[0], False, False, (-2, 3),
                       list(range(12)))
     _assert_matches(got[0], x, grad, lo, hi)
