@@ -20,7 +20,9 @@ small contributions can change sign; the leaf gradient ``G`` is still returned i
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,8 +51,9 @@ CHECKPOINT_MODES = ("auto", "on", "off")
 # Batch sizes are planned for regions this wide (the mutagenesis window's limit, docs/contract.md); wider rows only
 # widen the focused crop (see ``Attributor``), a few percent of an Enformer window's activations.
 PLANNED_REGION_BP = 10_000
-# Backward needs, besides the saved activations, gradient buffers of the largest activations alive at once; this
-# margin on the counted bytes covers them (measured on CPU for the demo model: peak RSS growth / saved bytes).
+# Margin on the counted bytes for what the backward allocates besides them (gradient buffers as large as the
+# activations they flow through) and the forward's transients. On the demo model (CPU) a batch of 4 peaked 109 MiB
+# above a plain forward's peak against 158 MiB counted; not yet measured on a GPU.
 BACKWARD_MARGIN = 1.5
 
 
@@ -129,7 +132,8 @@ class Attributor:
 
     ``checkpoint``: activation checkpointing per augmentation pass. Differentiating the averaged prediction keeps
     every pass's activations until the backward; checkpointing keeps only each pass's input and recomputes the
-    pass during the backward, one pass's activations alive at a time, for one more forward (≈ +1/3 of the work).
+    pass during the backward, one pass's activations alive at a time, for one more forward of every pass (+70 % on
+    the demo model with six passes, docs/performance.md "Attribution").
     ``auto`` turns it on only where not even one window fits in memory without it (it never pays otherwise: a
     larger batch gains little once it is a few windows, see ``settings.GPU_MAX_AUTO_BATCH``); it cannot help
     without augmentation (a single pass is recomputed whole).
@@ -163,8 +167,6 @@ class Attributor:
         if self.device.type == "cuda":
             return int(torch.cuda.mem_get_info(self.device)[0])
         try:
-            import os
-
             return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):  # no sysconf (Windows): assume room for the CPU batch
             return int(CPU_BATCH_SIZE * BACKWARD_MARGIN * self.saved_bytes / 0.8)
@@ -178,15 +180,19 @@ class Attributor:
         """
         resident = {t.untyped_storage().data_ptr() for t in self.predictor.model.parameters()}
         resident |= {t.untyped_storage().data_ptr() for t in self.predictor.model.buffers()}
-        seen: set[int] = set()
+        # Storage address -> a tensor saved there. Nothing is kept, so a freed buffer's address can come back for
+        # another tensor: an address counts again unless the tensor first saved there is still alive (a view of
+        # the same storage). A real graph keeps them all, so no address is reused there.
+        seen: dict[int, weakref.ref] = {}
         total = 0
 
         def pack(t: Tensor):
             nonlocal total
             storage = t.untyped_storage()
             key = storage.data_ptr()
-            if key not in resident and key not in seen:
-                seen.add(key)
+            earlier = seen.get(key)
+            if key not in resident and (earlier is None or earlier() is None):
+                seen[key] = weakref.ref(t)
                 total += storage.nbytes()
             return None  # nothing is kept: this graph is never differentiated
 
