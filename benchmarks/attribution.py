@@ -10,6 +10,8 @@ Rows, on the same regions of a demo genome in one run (regions/s, higher is bett
   → input × gradient and hypothetical contributions of the region's rows in numpy; one region at a time.
 * attributor: ``enformer_batch.attribution.Attributor`` on one device: codes read by our genome reader, one-hot
   built on the device, batches of ``--batch-size`` windows per backward, only the regions' rows copied back.
+* attribute job: ``enformer_batch.attribute`` on a local Ray cluster started beforehand, one replica (actor
+  start-up, model load, reading the FASTA and the Parquet commit included).
 
 Also printed: the cost of one attribution relative to one forward pass of the same model (the ``Predictor``'s
 inference path, same batch size): backward through a network costs about two forwards, so ~3 is the floor.
@@ -88,6 +90,18 @@ def attributor_run(fasta: str, regions: list[tuple[str, int, int]], batch_size: 
     return seconds, [np.concatenate([a.attr[:, None], a.hyp], axis=1) for a in got], forward_s, attributor
 
 
+def job_run(fasta: str, regions: list[tuple[str, int, int]], work: str, batch_size: int, threads: int) -> float:
+    from enformer_batch import AttributionConfig, attribute
+
+    bed = os.path.join(work, "regions.bed")
+    with open(bed, "w") as f:
+        f.writelines(f"{c}\t{s}\t{e}\n" for c, s, e in regions)
+    t = time.perf_counter()
+    attribute(AttributionConfig(fasta=fasta, regions=bed, out=os.path.join(work, "attr"), batch_size=batch_size,
+                                workers=1, threads_per_worker=threads, progress=False))
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regions", type=int, default=8, help="number of regions")
@@ -116,6 +130,15 @@ def main() -> None:
     ours_s, got, forward_s, attributor = attributor_run(fasta, regions, args.batch_size)
     worst = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(got, naive))
 
+    import ray
+
+    # address="local": a cluster of our own even where a `ray start` head runs on this machine
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, logging_level="ERROR")
+    try:
+        job_s = job_run(fasta, regions, work, args.batch_size, args.threads)
+    finally:
+        ray.shutdown()
+
     n = len(regions)
     print(f"{n} regions of {args.length} bp, demo model, target: centre bin (mean of 12 tracks), fp32, "
           f"{args.threads} torch threads, batch {args.batch_size}")
@@ -124,6 +147,8 @@ def main() -> None:
     print(f"| naive loop (enformer-pytorch + torch.autograd, one region at a time) | {naive_s:.1f} | {n / naive_s:.2f} "
           "| 1.00x |")
     print(f"| Attributor (one device, batched backward) | {ours_s:.1f} | {n / ours_s:.2f} | {naive_s / ours_s:.2f}x |")
+    print(f"| attribute job (Ray, 1 replica; start-up and commit included) | {job_s:.1f} | {n / job_s:.2f} | "
+          f"{naive_s / job_s:.2f}x |")
     print(f"cost of an attribution: {ours_s / forward_s:.2f} forward passes of the same windows "
           f"(forward alone {forward_s:.1f} s); autograd keeps {attributor.saved_bytes / 2**20:.0f} MiB per window")
     print(f"largest difference to the naive loop's rows: {worst:.2e} of its largest value")
