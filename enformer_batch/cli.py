@@ -247,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--width", type=int, default=1200, help="image width in pixels")
     pe.add_argument("--storage-option", type=_storage_option, action="append", default=[], metavar="KEY=VALUE")
 
+    # --- interactive experiments (enformer_batch.serve) ---
+    from .serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="web page and JSON API: edits and mutagenesis on warm model "
+                                       "replicas", description="Serve a page and a JSON API (see the README, "
+                                       "'Interactive experiments: serve') on 127.0.0.1 unless --host says otherwise."))
+
     v = sub.add_parser("validate", help="check an atlas or variant table: manifest, parts, exactly once",
                        description="Exit 0 when the output is complete and sound; otherwise list each defect "
                        "and exit 1.")
@@ -387,6 +394,12 @@ def _plot_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(args)
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
@@ -497,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers["score-variants"] = _score_variants
     handlers.update({"mutagenesis": _mutagenesis, "edits": _edits, "plot-mutagenesis": _plot_mutagenesis,
                      "plot-edit": _plot_edit})
+    handlers["serve"] = _serve
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
