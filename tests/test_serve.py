@@ -261,7 +261,7 @@ def browser_or_skip(user_data_dir):
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1500,1080", "--force-device-scale-factor=1",
+                 "--disable-dev-shm-usage", "--window-size=1500,1200", "--force-device-scale-factor=1",
                  f"--user-data-dir={user_data_dir}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -277,11 +277,11 @@ def test_the_page_in_a_real_browser(server, tmp_path):
     driver = browser_or_skip(user_data)
     try:
         wait = WebDriverWait(driver, 240)
-        driver.get(f"http://127.0.0.1:{server.port}/?region=chrA:900-1500")
+        driver.get(f"http://127.0.0.1:{server.port}/?region=chrA:0-12000")
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
         assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
-        # The region view: the bins overlapping chrA:900-1500 (896, 1024, ..., 1408), predicted now, drawn by uPlot.
-        assert driver.execute_script("return window.serveState.regionPlot.data[0]") == list(range(896, 1500, 128))
+        # The region view: the bins of chrA:0-12000 (0, 128, ..., 11904), predicted now, drawn by uPlot.
+        assert driver.execute_script("return window.serveState.regionPlot.data[0]") == list(range(0, 12000, 128))
 
         # Type a deletion into the form.
         for field, value in (("edit-name", "del40"), ("edit-chrom", "chrA"), ("edit-start", "1200"),

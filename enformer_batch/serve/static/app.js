@@ -9,7 +9,7 @@ const token = new URLSearchParams(location.search).get("token");
 
 const state = {
   info: null, region: null, sequence: null, edits: [], lastEdit: null, selection: null,
-  regionPlot: null, editPlot: null,
+  regionPlot: null, editPlot: null, diffPlot: null,
 };
 window.serveState = state; // for tests and the curious
 
@@ -57,43 +57,92 @@ function parseRegion(text) {
 
 function plotWidth(el) { return Math.max(400, el.clientWidth || 700); }
 
-function linePlot(el, old, title, xs, series) {
+// A vertical line at each of ``marks`` (bp): the edit on the plots of its window.
+function markPlugin(marks) {
+  return {
+    hooks: {
+      draw: (u) => {
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.strokeStyle = "rgba(209, 73, 91, 0.55)";
+        ctx.setLineDash([4, 3]);
+        ctx.lineWidth = 1.5 * (window.devicePixelRatio || 1);
+        for (const m of marks) {
+          const x = Math.round(u.valToPos(m, "x", true));
+          if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+          ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+        }
+        ctx.restore();
+      },
+    },
+  };
+}
+
+function linePlot(el, old, title, xs, series, extra = {}) {
   if (old) old.destroy();
   el.innerHTML = "";
   const opts = {
-    title, width: plotWidth(el), height: 230,
-    scales: { x: { time: false } },
+    title, width: plotWidth(el), height: extra.height || 220,
+    scales: { x: { time: false, ...(extra.range ? { range: () => extra.range } : {}) } },
     axes: [{ values: (u, ticks) => ticks.map((t) => t.toLocaleString()) }, { size: 60 }],
-    series: [{ label: "bp" }, ...series.map((s) => s.style)],
-    legend: { live: false },
+    series: [{ label: "bp" }, ...series.map((s) => ({ points: { show: false }, ...s.style }))],
+    legend: { show: !extra.noLegend, live: false },
+    cursor: { drag: { x: true, y: false } },
+    plugins: extra.marks ? [markPlugin(extra.marks)] : [],
   };
   return new uPlot(opts, [xs, ...series.map((s) => s.values)], el);
 }
 
 function drawRegion(answer) {
   const tracks = Object.keys(answer.values);
+  const stepped = uPlot.paths.stepped({ align: 1 });
   const series = tracks.map((t, i) => ({
-    values: answer.values[t], style: { label: t, stroke: COLOURS[i % COLOURS.length], width: 1.5 },
+    values: answer.values[t], style: { label: t, stroke: COLOURS[i % COLOURS.length], width: 1.5, paths: stepped },
   }));
   state.regionPlot = linePlot($("region-plot"), state.regionPlot,
-    `${answer.chrom}:${answer.start.toLocaleString()}-${answer.end.toLocaleString()}`, answer.bins, series);
+    `${answer.chrom}:${answer.start.toLocaleString()}-${answer.end.toLocaleString()} (${answer.bin_size}-bp bins)`,
+    answer.bins, series);
   $("region-source").textContent = answer.source === "atlas" ? "from the atlas" : "predicted now (no atlas)";
 }
 
+const EDIT_VIEW_BP = 12000; // the edit plots open on this much around the edit; drag to zoom, double-click for all
+
 function drawEdit(answer) {
   const tracks = Object.keys(answer.ref).slice(0, 4);
-  const series = [];
+  const overlay = [], difference = [];
   tracks.forEach((t, i) => {
     const colour = COLOURS[i % COLOURS.length];
-    series.push({ values: answer.ref[t], style: { label: `${t} ref`, stroke: "#9aa1a9", width: 1.2 } });
-    series.push({ values: answer.alt[t], style: { label: `${t} edited`, stroke: colour, width: 1.6 } });
+    overlay.push({ values: answer.ref[t], style: { label: `${t} reference`, stroke: colour, width: 1, dash: [3, 3],
+                                                   alpha: 0.8 } });
+    overlay.push({ values: answer.alt[t], style: { label: `${t} edited`, stroke: colour, width: 1.6 } });
+    difference.push({ values: answer.alt[t].map((a, b) => (a === null || answer.ref[t][b] === null ? null :
+      a - answer.ref[t][b])), style: { label: t, stroke: colour, width: 1.4 } });
   });
+  const centre = answer.start;
+  const range = [Math.max(answer.bins[0], centre - EDIT_VIEW_BP / 2), centre + EDIT_VIEW_BP / 2];
+  const marks = [answer.start];
   const el = $("edit-plot");
   state.editPlot = linePlot(el, state.editPlot, `${answer.name}: ${answer.chrom}:${answer.start}-${answer.end}`,
-    answer.bins, series);
+    answer.bins, overlay, { range, marks, noLegend: true, height: 200 });
+  state.diffPlot = linePlot($("diff-plot"), state.diffPlot, "edited − reference", answer.bins, difference,
+    { range, marks, noLegend: true, height: 140 });
+  const legend = $("edit-legend");
+  legend.innerHTML = "";
+  tracks.forEach((t, i) => {
+    const item = document.createElement("span");
+    const swatch = document.createElement("i");
+    swatch.style.background = COLOURS[i % COLOURS.length];
+    item.append(swatch, t);
+    legend.append(item);
+  });
+  const note = document.createElement("span");
+  note.className = "dim";
+  note.textContent = "dashed: reference · solid: edited · red line: the edit";
+  legend.append(note);
   el.dataset.edit = answer.name;
   el.dataset.bins = String(answer.bins.length);
-  $("edit-title").textContent = `${answer.name} (${tracks.length} track${tracks.length > 1 ? "s" : ""})`;
+  $("edit-title").textContent = `${answer.name} · ${tracks.length} track${tracks.length > 1 ? "s" : ""} · ` +
+    "drag to zoom, double-click for the whole window";
 }
 
 function drawScores(answer) {
@@ -128,8 +177,8 @@ function drawHeat(answer, track, score) {
   const values = answer.scores[key];
   const positions = [...new Set(answer.pos)];
   const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 560, left = 26, top = 8, rowH = 26;
-  const height = top + 4 * rowH + 30;
+  const width = canvas.clientWidth || 560, left = 26, top = 8, rowH = 24;
+  const height = top + 4 * rowH + 66;
   canvas.width = width * ratio; canvas.height = height * ratio; canvas.style.height = height + "px";
   const ctx = canvas.getContext("2d");
   ctx.scale(ratio, ratio);
@@ -145,11 +194,15 @@ function drawHeat(answer, track, score) {
   for (let r = 0; r < 4; r++) { ctx.fillStyle = "#1d232b"; ctx.fillText(BASES[r], 8, top + r * rowH + rowH / 2); }
   const refs = {};
   answer.pos.forEach((p, i) => { refs[p] = answer.ref[i]; });
+  const every = Math.max(1, Math.ceil(positions.length / Math.floor((width - left) / 70)));
   positions.forEach((p, c) => {
     const x = left + c * cellW;
     for (let r = 0; r < 4; r++) {
-      const y = top + r * rowH;
-      if (refs[p] === BASES[r]) { ctx.fillStyle = "#eef0f3"; ctx.fillRect(x, y, cellW - 1, rowH - 1); }
+      if (refs[p] === BASES[r]) { ctx.fillStyle = "#eef0f3"; ctx.fillRect(x, top + r * rowH, cellW - 1, rowH - 1); }
+    }
+    if (c % every === 0) {
+      ctx.fillStyle = "#6b7480";
+      ctx.fillText(`${refs[p]} ${p.toLocaleString()}`, x + 2, top + 4 * rowH + 10);
     }
   });
   answer.pos.forEach((p, i) => {
@@ -158,9 +211,11 @@ function drawHeat(answer, track, score) {
     ctx.fillStyle = colour(values[i]);
     ctx.fillRect(left + c * cellW, top + r * rowH, cellW - 1, rowH - 1);
   });
+  ctx.fillStyle = "#1d232b";
+  ctx.font = "12px system-ui, DejaVu Sans, sans-serif";
+  ctx.fillText(`${answer.region} · ${key} · largest |score| ${fmt(max)}`, left, top + 4 * rowH + 32);
   ctx.fillStyle = "#6b7480";
-  ctx.fillText(`${answer.region}  ${key}  |max| ${fmt(max)}  (red up, blue down, grey = reference base)`, left,
-    top + 4 * rowH + 15);
+  ctx.fillText("red: up · blue: down · grey: the reference base", left, top + 4 * rowH + 50);
   canvas.dataset.region = answer.region;
   canvas.dataset.cells = String(values.length);
 }
@@ -262,7 +317,10 @@ async function submitEdit() {
     if (answer.bins) drawEdit(answer);
     drawScores(answer);
     rememberEdit(answer);
-    drawSequence();
+    const seq = state.sequence;
+    if (!seq || seq.chrom !== answer.chrom || answer.start < seq.start || answer.start >= seq.end) {
+      await loadSequence(answer.chrom, answer.start); // the strip follows the edit
+    } else drawSequence();
   } catch (error) {
     $("edit-status").textContent = "";
     showError(error);
