@@ -9,8 +9,10 @@ else the CPU), each held by a worker thread that takes requests from one bounded
 
 * warm: weights are loaded once at start and the near-change path's reference towers stay cached between
   requests (clicking bases at one position recomputes only the conv tower around each change);
-* batching: a worker takes every edit waiting when it frees up and scores them in one ``score_part`` call;
-  edits at one position share one reference window there, as in a batch run's part;
+* batching: a worker takes every edit waiting when it frees up; edits at one position go through one
+  ``score_part`` call, sharing one reference window and device batch as in a batch run's part (on the
+  near-change path other edits gain nothing from company, so each is answered as soon as it is done; without
+  it, as for Borzoi, all waiting edits fill device batches together);
 * back-pressure: past ``--queue`` waiting requests the answer is HTTP 429 at once, never an unbounded backlog.
 
 Ray Serve would add a second process tree, an HTTP proxy and a Ray cluster to start for what is one machine's

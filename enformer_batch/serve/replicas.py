@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,8 +129,7 @@ class Replicas:
                     continue
             if first.kind == "stop":
                 return
-            # Edits that arrived while this replica was busy go in together, in one score_part call (edits at
-            # one position share a reference window there, as in a batch run's part).
+            # Edits that arrived while this replica was busy are taken together (see _run for how they batch).
             tasks = [first]
             while first.kind == "edit" and len(tasks) < MAX_MICRO_BATCH:
                 try:
@@ -155,18 +154,32 @@ class Replicas:
         live = [t for t in tasks if t.future.set_running_or_notify_cancel()]
         if not live:
             return
-        try:
-            if live[0].kind == "edit":
-                answers = self._edits(predictor, [t.payload for t in live])
-            elif live[0].kind == "mutagenesis":
-                answers = [self._mutagenesis(predictor, live[0].payload)]
-            else:
-                answers = [self._window(predictor, *live[0].payload)]
-        except Exception as e:  # noqa: BLE001 - the request fails, the replica keeps serving
+        if live[0].kind != "edit":
+            self._answer(live, lambda: [self._mutagenesis(predictor, live[0].payload) if live[0].kind == "mutagenesis"
+                                        else self._window(predictor, *live[0].payload)])
+            return
+        if predictor.predicts_near:
+            # The near path runs one reference window (and its alternates) per device batch whatever is batched:
+            # only edits at one position gain from going together; the rest are answered one by one, each as
+            # soon as it is done.
+            batches: dict[tuple[str, int], list[_Task]] = {}
             for t in live:
+                batches.setdefault((t.payload.chrom, t.payload.start), []).append(t)
+            groups = list(batches.values())
+        else:
+            groups = [live]  # fuller device batches
+        for group in groups:
+            self._answer(group, lambda group=group: self._edits(predictor, [t.payload for t in group]))
+
+    @staticmethod
+    def _answer(tasks: list[_Task], compute: Callable[[], list]) -> None:
+        try:
+            answers = compute()
+        except Exception as e:  # noqa: BLE001 - the request fails, the replica keeps serving
+            for t in tasks:
                 t.future.set_exception(e)
             return
-        for t, a in zip(live, answers):
+        for t, a in zip(tasks, answers):
             t.future.set_result(a)
 
     def _edits(self, predictor, edits: list[Edit]) -> list[EditAnswer]:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -371,6 +370,7 @@ def _floats(values: np.ndarray) -> list[float | None]:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "enformer-batch-serve"
+    timeout = 60  # seconds a connection may sit idle mid-request (a stalled client does not hold a thread forever)
     app: App  # set on the subclass made for one server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
@@ -434,7 +434,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, data, "application/json", {"Retry-After": "1"} if retry else None)
 
     def _send(self, status: int, data: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> None:
-        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None)
+        self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
