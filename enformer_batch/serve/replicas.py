@@ -108,6 +108,11 @@ class Replicas:
 
     def close(self) -> None:
         self._stop.set()
+        while True:  # requests still waiting get an answer now (cancelled), not at their time-out
+            try:
+                self._queue.get_nowait().future.cancel()
+            except queue.Empty:
+                break
         for _ in self._threads:
             try:
                 self._queue.put_nowait(_Task("stop", None))

@@ -12,6 +12,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Mapping
+from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -324,6 +325,8 @@ class App:
             return future_or_error.result(timeout=REQUEST_TIMEOUT_S)
         except FutureTimeout:
             raise ApiError(503, f"no answer within {REQUEST_TIMEOUT_S:.0f} s") from None
+        except CancelledError:
+            raise ApiError(503, "the server is shutting down") from None
         except ValueError as e:  # bad input found while reading it (the genome, say)
             raise ApiError(400, str(e)) from None
 
