@@ -221,17 +221,42 @@ def test_off_the_default_loopback_the_token_is_required(test_fasta):
         assert call(s, f"/api/health?token={token}")[0] == 200  # the page's link carries it
 
 
-def test_the_command_line_options(test_fasta):
-    import argparse
+def test_the_command_prints_its_token_and_serves(test_fasta):
+    """``enformer-batch serve --host`` off the default loopback, no --token: one is made up, printed, required."""
+    import re
+    import subprocess
+    import sys
 
-    from enformer_batch.serve import add_arguments, options_from_args
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    options = options_from_args(parser.parse_args([test_fasta, "--host", "127.0.0.2", "--shifts", "0,1"]))
-    assert options.shifts == (0, 1) and options.token is None and options.settings().dtype == "float32"
-    with pytest.raises(ValueError, match="--shifts"):
-        options_from_args(parser.parse_args([test_fasta, "--shifts", "a"]))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    process = subprocess.Popen([sys.executable, "-m", "enformer_batch.cli", "serve", test_fasta, "--model",
+                                "sim:rate=1000,tracks=2", "--host", "127.0.0.2", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "open http" in line:
+                break
+        text = "".join(lines)
+        if "Cannot assign requested address" in text:  # pragma: no cover - a loopback of 127.0.0.1 only
+            pytest.skip("cannot bind 127.0.0.2")
+        token = re.search(r"token (\S+) \(send", text).group(1)
+        url = re.search(r"open (http://127\.0\.0\.2:\d+/)\?token=(\S+)", text)
+        assert url and url.group(2) == token, text
+        health = url.group(1) + "api/health"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(health, timeout=30)
+        assert refused.value.code == 401
+        request = urllib.request.Request(health, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["status"] == "ok"
+        with urllib.request.urlopen(url.group(1), timeout=30) as response:  # the page: no data, no token needed
+            page = response.read().decode()
+        assert "vendor/uPlot.iife.min.js" in page and response.headers["Content-Type"].startswith("text/html")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 # --- the page in a real browser ------------------------------------------------------------------------------------
