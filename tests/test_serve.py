@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from enformer_batch.experiments import EditsConfig, MutagenesisConfig, edits, mutagenesis
+from enformer_batch.experiments import Edit, EditsConfig, MutagenesisConfig, edits, mutagenesis
 from enformer_batch.serve.server import MAX_BODY_BYTES, ServeOptions, Server
 from enformer_batch.variants import SCORES
 
@@ -97,6 +97,21 @@ def test_edit_and_mutagenesis_scores_equal_the_batch_commands(ray_cluster, serve
     assert answer["ref"] == batch["ref"].tolist() and len(answer["pos"]) == 3 * (end - start)
     for column, values in answer["scores"].items():
         assert np.array_equal(np.array(values, np.float32), batch[column].to_numpy(np.float32)), column
+
+
+def test_edits_waiting_at_one_position_go_together_with_the_same_scores(server):
+    replicas = server.app.replicas
+    edits_at = [Edit(0, base, "chrA", 1500, 1501, base) for base in "ACG"]
+    alone = [replicas.submit_edit(e).result(timeout=300) for e in edits_at]
+    before = replicas.load()
+    busy = replicas.submit_window("chrA", 30_000)  # holds the replica while the three edits arrive
+    together = [replicas.submit_edit(e) for e in edits_at]
+    busy.result(timeout=300)
+    together = [f.result(timeout=300) for f in together]
+    after = replicas.load()
+    assert (after["edits"] - before["edits"], after["edit_calls"] - before["edit_calls"]) == (3, 1)
+    for a, t in zip(alone, together):  # one reference, one device batch: the same bits on this CPU
+        assert np.array_equal(a.scores, t.scores) and np.array_equal(a.alt, t.alt)
 
 
 def test_the_other_endpoints(server):

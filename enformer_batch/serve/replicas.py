@@ -74,6 +74,8 @@ class Replicas:
         self._queue: queue.Queue[_Task] = queue.Queue(maxsize=queue_length)
         self.queue_length = queue_length
         self._running = 0
+        self._edits_done = 0  # edits answered, and the score_part calls that answered them
+        self._edit_calls = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, args=(p,), name=f"replica-{i}", daemon=True)
@@ -104,7 +106,7 @@ class Replicas:
     def load(self) -> dict:
         with self._lock:
             return {"running": self._running, "queued": self._queue.qsize(), "queue_limit": self.queue_length,
-                    "replicas": len(self.predictors)}
+                    "replicas": len(self.predictors), "edits": self._edits_done, "edit_calls": self._edit_calls}
 
     def close(self) -> None:
         self._stop.set()
@@ -196,6 +198,9 @@ class Replicas:
         for i, e in enumerate(edits):
             by_chrom.setdefault(e.chrom, []).append(i)
         for chrom, members in by_chrom.items():
+            with self._lock:
+                self._edits_done += len(members)
+                self._edit_calls += 1
             part = EditPart(chrom, 0, len(members), self.lengths[chrom], tuple(edits[i] for i in members))
             inputs: VariantInputs = mode.read(part)
             kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
