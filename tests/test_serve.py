@@ -346,6 +346,11 @@ def test_the_page_in_a_real_browser(server, tmp_path):
             "snv_chrA_1211_"))
         assert "edited" in driver.find_element(By.CSS_SELECTOR, '#sequence span[data-pos="1210"]').get_attribute(
             "class")
+        # Another track: the region and the last edit are drawn again for it, and the page's edits stay as they were.
+        driver.find_element(By.CSS_SELECTOR, '#track-picker input[value="DEMO0000004"]').click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#scores td[data-key="sad:DEMO0000004"]'))
+        wait.until(lambda d: len(d.execute_script("return window.serveState.regionPlot.series")) == 5)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#edits-list tr")) == 2
         # A small mutagenesis heat map of a shift-clicked selection.
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.keys import Keys

@@ -284,7 +284,11 @@ async function showRegion() {
     state.region = r;
     const tracks = selectedTracks().join(",");
     const q = `region=${encodeURIComponent(`${r.chrom}:${r.start}-${r.end}`)}&tracks=${encodeURIComponent(tracks)}`;
-    const [view] = await Promise.all([api(`/api/atlas?${q}`), loadSequence(r.chrom, Math.floor((r.start + r.end) / 2))]);
+    // The strip stays on the last edit while it is in the region (a redraw for other tracks keeps it in view).
+    const e = state.lastEdit;
+    const focus = e && e.chrom === r.chrom && e.start >= r.start && e.start < r.end ? e.start
+      : Math.floor((r.start + r.end) / 2);
+    const [view] = await Promise.all([api(`/api/atlas?${q}`), loadSequence(r.chrom, focus)]);
     drawRegion(view);
     if (!$("edit-chrom").value) $("edit-chrom").value = r.chrom;
   } catch (error) { showError(error); }
@@ -297,14 +301,18 @@ function editKind(start, end, sequence) {
   return "replacement";
 }
 
-async function submitEdit() {
-  showError(null);
-  const edit = {
+function submitEdit() {
+  return scoreEdit({
     name: $("edit-name").value.trim() || "edit", chrom: $("edit-chrom").value.trim(),
     start: parseInt($("edit-start").value, 10), end: parseInt($("edit-end").value, 10),
     sequence: $("edit-sequence").value.trim().toUpperCase(),
-    tracks: selectedTracks(), scores: state.info.scores,
-  };
+  }, true);
+}
+
+// Score ``edit`` for the selected tracks; ``remember``: add it to the page's edits (not when only the tracks changed).
+async function scoreEdit(fields, remember) {
+  showError(null);
+  const edit = { ...fields, tracks: selectedTracks(), scores: state.info.scores };
   $("edit-kind").textContent = editKind(edit.start, edit.end, edit.sequence);
   $("edit-submit").disabled = true;
   $("edit-status").textContent = "scoring…";
@@ -316,7 +324,7 @@ async function submitEdit() {
     state.lastEdit = answer;
     if (answer.bins) drawEdit(answer);
     drawScores(answer);
-    rememberEdit(answer);
+    if (remember) rememberEdit(answer);
     const seq = state.sequence;
     if (!seq || seq.chrom !== answer.chrom || answer.start < seq.start || answer.start >= seq.end) {
       await loadSequence(answer.chrom, answer.start); // the strip follows the edit
@@ -415,7 +423,11 @@ async function start() {
   $("mut-form").addEventListener("submit", (e) => { e.preventDefault(); runMutagenesis(); });
   $("sequence").addEventListener("click", onBaseClick);
   $("download").addEventListener("click", download);
-  picker.addEventListener("change", () => { showRegion(); if (state.lastEdit) submitEdit(); });
+  picker.addEventListener("change", () => {
+    showRegion();
+    const e = state.lastEdit;
+    if (e) scoreEdit({ name: e.name, chrom: e.chrom, start: e.start, end: e.end, sequence: e.sequence }, false);
+  });
   refreshHealth();
   setInterval(refreshHealth, 5000);
   await showRegion();
