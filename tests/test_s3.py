@@ -139,6 +139,9 @@ def s3(test_fasta):
     server.start()
     host, port = server.get_host_and_port()
     options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+    # moto keeps its buckets in process-wide state that outlives a server: another module's server (this
+    # fixture, imported by test_fencing) leaves its bucket behind unless the state is reset.
+    _moto_reset(host, port)
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir(BUCKET)
     pyfaidx.Faidx(test_fasta).close()  # make sure the local .fai exists to upload
@@ -147,7 +150,15 @@ def s3(test_fasta):
     fs.put_file(test_fasta, f"{BUCKET}/bare/test.fa")
     fs.put_file(test_fasta, f"{BUCKET}/bare-run/test.fa")  # indexed by the first predict only
     yield {"fs": fs, "options": options, "port": port}
+    _moto_reset(host, port)
     server.stop()
+
+
+def _moto_reset(host: str, port: int) -> None:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("POST", "/moto-api/reset")
+    assert conn.getresponse().status == 200
+    conn.close()
 
 
 def read_back(url: str, options: dict) -> dict:
@@ -290,8 +301,8 @@ def test_server_errors_are_retried_without_losing_or_duplicating_parts(clean_run
 def test_regions_and_weights_from_s3(s3, tmp_path):
     from importlib import resources
 
+    from enformer_batch.kinds.atlas import select_bins
     from enformer_batch.loader import load_model
-    from enformer_batch.predict import select_bins
 
     fs = s3["fs"]
     fs.pipe_file(f"{BUCKET}/inputs/regions.bed", b"chrB\t1000\t1300\nchrA\t0\t129\n")
@@ -389,7 +400,7 @@ def no_client_retries(options: dict, endpoint: str) -> dict:
 
 
 def test_failed_uploads_of_one_part_are_retried_then_stop_the_run_naming_it(clean_run, s3):
-    from enformer_batch.predict import RunError
+    from enformer_batch.engine import RunError
 
     part = "chrom=chrB/part-000000-000002.parquet"
     proxy = PartFailingProxy(s3["port"], f"/atlases/retried/{part}", failures=3)

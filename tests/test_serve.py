@@ -15,9 +15,10 @@ import urllib.request
 import numpy as np
 import pytest
 
-from enformer_batch.experiments import Edit, EditsConfig, MutagenesisConfig, edits, mutagenesis
+from enformer_batch.kinds.edits import Edit, EditsConfig, edits
+from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
+from enformer_batch.kinds.scoring import SCORES
 from enformer_batch.serve.server import MAX_BODY_BYTES, ServeOptions, Server
-from enformer_batch.variants import SCORES
 
 # One of each kind an EDITS.tsv row can be: SNV, deletion, insertion, replacement (chrA is sequence up to 60 kb).
 EDITS = [

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..experiments import Edit, EditMode, EditPart, MutagenesisMode, MutagenesisPart, Region, _check_finite
 from ..genome import FastaSource, read_codes
+from ..kinds.edits import Edit, EditMode, EditPart
+from ..kinds.mutagenesis import MutagenesisMode, MutagenesisPart, Region
+from ..kinds.scoring import SCORES, VariantInputs, check_finite, score_part
 from ..settings import InferenceSettings, ModelInfo
-from ..variants import SCORES, VariantInputs, score_part
 
 # Edits taken off the queue together and scored in one ``score_part`` call (requests that arrived together).
 MAX_MICRO_BATCH = 16
@@ -209,7 +210,7 @@ class Replicas:
                 kept[j] = (ref.float().cpu().numpy(), alt.float().cpu().numpy())
 
             result = score_part(predictor, inputs, SCORES, predictions=keep)
-            _check_finite(result, f"{chrom} edits")
+            check_finite(result, f"{chrom} edits")
             scored = {int(row): j for j, row in enumerate(result.rows)}
             for k, i in enumerate(members):
                 e = edits[i]

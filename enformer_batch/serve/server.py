@@ -22,10 +22,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from ..experiments import Edit, Region
 from ..genome import FastaSource
+from ..kinds.edits import Edit
+from ..kinds.mutagenesis import Region
+from ..kinds.scoring import SCORES
 from ..settings import InferenceSettings
-from ..variants import SCORES
 from .replicas import EditAnswer, MutagenesisAnswer, QueueFull, Replicas
 
 # Request bounds (see the README's "Interactive experiments: serve").
