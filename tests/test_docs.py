@@ -12,8 +12,8 @@ a second and never load torch or Ray.
   bases in the package included). Any other dotted name must start with a root listed in ``FOREIGN``, so a
   misspelt module is an error rather than something skipped.
 * Every backticked ``test_…`` name is a test or fixture defined in ``tests/``.
-* Every module of the package appears in the guide (the module drawing), and the table under "## Layers"
-  places each module where ``LAYERS`` does.
+* Every module of the package appears in the guide (the module drawing), so does every test file (what it
+  covers), and the table under "## Layers" places each module where ``LAYERS`` does.
 * The README's "## Architecture" section, the guide in short, is held to the same names rule.
 """
 
@@ -246,6 +246,13 @@ def test_every_module_is_in_the_guide() -> None:
             missing.append(relative)
     assert not missing, (f"module(s) {', '.join(missing)} are not in docs/architecture.md: add each to the "
                          "module drawing, with what it owns")
+
+
+def test_every_test_file_is_in_the_guide() -> None:
+    text = GUIDE.read_text()
+    missing = [p.name for p in sorted((ROOT / "tests").glob("test_*.py")) if f"tests/{p.name}" not in text]
+    assert not missing, (f"{', '.join(missing)} not in docs/architecture.md: add each to the table under "
+                         "'How the tests are organised', with what it covers")
 
 
 def layer_table(text: str) -> dict[str, int]:
