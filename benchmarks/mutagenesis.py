@@ -72,7 +72,7 @@ def main() -> None:
 
     from enformer_batch.demo import DemoChrom, write_demo_genome
     from enformer_batch.experiments import MutagenesisConfig, mutagenesis
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     work = tempfile.mkdtemp(prefix="bench-mutagenesis-")
     fasta = write_demo_genome(os.path.join(work, "g.fa"), (DemoChrom("chr1", 400_000),))

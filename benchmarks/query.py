@@ -75,7 +75,7 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=None, help="an existing atlas (directory or fsspec URL such as s3://...)")
     ap.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--mb", type=float, default=4.0, help="synthetic atlas size in megabases")

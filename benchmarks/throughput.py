@@ -42,7 +42,8 @@ from enformer_batch.augment import autocast_context  # noqa: E402
 from enformer_batch.demo import write_demo_genome  # noqa: E402
 from enformer_batch.genome import FastaSource  # noqa: E402
 from enformer_batch.inference import InferenceSettings, Predictor  # noqa: E402
-from enformer_batch.model import SEQUENCE_LENGTH, Enformer, EnformerConfig, load_model  # noqa: E402
+from enformer_batch.loader import load_model  # noqa: E402
+from enformer_batch.model import SEQUENCE_LENGTH, Enformer, EnformerConfig  # noqa: E402
 from enformer_batch.predict import read_part  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 

@@ -99,7 +99,7 @@ def main() -> None:
 
     from enformer_batch import VariantConfig, score_variants
     from enformer_batch.demo import DemoChrom, write_demo_genome
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     work = tempfile.mkdtemp(prefix="bench-variants-")
     fasta = write_demo_genome(os.path.join(work, "g.fa"), (DemoChrom("chr1", 1_000_000),))

@@ -1,8 +1,8 @@
 """enformer-batch: genome-wide batch prediction of sequence-to-function models on Ray, into Parquet atlases.
 
 Pipeline, one module per stage: ``genome`` (FASTA, bgzip, 2bit; index; encoding) → work units: ``windows``
-(tiling, stitching), ``vcf`` (variant rows) → ``families`` / ``model`` / ``borzoi`` (Enformer and Borzoi:
-geometry, weights, tracks) → ``inference`` (the model call on one device) → ``engine`` (Ray orchestration,
+(tiling, stitching), ``vcf`` (variant rows) → ``families`` / ``model`` / ``borzoi`` / ``loader`` (Enformer and
+Borzoi: geometry, weights, tracks) → ``inference`` (the model call on one device) → ``engine`` (Ray orchestration,
 resume, commit; mode-agnostic) with its modes ``predict`` (genome atlases), ``variants`` (variant scores) and
 ``experiments`` (mutagenesis, edits) → ``store`` (Parquet parts, manifest) → ``validate`` (checking an
 output against its manifest), ``atlas`` (``Atlas``, ``open_atlas``: queries) and ``export`` (bigWig, plots).

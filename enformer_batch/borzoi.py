@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import Attention
+from .model import Attention, calibrate_batchnorm  # noqa: F401 - calibrate_batchnorm: also Borzoi's
 from .windows import Geometry
 
 __all__ = ["BorzoiConfig", "Borzoi", "SEQUENCE_LENGTH", "central_mask_features", "calibrate_batchnorm"]
@@ -388,28 +388,6 @@ class Borzoi(nn.Module):
                 raise KeyError(f"unknown head {head!r}; model heads: {self.head_names}")
             return self._head(head, emb)
         return {name: self._head(name, emb) for name in self.config.output_heads}
-
-
-@torch.no_grad()
-def calibrate_batchnorm(model: Borzoi, batches: list[Tensor]) -> None:
-    """Set every BatchNorm's running statistics to those of ``batches`` (one-hot ``[B, L, 4]``).
-
-    For randomly initialised models (demo model, tests): with default statistics the signal fades through
-    the tower and outputs barely vary along the sequence. Only BatchNorm layers switch to training mode.
-    """
-    was_training = model.training
-    model.eval()
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    for x in batches:
-        model.trunk(x)
-    for m in norms:
-        m.momentum = 0.1
-        m.eval()
-    model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------------

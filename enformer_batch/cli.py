@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--storage-option", type=_storage_option, action="append", default=[],
                        metavar="KEY=VALUE", help="fsspec storage option for the atlas URL (repeatable)")
 
-    # --- dry-run planning (enformer_batch.plan) ---
+    # --- dry-run planning (enformer_batch.estimate) ---
     pl = sub.add_parser("plan", help="dry run: windows, bins, output size, GPU-hours and cost of a run",
                         description="Tile FASTA exactly as predict would (no model weights loaded, no Ray) "
                         "and estimate the atlas size and the GPU time and cost on a named GPU type. "
@@ -397,7 +397,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _tracks(args: argparse.Namespace) -> int:
-    from .model import load_model
+    from .loader import load_model
     from .tracks import render_track_table
 
     loaded = load_model(args.model, storage_options=dict(args.storage_option))
@@ -472,7 +472,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .plan import gpu_table, plan_run
+    from .estimate import gpu_table, plan_run
 
     if args.list_gpus:
         print(gpu_table())

@@ -27,6 +27,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .units import human_bytes
+
 N_CODE = 4
 _CODE_OF_BYTE = np.full(256, N_CODE, dtype=np.uint8)
 for _i, _base in enumerate("ACGT"):
@@ -277,16 +279,16 @@ class FastaSource:
             free = shutil.disk_usage(folder).free
             if free < need * 1.05 + (64 << 20):
                 raise GenomeError(
-                    f"{self.file_name} needs about {_size(need)} in the genome cache {folder} and only "
-                    f"{_size(free)} is free there; set ENFORMER_BATCH_CACHE to a larger disk"
+                    f"{self.file_name} needs about {human_bytes(need)} in the genome cache {folder} and only "
+                    f"{human_bytes(free)} is free there; set ENFORMER_BATCH_CACHE to a larger disk"
                     + (" or convert it to bgzip: `zcat FILE.fa.gz | bgzip > FILE.fa.bgz` (random access, no copy)"
                        if form == "gzip" else "")
                 )
             if form == "gzip":
                 notice = (f"{self.file_name} is plain gzip (no random access): decompressing it once into "
-                          f"{folder} (about {_size(need)}; a bgzip FASTA would be read in place)")
+                          f"{folder} (about {human_bytes(need)}; a bgzip FASTA would be read in place)")
             else:
-                notice = f"copying {self.file_name} once into {folder} ({_size(need)}; py2bit reads local files)"
+                notice = f"copying {self.file_name} once into {folder} ({human_bytes(need)}; py2bit reads local files)"
             print(f"enformer-batch: {notice}", file=sys.stderr, flush=True)
             partial = f"{target}.partial-{os.getpid()}"
             try:
@@ -330,10 +332,6 @@ class FastaSource:
             raise GenomeError(f"{self.url} is truncated or corrupt ({e}); download it again") from e
         except OSError as e:
             raise GenomeError(f"cannot copy {self.url} into the genome cache: {e}") from e
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _open_fasta(url: str, storage_options: Mapping[str, str], shown: str, bgzip: bool):  # -> pyfaidx.Fasta

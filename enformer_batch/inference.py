@@ -2,8 +2,8 @@
 
 Owns what happens on the accelerator: one-hot rows built on the device from uint8 codes (4× less to copy
 than float one-hot), autocast at the chosen precision, test-time augmentation, track selection and the
-cast to the output dtype before anything is copied back. ``Predictor`` is a plain class: the Ray actor in
-``predict`` wraps it, and tests and benchmarks call it directly.
+cast to the output dtype before anything is copied back. ``Predictor`` is a plain class: the Ray actor
+``engine.ReplicaWorker`` wraps it, and tests and benchmarks call it directly.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch
 from .augment import autocast_context, predict_augmented
 from .genome import N_CODE, onehot_table
 from .integrity import check_weights
-from .model import NEAR_MAX_SPAN, load_model
+from .loader import load_model
+from .model import NEAR_MAX_SPAN
 from .settings import (  # noqa: F401 - re-exported: they lived here before settings.py
     CPU_BATCH_SIZE,
     DTYPES,
@@ -36,17 +37,7 @@ from .settings import (  # noqa: F401 - re-exported: they lived here before sett
 )
 from .simulated import is_simulated, load_simulated
 from .tracks import select_tracks, track_names
-from .windows import ENFORMER, Geometry
-
-
-def geometry_of(model_or_config) -> Geometry:
-    """The geometry a model declares (``model.geometry``); an Enformer config is read the same way."""
-    geometry = getattr(model_or_config, "geometry", None)
-    if isinstance(geometry, Geometry):
-        return geometry
-    config = model_or_config
-    bin_size = 2 ** int(getattr(config, "num_downsamples", 7))
-    return Geometry(input_length=ENFORMER.input_length, bin_size=bin_size, output_bins=int(config.target_length))
+from .windows import Geometry
 
 
 def default_device() -> torch.device:
@@ -139,7 +130,7 @@ class Predictor:
             loaded = load_model(settings.model, storage_options=dict(settings.storage_options), device=self.device)
         check_weights(loaded.weights_sha256, settings.weights_sha256, settings.model)  # no mixed-weights atlas
         self.model = loaded.model.eval()
-        config, geometry = loaded.config.to_dict(), geometry_of(self.model)
+        config, geometry = loaded.config.to_dict(), self.model.geometry
         self.batch_size = settings.batch_size or self._auto_batch_size(config, geometry, memory_share)
         heads = dict(loaded.config.output_heads)
         if settings.head not in heads:

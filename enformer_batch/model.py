@@ -1,11 +1,12 @@
-"""The Enformer model: architecture, configuration and checkpoint loading.
+"""The Enformer model: architecture, configuration and weight-name mapping.
 
 This module owns our own compact implementation of Enformer (Avsec et al. 2021) for inference: a
 convolutional stem, a conv tower of ``num_downsamples - 1`` blocks with attention pooling, a transformer
 with relative positional encodings, a centre crop to ``target_length`` bins, a pointwise layer and one
 softplus head per organism. Parameter names equal those of ``enformer-pytorch`` (including its
 ``_trunk.*`` aliases), so checkpoints in the layout of the Hugging Face ``EleutherAI/enformer-official-rough``
-weights (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) load here and vice versa.
+weights (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) load here (``loader`` reads them,
+``families.EnformerFamily`` maps their names) and vice versa.
 
 The forward pass is written for speed rather than as a transliteration: attention pooling over pairs
 needs one half-length matmul (softmax of two logits is a sigmoid of their difference, which is linear in
@@ -16,44 +17,26 @@ runs through ``scaled_dot_product_attention`` with the relative-position logits 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .families import BUNDLED_TABLES, CheckpointError, checkpoint_family
-from .tracks import TrackTable, read_track_table
-from .windows import Geometry
+from .windows import ENFORMER, Geometry
 
 __all__ = [
-    "Ensemble",
-    "checkpoint_family",
     "EnformerConfig",
     "Enformer",
-    "LoadedModel",
-    "CheckpointError",
-    "load_model",
-    "DEMO_MODEL_DIR",
     "calibrate_batchnorm",
     "canonical_state_dict",
-    "load_state_dict_into",
 ]
 
-SEQUENCE_LENGTH = 196_608
-TARGET_LENGTH = 896
-BIN_SIZE = 128
-CONFIG_NAME = "config.json"
-WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+SEQUENCE_LENGTH = ENFORMER.input_length
+TARGET_LENGTH = ENFORMER.output_bins
+BIN_SIZE = ENFORMER.bin_size
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -582,190 +565,16 @@ def calibrate_batchnorm(model: Enformer, batches: list[Tensor]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints
-
-_TRUNK_ALIASES = {
-    "_trunk.1.": "stem.",
-    "_trunk.2.": "conv_tower.",
-    "_trunk.4.": "transformer.",
-    "_trunk.6.": "final_pointwise.",
-}
+# Checkpoints (the weights' name mapping is ``families.EnformerFamily.load_weights``)
 
 
-def canonical_state_dict(model: Enformer) -> dict[str, Tensor]:
+def canonical_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """State dict without the ``_trunk.*`` aliases (what we save: safetensors refuses shared tensors)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith("_trunk.")}
 
 
-def _canonical_key(key: str) -> str:
-    for prefix in ("module.", "enformer."):
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-    for alias, name in _TRUNK_ALIASES.items():
-        if key.startswith(alias):
-            return name + key[len(alias) :]
-    return key
-
-
-def _summarize(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def load_state_dict_into(model: Enformer, state: dict[str, Tensor], origin: str = "checkpoint") -> None:
-    """Load enformer-pytorch-named weights (with or without ``_trunk.*`` aliases) or raise CheckpointError."""
-    canonical: dict[str, Tensor] = {}
-    for key, value in state.items():
-        ck = _canonical_key(key)
-        # The named module wins over its alias; both hold the same tensor in a consistent checkpoint.
-        if ck not in canonical or ck == key:
-            canonical[ck] = value
-    expected = canonical_state_dict(model)
-    missing = [k for k in expected if k not in canonical and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in canonical if k not in expected]
-    mis_shaped = [
-        f"{k} (checkpoint {tuple(canonical[k].shape)}, model {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in canonical and tuple(canonical[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_summarize(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_summarize(unexpected)}")
-        if mis_shaped:
-            parts.append(f"mis-shaped {len(mis_shaped)}: {_summarize(mis_shaped)}")
-        raise CheckpointError(f"{origin} does not fit the model config: " + "; ".join(parts))
-    model.load_state_dict({k: v for k, v in canonical.items() if k in expected}, strict=False)
-
-
-def _read_weights(path: Path) -> dict[str, Tensor]:
-    try:
-        if path.name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt/truncated files surface as many exception types
-        raise CheckpointError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("ENFORMER_BATCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "enformer-batch" / "models"
-
-
-# What identifies a remote file's bytes, by file system: ETags (S3, HTTP), LFS sha256 / blob ids (Hugging
-# Face), generations and hashes (GCS), modification times and sizes (local, memory).
-_IDENTITY_FIELDS = (
-    "size", "ETag", "etag", "lfs", "blob_id", "sha256", "md5Hash", "crc32c", "generation", "VersionId",
-    "mtime", "LastModified", "last_modified", "created",
-)
-
-
-def _file_identity(info: dict[str, Any]) -> dict[str, str]:
-    return {k: str(info[k]) for k in _IDENTITY_FIELDS if info.get(k) is not None}
-
-
-def _declared_sha256(info: dict[str, Any]) -> str | None:
-    """The sha256 a store declares for a file's bytes, when it does (Hugging Face LFS files)."""
-    lfs = info.get("lfs")
-    if isinstance(lfs, dict) and isinstance(lfs.get("sha256"), str):
-        return lfs["sha256"]
-    return None
-
-
-def _verify_entry(entry: Path) -> dict[str, Any] | None:
-    """The record of a complete cache entry whose files still hold the bytes that were downloaded, else None."""
-    try:
-        record = json.loads((entry / ".complete").read_text())
-    except (OSError, ValueError):
-        return None
-    for name, digest in record.get("sha256", {}).items():
-        if not (entry / name).is_file() or _sha256(entry / name) != digest:
-            return None
-    return record
-
-
-def _fetch_remote(url: str, storage_options: dict[str, Any] | None, cache_dir: str | None) -> Path:
-    """Download ``config.json``, the weights file and any ``targets_*.txt`` of ``url`` into the cache.
-
-    The cache is keyed by the URL *and* the identity of the remote bytes (ETag, LFS sha256, generation,
-    size, mtime…, as the store reports them), so new weights at the same URL are downloaded again. Every
-    file's sha256 is recorded at download; a cache entry whose files no longer hash to it (edited,
-    truncated, replaced) is detected and downloaded again. When the source cannot be reached, the newest
-    intact entry for the URL is used.
-    """
-    import fsspec
-
-    if url.startswith("hf://"):
-        try:
-            import huggingface_hub  # noqa: F401  (registers fsspec's hf:// protocol implementation)
-        except ImportError:
-            raise CheckpointError(
-                f"loading {url} needs huggingface_hub: pip install 'enformer-batch[hf]'"
-            ) from None
-    root = (Path(cache_dir) if cache_dir else default_cache_dir()) / hashlib.sha256(url.encode()).hexdigest()[:32]
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    path = path.rstrip("/")
-    try:
-        listing = {Path(d["name"]).name: d for d in fs.ls(path, detail=True)}
-    except FileNotFoundError:
-        markers = list(root.glob("*/.complete")) if root.is_dir() else []
-        for marker in sorted(markers, key=lambda m: m.stat().st_mtime, reverse=True):
-            if _verify_entry(marker.parent) is not None:
-                return marker.parent
-        raise CheckpointError(f"checkpoint location {url} does not exist") from None
-    if CONFIG_NAME not in listing:
-        raise CheckpointError(f"checkpoint {url} has no {CONFIG_NAME}")
-    weights = next((w for w in WEIGHTS_NAMES if w in listing), None)
-    if weights is None:
-        raise CheckpointError(f"checkpoint {url} has no weights file ({' or '.join(WEIGHTS_NAMES)})")
-    wanted = [CONFIG_NAME, weights] + sorted(n for n in listing if n.startswith("targets_") and n.endswith(".txt"))
-    identity = {name: _file_identity(listing[name]) for name in wanted}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    local = root / key
-    if (local / ".complete").exists():
-        if _verify_entry(local) is not None:
-            return local
-        # Other bytes than were downloaded: never trust the entry, fetch it again.
-        shutil.rmtree(local, ignore_errors=True)
-    local.mkdir(parents=True, exist_ok=True)
-    digests = {}
-    for name in wanted:
-        # Write to a temp file then rename, so an interrupted download never looks complete.
-        fd, tmp = tempfile.mkstemp(dir=local, prefix=f".{name}.")
-        os.close(fd)
-        with fs.open(f"{path}/{name}", "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
-        digest = _sha256(Path(tmp))
-        declared = _declared_sha256(listing[name])
-        if declared is not None and declared != digest:
-            os.unlink(tmp)
-            raise CheckpointError(f"{url}/{name}: downloaded bytes have sha256 {digest}, the store declares {declared}")
-        os.replace(tmp, local / name)
-        digests[name] = digest
-    record = {"url": url, "identity": identity, "sha256": digests}
-    (local / ".complete").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return local
-
-
-# ----------------------------------------------------------------------------------------------------
-# Loading any supported model
-
-
-DATA_DIR = Path(__file__).resolve().parent / "data"
-DEMO_BORZOI_DIR = Path(__file__).resolve().parent / "demo_borzoi"
 def _enformer_config(raw: dict[str, Any], use_tf_gamma: bool | None) -> EnformerConfig:
+    """The config of a checkpoint's ``config.json``, ``use_tf_gamma`` decided as below unless given."""
     if use_tf_gamma is None and "use_tf_gamma" not in raw:
         # The official weights (EleutherAI/enformer-official-rough) were ported from TensorFlow and saved before
         # enformer-pytorch had this field; enformer-pytorch switches it on for them by name. We decide from the
@@ -776,158 +585,3 @@ def _enformer_config(raw: dict[str, Any], use_tf_gamma: bool | None) -> Enformer
     if use_tf_gamma is not None:
         raw = {**raw, "use_tf_gamma": use_tf_gamma}
     return EnformerConfig.from_dict(raw)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to run: ``model(onehot [B, L, 4], head=...) -> [B, bins, tracks]`` and what describes it.
-
-    For a replicate ensemble ``model`` averages its members, ``model_id`` is the comma-joined sources,
-    ``replicates`` lists each member's source and weights sha256, and ``weights_sha256`` is the sha256 of
-    those digests joined by commas (one identity for the whole ensemble).
-    """
-
-    model: nn.Module
-    config: Any  # EnformerConfig | BorzoiConfig
-    model_id: str
-    weights_sha256: str
-    tracks: dict[str, TrackTable | None]
-    family: str = "enformer"
-    replicates: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def geometry(self) -> Geometry:
-        return self.model.geometry
-
-    @property
-    def output_heads(self) -> dict[str, int]:
-        return dict(self.config.output_heads)
-
-
-class Ensemble(nn.Module):
-    """Replicates of one architecture on one device; the forward pass is the mean of theirs."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    @property
-    def geometry(self) -> Geometry:
-        return self.members[0].geometry
-
-    @property
-    def config(self) -> Any:
-        return self.members[0].config
-
-    def forward(self, x: Tensor, head: str | None = None) -> Tensor | dict[str, Tensor]:
-        outs = [m(x, head=head) for m in self.members]
-        if head is not None:
-            return torch.stack([o.float() for o in outs]).mean(0)
-        return {h: torch.stack([o[h].float() for o in outs]).mean(0) for h in outs[0]}
-
-
-def _resolve_source(source: str, storage_options: dict[str, Any] | None, cache_dir: str | None) -> Path:
-    if source in ("demo", "demo-borzoi"):
-        from importlib import resources
-
-        return Path(str(resources.files("enformer_batch") / ("demo_model" if source == "demo" else "demo_borzoi")))
-    if "://" in source:
-        return _fetch_remote(source, storage_options, cache_dir)
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise CheckpointError(
-            f"checkpoint directory {source} does not exist (or use a URL, 'demo' or 'demo-borzoi')"
-        )
-    return path
-
-
-def _track_tables(directory: Path, family: str, heads: dict[str, int]) -> dict[str, TrackTable | None]:
-    tracks: dict[str, TrackTable | None] = {}
-    for head, n in heads.items():
-        table_path = directory / f"targets_{head}.txt"
-        if table_path.is_file():
-            table = read_track_table(table_path)
-            if len(table) != n:
-                raise CheckpointError(f"{table_path.name} has {len(table)} rows but head {head} has {n} tracks")
-        else:
-            bundled = BUNDLED_TABLES.get((family, head))
-            table = read_track_table(DATA_DIR / bundled) if bundled else None
-            if table is not None and len(table) != n:
-                table = None  # a head of another size: not the official model's tracks
-        tracks[head] = table
-    return tracks
-
-
-def _load_one(
-    source: str,
-    storage_options: dict[str, Any] | None,
-    cache_dir: str | None,
-    use_tf_gamma: bool | None,
-) -> LoadedModel:
-    directory = _resolve_source(source, storage_options, cache_dir)
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise CheckpointError(f"checkpoint {source} has no {CONFIG_NAME}")
-    weights_path = next((directory / w for w in WEIGHTS_NAMES if (directory / w).is_file()), None)
-    if weights_path is None:
-        raise CheckpointError(f"checkpoint {source} has no weights file ({' or '.join(WEIGHTS_NAMES)})")
-    try:
-        raw = json.loads(config_path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"invalid {CONFIG_NAME} in {source}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"invalid {CONFIG_NAME} in {source}: not a JSON object")
-    family = checkpoint_family(raw, source)
-    try:
-        if family == "borzoi":
-            from .borzoi import Borzoi, BorzoiConfig
-
-            config: Any = BorzoiConfig.from_dict(raw)
-            model: nn.Module = Borzoi(config)
-        else:
-            config = _enformer_config(raw, use_tf_gamma)
-            model = Enformer(config)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"invalid {CONFIG_NAME} in {source}: {exc}") from exc
-    load_state_dict_into(model, _read_weights(weights_path), origin=f"checkpoint {source}")
-    tracks = _track_tables(directory, family, dict(config.output_heads))
-    sha = _sha256(weights_path)
-    return LoadedModel(model.eval(), config, source, sha, tracks, family, ((source, sha),))
-
-
-def load_model(
-    source: str = "demo",
-    storage_options: dict[str, Any] | None = None,
-    cache_dir: str | None = None,
-    device: str | torch.device = "cpu",
-    use_tf_gamma: bool | None = None,
-) -> LoadedModel:
-    """Load an Enformer or Borzoi checkpoint, or a comma-separated list of replicates of one model.
-
-    ``source`` is ``"demo"`` / ``"demo-borzoi"`` (the packaged demo models), a local directory or any fsspec
-    URL, including ``hf://EleutherAI/enformer-official-rough`` or ``hf://johahi/borzoi-replicate-0``; the
-    family comes from ``config.json``. Remote checkpoints are cached under ``$ENFORMER_BATCH_CACHE`` (default
-    ``~/.cache/enformer-batch/models``), keyed by the remote bytes' identity. ``"A,B,C"`` loads each
-    replicate and returns an ``Ensemble`` averaging them (same family, geometry and heads required).
-    A checkpoint without a track table gets the bundled official one where its head size matches.
-    ``use_tf_gamma`` overrides an Enformer config's positional features. The model is in eval mode.
-    """
-    sources = [s.strip() for s in source.split(",") if s.strip()]
-    if not sources:
-        raise CheckpointError("--model is empty")
-    loaded = [_load_one(s, storage_options, cache_dir, use_tf_gamma) for s in sources]
-    if len(loaded) == 1:
-        one = loaded[0]
-        one.model.to(device)
-        return one
-    first = loaded[0]
-    for other in loaded[1:]:
-        if (other.family, other.geometry, other.output_heads) != (first.family, first.geometry, first.output_heads):
-            raise CheckpointError(
-                f"replicates differ: {first.model_id} is {first.family} {first.output_heads} "
-                f"and {other.model_id} is {other.family} {other.output_heads}"
-            )
-    replicates = tuple(r for m in loaded for r in m.replicates)
-    digest = hashlib.sha256(",".join(sha for _, sha in replicates).encode()).hexdigest()
-    ensemble = Ensemble([m.model for m in loaded]).to(device).eval()
-    return LoadedModel(ensemble, first.config, ",".join(sources), digest, first.tracks, first.family, replicates)

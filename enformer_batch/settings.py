@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .families import family_for_config
 from .genome import onehot_table
 from .windows import ENFORMER, Geometry
 
@@ -79,7 +80,7 @@ class ModelInfo:
     track_indices: tuple[int, ...]
     track_names: tuple[str, ...]
     track_descriptions: tuple[str | None, ...]
-    family: str = "enformer"
+    family: str = "enformer"  # a key of families.FAMILIES
     # (source, weights sha256) of every replicate; one entry for a single checkpoint.
     replicates: tuple[tuple[str, str], ...] = ()
     unsquash: bool = False
@@ -100,26 +101,15 @@ def auto_batch_size(
 ) -> int:
     """The largest batch, at most ``max_batch``, whose activations fit in ``fraction`` of ``free_bytes`` (≥ 1).
 
-    ``config`` is the model config dict (``ModelInfo.config``). Per window the peak is set by the conv tower's
-    first blocks at full length (input, BatchNorm/GELU output, conv output and residual of ``dim/2`` channels
-    at ``input_length`` positions live at once) or by attention (relative logits ``[heads, n, 2n-1]`` plus
-    logits ``[heads, n, n]`` at ``n = input_length / 128`` positions), whichever is larger. Weights are in
-    fp32 in memory either way. ``augment_passes`` does not multiply memory: passes run one after another.
-    On a GPU, ``free_bytes`` is ``torch.cuda.mem_get_info()[0]`` after the model is loaded. Measured on an H200
-    at bf16: 0.97 GiB per full-size Enformer window against the 1.13 GiB this estimates.
+    ``config`` is the model config dict (``ModelInfo.config``); its family (``families.family_for_config``)
+    says what one window's activations peak at (``Family.activation_bytes``): for Enformer the conv tower's
+    first blocks at full length or attention, whichever is larger. Weights are in fp32 in memory either way.
+    ``augment_passes`` does not multiply memory: passes run one after another. On a GPU, ``free_bytes`` is
+    ``torch.cuda.mem_get_info()[0]`` after the model is loaded. Measured on an H200 at bf16: 0.97 GiB per
+    full-size Enformer window against the 1.13 GiB this estimates.
     """
     del augment_passes  # documented above: sequential passes reuse the same memory
     act = 4 if precision == "fp32" else 2
-    dim = int(config.get("dim", 1536))
-    heads = int(config.get("heads", 8))
-    n = input_length // 2 ** int(config.get("num_downsamples", 7))
-    conv_peak = 4 * (dim // 2) * input_length * act
-    if "bins_to_return" in config:  # Borzoi: the stem's full-length output, then tower block 0 at L/2
-        stem = int(config.get("stem_channels", 512))
-        n = input_length // 128
-        conv_peak = (stem * input_length + 3 * stem * input_length // 2) * act
-    # Attention logits stay fp32 under autocast's softmax; count them at 4 bytes.
-    attn_peak = heads * n * (3 * n - 1) * 4 + 4 * n * dim * act
-    per_window = max(conv_peak, attn_peak)
+    per_window = family_for_config(config).activation_bytes(config, act, input_length)
     budget = int(free_bytes * fraction)
     return int(max(1, min(max_batch, budget // per_window)))

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import EnformerConfig, LoadedModel
+from .loader import LoadedModel
+from .model import EnformerConfig
 from .windows import ENFORMER, Geometry
 
 PREFIX = "sim:"

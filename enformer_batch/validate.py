@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest, track_schema
+from .units import human_bytes
 from .windows import BinRanges, Geometry, n_bins, plan_selection
 
 # Without a running Ray, outputs of up to this many parts are checked in this process (starting Ray costs
@@ -83,7 +84,7 @@ class ValidationReport:
         hashed = ("sha256 of every part verified" if self.checksums else
                   f"{self.parts_hashed} part(s) hashed, the rest checked by size and version token "
                   "(--checksums hashes every byte)")
-        lines.append(f"read {_size(self.bytes_read)} of {_size(self.part_bytes)} of parts{share}; {hashed}")
+        lines.append(f"read {human_bytes(self.bytes_read)} of {human_bytes(self.part_bytes)} of parts{share}; {hashed}")
         verdict = "OK" if self.ok else f"{len(self.problems)} problem(s)"
         lines.append(f"{self.url}: manifest status {self.status}; {verdict}")
         lines += [f"  - {p}" for p in self.problems[:50]]
@@ -370,14 +371,6 @@ def _run_checks(store: AtlasStore, checker: Any, jobs: list[PartJob], parallel: 
     shared_store, shared_checker = ray.put(store), ray.put(checker)  # once, not once per task
     refs = [task.remote(shared_store, shared_checker, jobs[i : i + per_task]) for i in range(0, len(jobs), per_task)]
     return [result for batch in ray.get(refs) for result in batch]
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _note_leftovers_and_lease(store: AtlasStore, report: ValidationReport) -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from enformer_batch.augment import autocast_context, predict_augmented, reverse_complement, shift_onehot
-from enformer_batch.model import SEQUENCE_LENGTH, load_model
+from enformer_batch.loader import load_model
+from enformer_batch.model import SEQUENCE_LENGTH
 
 ACGT = "ACGT"
 

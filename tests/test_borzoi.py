@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from enformer_batch.borzoi import SEQUENCE_LENGTH, Borzoi, BorzoiConfig, calibrate_batchnorm, rotary
-from enformer_batch.model import CheckpointError, load_model
+from enformer_batch.families import CheckpointError
+from enformer_batch.loader import load_model
 
 NARROW = dict(stem_channels=16, tower_channels=(16, 20, 24, 28, 32), final_channels=32)
 # attn_dim_key 64 > 32 position features, as in the published model: the factorised position logits run.
@@ -167,7 +168,7 @@ def test_unsquash_matches_reference():
     from borzoi_pytorch.config_borzoi import BorzoiConfig as RefConfig
 
     from enformer_batch.borzoi import unsquash_tensor
-    from enformer_batch.model import DATA_DIR
+    from enformer_batch.families import DATA_DIR
     from enformer_batch.tracks import read_track_table
 
     table = read_track_table(DATA_DIR / "borzoi_targets_human.txt")
@@ -265,7 +266,7 @@ def test_demo_borzoi_and_replicate_ensemble():
     other = load_model("demo-borzoi")
     with torch.no_grad():
         other.model.human_head.bias.add_(0.5)
-    from enformer_batch.model import Ensemble
+    from enformer_batch.loader import Ensemble
 
     assert isinstance(pair.model, Ensemble) and len(pair.model.members) == 2
     assert pair.geometry == demo.geometry and pair.tracks["human"] == demo.tracks["human"]
@@ -407,9 +408,31 @@ def test_borzoi_atlas_end_to_end(ray_cluster, borzoi_genome, tmp_path):
         predict(PredictConfig(out=str(tmp_path / "x"), **{**common, "dtype": "float16"}, unsquash=True))
 
 
+@pytest.mark.parametrize("demo", ["demo", "demo-borzoi"])
+def test_each_family_declares_what_its_built_model_has(demo):
+    """The family protocol without weights (geometry, heads: what dry runs use) agrees with the built network;
+    a family is recognised from its config with or without model_type, and from the config a replica reports."""
+    from enformer_batch.families import FAMILIES, Family, demo_checkpoint, family_for_config, family_of
+
+    raw = json.loads((demo_checkpoint(demo) / "config.json").read_text())
+    family = family_of(raw, demo)
+    assert isinstance(family, Family) and FAMILIES[family.name] is family
+    config, model = family.build(raw)
+    assert family.geometry(raw) == model.geometry
+    assert family.heads(raw) == dict(config.output_heads)
+    untyped = {k: v for k, v in raw.items() if k not in ("model_type", "architectures")}
+    assert family_of(untyped, demo) is family
+    assert family_for_config(config.to_dict()) is family
+    loaded = load_model(demo)
+    assert loaded.family == family.name
+    with pytest.raises(CheckpointError, match="does not fit the model config"):  # the other demo's weights
+        other = "demo-borzoi" if demo == "demo" else "demo"
+        family.load_weights(model, load_model(other).model.state_dict(), "test")
+
+
 def test_planner_knows_borzoi(tmp_path):
+    from enformer_batch.estimate import GPU_PROFILES, plan_run
     from enformer_batch.families import FAMILIES
-    from enformer_batch.plan import GPU_PROFILES, plan_run
 
     sizes = tmp_path / "g.chrom.sizes"
     sizes.write_text("chr1\t1000000\nchr2\t196608\n")

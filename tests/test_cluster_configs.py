@@ -149,7 +149,7 @@ def test_job_entrypoints_name_real_jobs_and_parse():
 
 def test_readme_costs_are_the_planners(capsys):
     """cluster/README.md quotes `enformer-batch plan` on cluster/hg38.chrom.sizes; the numbers must match."""
-    from enformer_batch.plan import plan_run
+    from enformer_batch.estimate import plan_run
 
     readme = (CLUSTER / "README.md").read_text()
     plan = plan_run(str(CLUSTER / "hg38.chrom.sizes"), model="enformer", gpu="A10G")

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from enformer_batch.families import CheckpointError
+from enformer_batch.loader import load_model
 from enformer_batch.model import (
     SEQUENCE_LENGTH,
-    CheckpointError,
     Enformer,
     EnformerConfig,
     calibrate_batchnorm,
     canonical_state_dict,
-    load_model,
 )
 
 SMALL = dict(
@@ -305,6 +305,124 @@ def test_download_checked_against_the_store_declared_sha256(small_pair, tmp_path
         load_model("declaring://decl", cache_dir=str(tmp_path / "c"))
     DeclaringFS.declared = {"model.safetensors": good}
     assert load_model("declaring://decl", cache_dir=str(tmp_path / "c")).weights_sha256 == good
+
+
+class _ReportingFS:
+    """A memory file system under its own protocol whose listing reports what ``reported`` says per file name
+    (a store's size, ETag...), and whose ``info`` adds ``metadata`` (S3's encryption headers)."""
+
+    @staticmethod
+    def register(protocol: str):
+        from fsspec import register_implementation
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        class ReportingFS(MemoryFileSystem):
+            reported: dict = {}
+            metadata: dict = {}
+
+            @classmethod
+            def _strip_protocol(cls, path):
+                return MemoryFileSystem._strip_protocol(path.replace(f"{protocol}://", "memory://", 1))
+
+            def ls(self, path, detail=True, **kwargs):
+                out = super().ls(path, detail=detail, **kwargs)
+                for d in out if detail else ():
+                    d.update(self.reported.get(d["name"].rsplit("/", 1)[-1], {}))
+                return out
+
+            def info(self, path, **kwargs):
+                return {**super().info(path, **kwargs), **self.metadata}
+
+        ReportingFS.protocol = protocol
+        register_implementation(protocol, ReportingFS, clobber=True)
+        return ReportingFS
+
+
+def test_download_checked_against_the_store_reported_size_and_etag(tmp_path):
+    """A download whose size or MD5 differs from what the store's listing reports (a truncated transfer, a
+    proxy serving other bytes) is refused; ETags that are not an MD5 (multipart, S3 KMS) are not compared."""
+    import hashlib
+
+    pytest.importorskip("fsspec")
+    fs_class = _ReportingFS.register("reporting")
+    _save_ours(_random_model(SMALL), tmp_path / "ckpt")
+    data = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
+    md5, sha = hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
+    fs = fs_class()
+    _publish(fs, "/rep", tmp_path / "ckpt")
+
+    def load(reported: dict, metadata: dict | None = None):
+        fs_class.reported, fs_class.metadata = {"model.safetensors": reported}, metadata or {}
+        # The cache is keyed by what the listing reports: every case downloads afresh.
+        return load_model("reporting://rep", cache_dir=str(tmp_path / "cache"))
+
+    with pytest.raises(CheckpointError, match=rf"model.safetensors: the downloaded bytes have size {len(data)} "
+                                              rf"where the store declares {len(data) + 1}"):
+        load({"size": len(data) + 1})
+    with pytest.raises(CheckpointError, match=rf"ETag md5 {md5} where the store declares 0{{32}}"):
+        load({"ETag": '"' + "0" * 32 + '"'})
+    assert load({"ETag": f'"{md5}"'}).weights_sha256 == sha
+    assert load({"ETag": '"' + "0" * 32 + '-3"'}).weights_sha256 == sha  # multipart: not an MD5
+    assert load({"ETag": '"' + "0" * 32 + '"'}, {"ServerSideEncryption": "aws:kms"}).weights_sha256 == sha
+    import base64
+
+    with pytest.raises(CheckpointError, match="md5"):
+        load({"md5Hash": base64.b64encode(b"\0" * 16).decode()})
+
+
+def test_the_weights_digest_is_that_of_the_bytes_loaded(tmp_path, monkeypatch):
+    """A weights file replaced while a replica loads it: the model keeps the bytes it read, and the digest it
+    reports (what the run records and replicas are checked against) is theirs, not the new file's."""
+    import hashlib
+
+    first, second = _random_model(SMALL, seed=0), _random_model(SMALL, seed=1)
+    _save_ours(first, tmp_path / "ckpt")
+    _save_ours(second, tmp_path / "other")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    original = hashlib.sha256(weights.read_bytes()).hexdigest()
+    load_into = Enformer.load_state_dict
+
+    def load_then_replace(model, state, *args, **kwargs):
+        result = load_into(model, state, *args, **kwargs)
+        weights.write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+        return result
+
+    monkeypatch.setattr(Enformer, "load_state_dict", load_then_replace)
+    loaded = load_model(str(tmp_path / "ckpt"))
+    assert loaded.weights_sha256 == original != hashlib.sha256(weights.read_bytes()).hexdigest()
+    x = _onehot(1, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x)["human"], first(x)["human"], rtol=0, atol=0)
+
+
+def test_cached_weights_replaced_after_their_check_are_refused(tmp_path, monkeypatch):
+    """A cache entry checked intact and then changed on disk before the weights are read is not loaded as if
+    it held the downloaded bytes; the next load downloads it afresh."""
+    import hashlib
+
+    fsspec = pytest.importorskip("fsspec")
+    import enformer_batch.loader as loader
+
+    _save_ours(_random_model(SMALL, seed=0), tmp_path / "v1")
+    _save_ours(_random_model(SMALL, seed=1), tmp_path / "other")
+    good = hashlib.sha256((tmp_path / "v1" / "model.safetensors").read_bytes()).hexdigest()
+    mem = fsspec.filesystem("memory")
+    _publish(mem, "/swap-test", tmp_path / "v1")
+    cache = str(tmp_path / "cache")
+    assert load_model("memory://swap-test", cache_dir=cache).weights_sha256 == good
+    verify = loader._verify_entry
+
+    def verify_then_swap(entry):
+        record = verify(entry)
+        if record is not None:  # checked intact; now someone replaces the weights
+            (entry / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+        return record
+
+    monkeypatch.setattr(loader, "_verify_entry", verify_then_swap)
+    with pytest.raises(CheckpointError, match="changed after it was checked"):
+        load_model("memory://swap-test", cache_dir=cache)
+    monkeypatch.setattr(loader, "_verify_entry", verify)
+    assert load_model("memory://swap-test", cache_dir=cache).weights_sha256 == good
 
 
 def _mutants(reference: torch.Tensor, sites: list[int]) -> torch.Tensor:

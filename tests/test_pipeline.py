@@ -10,7 +10,7 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
-from enformer_batch.model import load_model
+from enformer_batch.loader import load_model
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
 from .reference import BIN, SPAN, onehot, owner_of_bins, parse_fasta, window_input

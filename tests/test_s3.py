@@ -290,7 +290,7 @@ def test_server_errors_are_retried_without_losing_or_duplicating_parts(clean_run
 def test_regions_and_weights_from_s3(s3, tmp_path):
     from importlib import resources
 
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
     from enformer_batch.predict import select_bins
 
     fs = s3["fs"]

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from enformer_batch.model import DEMO_MODEL_DIR
+from enformer_batch.families import demo_checkpoint
 from enformer_batch.tracks import (
     TrackTable,
     read_track_table,
@@ -110,8 +110,8 @@ def test_write_read_roundtrip_and_render(tmp_path, table):
 
 
 def test_demo_model_tables_support_regex_selection():
-    human = read_track_table(DEMO_MODEL_DIR / "targets_human.txt")
-    mouse = read_track_table(DEMO_MODEL_DIR / "targets_mouse.txt")
+    human = read_track_table(demo_checkpoint("demo") / "targets_human.txt")
+    mouse = read_track_table(demo_checkpoint("demo") / "targets_mouse.txt")
     assert len(select_tracks("^CAGE:", len(human), human)) == 4
     assert len(select_tracks("^DNASE:", len(human), human)) == 4
     assert select_tracks("^CAGE:", len(mouse), mouse) == [2, 3]

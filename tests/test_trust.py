@@ -170,7 +170,7 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
     from dataclasses import replace
 
     from enformer_batch.engine import WorkerLayout, _WorkerPool
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     other = perturbed_model(os.path.join(REPO, "enformer_batch", "demo_model"), tmp_path / "other")
     recorded = load_model(other).weights_sha256  # what the manifest says; the replica loads the demo weights
@@ -193,7 +193,7 @@ def test_a_replica_refuses_parts_of_a_run_that_records_another_model_or_precisio
     from dataclasses import replace
 
     from enformer_batch.engine import ReplicaWorker, check_replica
-    from enformer_batch.model import load_model
+    from enformer_batch.loader import load_model
 
     other = perturbed_model(os.path.join(REPO, "enformer_batch", "demo_model"), tmp_path / "other")
     replica = ReplicaWorker(InferenceSettings(), AtlasStore(str(tmp_path / "atlas")), 1)

@@ -16,7 +16,7 @@ from enformer_batch import VariantConfig, score_variants, validate
 from enformer_batch.cli import main
 from enformer_batch.genome import encode
 from enformer_batch.inference import InferenceSettings, Predictor
-from enformer_batch.model import load_model
+from enformer_batch.loader import load_model
 from enformer_batch.variants import (
     SCORES,
     VariantMode,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from enformer_batch.cli import main as cli_main
-from enformer_batch.plan import GPU_PROFILES, estimate_bytes, plan_run
+from enformer_batch.estimate import GPU_PROFILES, estimate_bytes, plan_run
 from enformer_batch.store import part_table, serialise_table
 from enformer_batch.windows import (
     DEFAULT_ROWS_PER_PART,

@@ -1,6 +1,7 @@
-"""Dry-run planning: what a prediction run would compute, write and cost, without running it.
+"""Dry-run estimates: what a prediction run would compute, write and cost, without running it.
 
-Owns the estimate behind ``enformer-batch plan``: windows, bins and parts come from the same code a run
+Owns the estimate behind ``enformer-batch plan`` (the command keeps its name; "plan" in the code means part
+plans, ``windows.plan_chromosome``): windows, bins and parts come from the same code a run
 uses (``predict.select_bins`` and ``windows.plan_chromosome`` over the FASTA index), so they are exact;
 output bytes, GPU-hours and cost are estimates from a few measured or published figures kept here, each
 labelled with where it comes from and each overridable. No model weights are loaded: the track count
@@ -15,19 +16,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .families import DATA_DIR, FAMILIES, demo_checkpoint, family_of
+from .units import human_bytes
 from .windows import Geometry, plan_chromosome
 
-# Enformer's FLOPs per window (one forward pass at full geometry), measured with enformer-pytorch
-# (../shared/notes-ray-parquet.md); the default windows/s per GPU below are derived from it.
-ENFORMER_TFLOP_PER_WINDOW = 3.29
-# Share of the peak dense tensor throughput Enformer sustains in inference under bf16. Checked on one H200
-# (2026-11-25, benchmarks/gpu.py, docs/performance.md): the device stage, compiled at batch 8, ran 298
-# TFLOP/s of the datasheet's 989 (0.30; eager 0.20). End to end at 5,313 float16 tracks a 16-core node
-# wrote 67.5 windows/s, 0.67 of the device's rate (Parquet encoding): pass --windows-per-second for that.
-ASSUMED_UTILISATION = 0.30
-# The same share per model family, from that H200 run: Borzoi compiled at bf16 ran 39.7 windows/s × 4.91 TFLOP
-# = 195 TFLOP/s (0.20 of 989).
-UTILISATION = {"enformer": ASSUMED_UTILISATION, "borzoi": 0.20}
+# The default windows/s per GPU below are for full-size Enformer: its FLOPs per window and its measured share
+# of the bf16 peak (families.EnformerFamily: 0.30 on an H200, compiled; end to end a 16-core node wrote 0.67
+# of the device's rate, Parquet encoding: pass --windows-per-second for that).
+_ENFORMER = FAMILIES["enformer"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +37,10 @@ class GpuProfile:
 
     @property
     def windows_per_second(self) -> float:
-        """ESTIMATE: peak × assumed utilisation / FLOPs per window (bf16 autocast, full Enformer)."""
-        return self.windows_per_second_at(ENFORMER_TFLOP_PER_WINDOW)
+        """ESTIMATE: peak × Enformer's utilisation / its FLOPs per window (bf16 autocast, full Enformer)."""
+        return self.windows_per_second_at(_ENFORMER.tflop_per_window, _ENFORMER.utilisation)
 
-    def windows_per_second_at(self, tflop_per_window: float, utilisation: float = ASSUMED_UTILISATION) -> float:
+    def windows_per_second_at(self, tflop_per_window: float, utilisation: float = _ENFORMER.utilisation) -> float:
         """ESTIMATE for a model of ``tflop_per_window`` (e.g. Borzoi's 4.91) at ``utilisation`` of the peak."""
         return self.peak_bf16_tflops * utilisation / tflop_per_window
 
@@ -166,14 +162,6 @@ def estimate_bytes(rows: int, parts: int, tracks: int, dtype: str) -> int:
     return int(values + rows * ROW_OVERHEAD_BYTES + parts * (tracks + 2) * FOOTER_BYTES_PER_COLUMN)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
 def read_lengths(fasta: str, storage_options: Mapping[str, str] | None = None) -> dict[str, int]:
     """Chromosome lengths from a FASTA's index, or directly from a ``.fai`` / ``chrom.sizes`` file."""
     if fasta.endswith((".fai", ".sizes", ".chrom.sizes")):
@@ -207,12 +195,8 @@ class ModelSummary:
 def _read_config(model: str, storage_options: Mapping[str, str] | None) -> tuple[str, dict]:
     import fsspec
 
-    if model in ("demo", "demo-borzoi"):
-        from importlib import resources
-
-        root = str(resources.files("enformer_batch") / ("demo_model" if model == "demo" else "demo_borzoi"))
-    else:
-        root = model.rstrip("/")
+    demo = demo_checkpoint(model)
+    root = str(demo) if demo is not None else model.rstrip("/")
     options = dict(storage_options or {}) if "://" in root else {}
     try:
         with fsspec.open(f"{root}/config.json", "rt", **options) as f:
@@ -222,19 +206,17 @@ def _read_config(model: str, storage_options: Mapping[str, str] | None) -> tuple
 
 
 def describe_model(model: str, storage_options: Mapping[str, str] | None = None) -> ModelSummary:
-    """Family, geometry and heads of ``--model``: ``enformer`` / ``borzoi`` (the published checkpoints' heads,
-    nothing read), ``demo``, ``demo-borzoi``, a directory or URL, or a comma-separated replicate list."""
-    from .families import FAMILIES, checkpoint_family, geometry_from_config, heads_from_config
-
+    """Family, geometry and heads of ``--model``: a family's name (``enformer`` / ``borzoi``: the published
+    checkpoints' heads, nothing read), ``demo``, ``demo-borzoi``, a directory or URL, or a comma-separated
+    replicate list."""
     sources = [m.strip() for m in model.split(",") if m.strip()] or [model]
     first = sources[0]
     if first in FAMILIES:
         fam = FAMILIES[first]
-        return ModelSummary(first, geometry_from_config(first, {}), dict(fam.official_heads), len(sources), None)
+        return ModelSummary(first, fam.geometry({}), dict(fam.official_heads), len(sources), None)
     root, config = _read_config(first, storage_options)
-    family = checkpoint_family(config, first)
-    return ModelSummary(family, geometry_from_config(family, config), heads_from_config(family, config),
-                        len(sources), root)
+    fam = family_of(config, first)
+    return ModelSummary(fam.name, fam.geometry(config), fam.heads(config), len(sources), root)
 
 
 def model_tracks(
@@ -242,11 +224,9 @@ def model_tracks(
 ) -> tuple[Geometry, int]:
     """Geometry and selected track count from a checkpoint's config.json (no weights are read).
 
-    ``model`` is ``enformer`` / ``borzoi`` (the official checkpoints' heads, nothing read), ``demo``,
+    ``model`` is a family's name (the official checkpoints' heads, nothing read), ``demo``,
     ``demo-borzoi``, a directory or URL. Named selections use the checkpoint's table, else the bundled one.
     """
-    from pathlib import Path
-
     import fsspec
 
     from .tracks import read_track_table, select_tracks
@@ -265,11 +245,9 @@ def model_tracks(
             except FileNotFoundError:
                 pass  # indices and ranges need no table; select_tracks says so for anything else
         if table is None:
-            from .families import BUNDLED_TABLES
-
-            bundled = BUNDLED_TABLES.get((summary.family, head))
+            bundled = FAMILIES[summary.family].bundled_tables.get(head)
             if bundled:
-                candidate = read_track_table(Path(__file__).resolve().parent / "data" / bundled)
+                candidate = read_track_table(DATA_DIR / bundled)
                 table = candidate if len(candidate) == n else None
     return summary.geometry, len(select_tracks(tracks, n, table))
 
@@ -305,8 +283,6 @@ def plan_run(
     if gpu not in GPU_PROFILES and (windows_per_second is None or price_per_hour is None):
         raise ValueError(f"--gpu {gpu!r} has no default figures (known: {', '.join(GPU_PROFILES)}); "
                          "give --windows-per-second and --price-per-hour")
-    from .families import FAMILIES
-
     if n_tracks is not None:
         if n_tracks < 1:
             raise ValueError(f"--n-tracks must be at least 1, got {n_tracks}")
@@ -314,7 +290,8 @@ def plan_run(
     else:
         geometry, n_tracks = model_tracks(model, head, tracks, storage_options)
     summary = describe_model(model, storage_options)
-    tflop = FAMILIES[summary.family].tflop_per_window
+    family = FAMILIES[summary.family]
+    tflop = family.tflop_per_window
     stride = geometry.output_span if stride is None else stride
     geometry.check_stride(stride)
     lengths = read_lengths(fasta, storage_options)
@@ -334,11 +311,11 @@ def plan_run(
         source = "throughput: given"
     else:
         assert profile is not None
-        utilisation = UTILISATION.get(summary.family, ASSUMED_UTILISATION)
+        utilisation = family.utilisation
         windows_per_second = profile.windows_per_second_at(tflop, utilisation)
         source = (f"throughput ESTIMATE: {profile.peak_bf16_tflops:g} TFLOP/s bf16 peak × "
                   f"{utilisation:.0%} (measured on an H200, compiled) / {tflop} TFLOP per "
-                  f"{summary.family.capitalize()} window (the published model's size)")
+                  f"{family.display_name} window (the published model's size)")
     if price_per_hour is None:
         assert profile is not None
         price_per_hour = profile.price_per_gpu_hour
@@ -363,11 +340,10 @@ def plan_run(
 
 
 def _describe_model(model: str, head: str, n_tracks: int) -> str:
-    if model == "enformer":
-        return f"Enformer, full size (official checkpoint; {head} head, {n_tracks:,} tracks planned)"
-    if model == "borzoi":
-        return f"Borzoi, full size (official replicate; {head} head, {n_tracks:,} tracks planned)"
-    if model in ("demo", "demo-borzoi"):
+    if model in FAMILIES:
+        family = FAMILIES[model]
+        return f"{family.display_name}, full size ({family.official}; {head} head, {n_tracks:,} tracks planned)"
+    if demo_checkpoint(model) is not None:
         return f"{model} (an embedded tiny model, {n_tracks:,} tracks; not what a real run costs)"
     return f"{model} ({head} head, {n_tracks:,} tracks)"
 
@@ -378,8 +354,8 @@ def gpu_table() -> str:
     for p in GPU_PROFILES.values():
         lines.append(f"{p.name:<9} {p.peak_bf16_tflops:>12g} {p.windows_per_second:>9.1f} "
                      f"{p.price_per_gpu_hour:>8.2f}  {p.instance}")
-    lines.append(f"windows/s = peak × {ASSUMED_UTILISATION:.0%} utilisation (Enformer's, measured on an H200) / "
-                 f"{ENFORMER_TFLOP_PER_WINDOW} TFLOP per Enformer window: ESTIMATES for other GPUs; end to end "
+    lines.append(f"windows/s = peak × {_ENFORMER.utilisation:.0%} utilisation (Enformer's, measured on an H200) / "
+                 f"{_ENFORMER.tflop_per_window} TFLOP per Enformer window: ESTIMATES for other GPUs; end to end "
                  "at 5,313 float16 tracks a 16-core node wrote 0.67 of that; measure and pass --windows-per-second.")
     return "\n".join(lines)
 
