@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .store import AtlasStore, PartRecord, records_from_manifest, track_schema
+from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest, track_schema
 from .tracks import _INDEX_RE, _RANGE_RE, TrackTable, select_tracks
 from .windows import Geometry, Tiling
 
@@ -288,7 +288,8 @@ def open_atlas(
 ) -> Atlas:
     """Open the atlas at ``url`` (a directory or any fsspec URL) for queries.
 
-    Reads only ``_manifest.json``. An atlas whose run has not finished is refused unless
+    Reads ``_manifest.json`` and checks ``_SUCCESS``. An atlas whose run has not finished, or that is being
+    rewritten or deleted (a complete manifest without ``_SUCCESS``), is refused unless
     ``allow_incomplete=True``, in which case queries see the parts committed so far.
     """
     store = AtlasStore(url, storage_options)
@@ -300,5 +301,12 @@ def open_atlas(
         raise ValueError(
             f"atlas {url} is not complete (manifest status {status!r}); finish the run, or open it with "
             "allow_incomplete=True (--allow-incomplete) to read the parts committed so far"
+        )
+    if status == "complete" and not allow_incomplete and not store.exists(SUCCESS):
+        # The marker is written after the complete manifest and deleted before anything else (a resume,
+        # --overwrite): a complete manifest without it is an output being rewritten or deleted.
+        raise ValueError(
+            f"atlas {url} has a complete manifest but no {SUCCESS}: it is being overwritten or deleted (or was "
+            "copied without it); wait for the run on it to finish, or open it with allow_incomplete=True"
         )
     return Atlas(store, manifest)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 
 from .integrity import NUMERICS_VERSION, GenomeMismatch, check_weights, comparable_identity, refusal, verify_genome
-from .lease import Lease
+from .lease import Lease, LeaseLost
 from .retry import with_retries
 from .settings import STREAMS_IN_FLIGHT, InferenceSettings, ModelInfo
 from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
@@ -684,6 +684,7 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
         for result, part in _stream_parts(
             itertools.chain([first], fresh) if first is not None else (), job.mode, pool, save,
             options.manifest_interval_s, options.replica_patience_s,
+            check=store.lease.check if store.lease is not None else None,
         ):
             committed[result.record.path] = result.record
             computed += part.units
@@ -692,13 +693,14 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
             progress.update(part.units)
             if on_part is not None:
                 on_part(result.record)
-    except BaseException:
+    except BaseException as failure:
         if pool is not None:
             pool.shutdown()  # first, so that no replica publishes a part after the manifest is saved
-        try:
-            save()  # whatever committed so far stays committed; the run is not complete
-        except Exception as e:  # noqa: BLE001 - the original failure is the one to report
-            print(f"enformer-batch: could not save the manifest after the failure: {e}", file=sys.stderr)
+        if not isinstance(failure, LeaseLost):  # the manifest is no longer this driver's to write
+            try:
+                save()  # whatever committed so far stays committed; the run is not complete
+            except Exception as e:  # noqa: BLE001 - the original failure is the one to report
+                print(f"enformer-batch: could not save the manifest after the failure: {e}", file=sys.stderr)
         raise
     finally:
         progress.close()
@@ -750,11 +752,13 @@ def _resumable_parts(options: RunOptions, store: AtlasStore, previous: Mapping |
 
 
 def _stream_parts(
-    parts: Iterable[Any], mode: Mode, pool: _WorkerPool | None, save, interval: float, patience_s: float
+    parts: Iterable[Any], mode: Mode, pool: _WorkerPool | None, save, interval: float, patience_s: float,
+    check: Callable[[], None] | None = None,
 ):
     """Yield ``(result, part)`` as parts commit, keeping at most ``pool.depth`` parts queued per replica.
 
     ``parts`` is consumed lazily (it may be a stream); parts the system failed are retried first.
+    ``check`` (the lease's) runs at least once a second and stops the run by raising (``LeaseLost``).
     """
     import ray
 
@@ -826,9 +830,13 @@ def _stream_parts(
                 continue
             yield result, part
         pool.check_progress(patience_s)
+        if check is not None:
+            check()
         if time.monotonic() - last_save >= interval:
             try:
                 save()
+            except LeaseLost:
+                raise
             except Exception as e:  # noqa: BLE001 - a store hiccup; parts stay committable at the next save
                 print(f"enformer-batch: manifest update failed, will retry: {e}", file=sys.stderr)
             last_save = time.monotonic()

@@ -5,26 +5,30 @@ Owns the layout ``<out>/chrom=<name>/part-<first>-<end>.parquet`` plus ``<out>/_
 then published under its deterministic name in one step (a rename of a hidden temporary file locally, a
 single upload on object stores, whose object appears only when complete), so readers never see a partial
 part and a retry replaces rather than adds.
-The manifest, written only by the driver, is the commit point: a part counts once the manifest lists it,
-and the run is complete only when the manifest says so and ``_SUCCESS`` exists.
+The manifest, written only by the driver and only while it holds the lease (conditionally: ``lease.py``), is
+the commit point: a part counts once the manifest lists it, and the run is complete only when the manifest
+says so and ``_SUCCESS`` exists. The atlas is listed directly, never globbed, and files are deleted one by
+one, so nothing outside ``--out`` is touched whatever characters it holds.
 
 Also owns what makes a committed part trustworthy later: each part's *version token* (what the store says
 about that exact write: inode and mtime locally, the ETag an S3 PUT returned), so that a resume notices a
 part rewritten after its commit (a late write by a replica the driver gave up on) with one listing instead
-of re-reading the atlas; the digest of the base codes a part was predicted from; retries of transient
-upload errors; and the temporary files an interrupted run leaves behind.
+of re-reading the atlas; the digest of the base codes a part was predicted from; the lease fence a part was
+written under; retries of transient errors on every storage call; and the temporary files an interrupted run
+leaves behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -34,9 +38,9 @@ import pyarrow.parquet as pq
 from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 from .windows import PartPlan
 
-if TYPE_CHECKING:
-    from .engine import Part
+T = TypeVar("T")
 
+LEASE = "_lease.json"  # owned by lease.py; named here so that replicas can check it before they publish
 MANIFEST = "_manifest.json"  # "_" so pyarrow.dataset(<out>) skips it, as it skips _SUCCESS
 SUCCESS = "_SUCCESS"
 TMP_PREFIX = "_tmp-"  # temporary files of a publish in progress; any left over belong to a crashed writer
@@ -54,6 +58,23 @@ MAX_ROW_GROUPS = 4
 
 class StoreError(ValueError):
     """The output location cannot be used as asked; the message says why and what to do."""
+
+
+class LeaseLost(RuntimeError):
+    """This driver's lease was taken over (or could not be renewed in time); the run must stop writing.
+
+    Defined here, not in ``lease``, because replicas raise it too: a part is not published under a lease that
+    is no longer the one it was started under (``AtlasStore.fence``).
+    """
+
+
+class PartKey(Protocol):
+    """What the store needs of a part to name and record it (``engine.Part`` has it)."""
+
+    chrom: str
+    name: str
+    first: int
+    end: int
 
 
 def chrom_dir(chrom: str) -> str:
@@ -84,6 +105,8 @@ class PartRecord:
     token: str | None = None
     # sha256 of the uint8 base codes the part was predicted from (``codes_digest``); None in older manifests.
     codes_sha256: str | None = None
+    # ``<epoch>:<owner>`` of the lease the part was written under (``AtlasStore.fence``); None in older manifests.
+    fence: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping) -> PartRecord:
@@ -198,15 +221,69 @@ class AtlasStore:
         self.s3 = "s3" in protocols or "s3a" in protocols
         if self.local:
             self.root = os.path.abspath(self.root)
-        # Set by lease.Lease.acquire in the driver: manifest writes then check that this driver still holds
-        # the lease. Never pickled: replicas do not write the manifest.
+        # Set by lease.Lease.acquire in the driver: manifest writes then go through the lease (conditional on
+        # it). Never pickled: replicas do not write the manifest.
         self.lease = None
+        # ``<epoch>:<owner>`` of the lease the driver holds, also set by acquire, and pickled: a replica checks
+        # it against the lease file before each part it publishes and records it in the part.
+        self.fence: str | None = None
 
     def __reduce__(self):
-        return (AtlasStore, (self.url, self.storage_options, self.retry))
+        return (_restore_store, (self.url, self.storage_options, self.retry, self.fence))
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
+
+    def retrying(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()`` under this store's retry policy; ``what`` names the operation in errors and retry notes."""
+        return with_retries(fn, what, self.retry)
+
+    def read_optional(self, relative: str) -> bytes | None:
+        """The bytes of ``relative``, or None if it does not exist (one attempt; callers retry)."""
+        if self.local:
+            try:
+                with open(self.path(relative), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+        self._forget_listings()
+        try:
+            return self.fs.cat_file(self.path(relative))
+        except FileNotFoundError:
+            return None
+
+    def _entries(self, relative_dir: str) -> list[tuple[str, bool]]:
+        """``(name, is directory)`` of what ``relative_dir`` ('' for the root) holds; [] if it does not exist.
+
+        Listed directly, never globbed: an ``--out`` holding ``[``, ``?`` or ``*`` would match other
+        directories as a glob pattern (``atlas[v2]`` matches ``atlasv``).
+        """
+        directory = f"{self.root}/{relative_dir}" if relative_dir else self.root
+        if self.local:
+            try:
+                with os.scandir(directory) as entries:
+                    return [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        self._forget_listings()
+        try:
+            listing = self.fs.ls(directory, detail=True)
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in listing:
+            name = entry["name"].rstrip("/")
+            if name.rstrip("/") == directory.rstrip("/"):
+                continue  # some stores list a directory's own marker
+            out.append((name.rsplit("/", 1)[-1], entry.get("type") == "directory"))
+        return out
+
+    def _remove(self, relative: str) -> None:
+        """Delete one file of this atlas; refuses any path that could leave ``--out``."""
+        parts = relative.split("/")
+        if not relative or relative.startswith("/") or ".." in parts or "" in parts:
+            raise StoreError(f"refusing to delete {relative!r}: not a file inside --out {self.url}")
+        self.fs.rm_file(self.path(relative))  # never fs.rm: it expands glob patterns ('[', '?', '*') in the path
 
     # --- parts -------------------------------------------------------------------------------------
     def part_relpath(self, chrom: str, name: str) -> str:
@@ -262,9 +339,25 @@ class AtlasStore:
         self._forget_listings()
         return token_of(self.fs.info(target))
 
-    def write_part(self, part: Part, table: pa.Table, codes_sha256: str | None = None) -> PartRecord:
+    def check_fence(self, relative: str) -> None:
+        """Raise ``LeaseLost`` if the lease is no longer the one ``self.fence`` names (no-op without a fence).
+
+        One read of the lease file: a replica of a driver that lost its lease (paused, partitioned, taken
+        over) stops publishing instead of overwriting the parts of the driver that took over.
+        """
+        if self.fence is None:
+            return
+        data = self.retrying(lambda: self.read_optional(LEASE), f"reading the lease of {self.url}")
+        current = fence_of_lease(data)
+        if current != self.fence:
+            now = f"held under epoch {current.split(':', 1)[0]}" if current else "gone or unreadable"
+            raise LeaseLost(f"the lease on {self.url} this writer started under (epoch "
+                            f"{self.fence.split(':', 1)[0]}) is {now}; not writing {relative}")
+
+    def write_part(self, part: PartKey, table: pa.Table, codes_sha256: str | None = None) -> PartRecord:
         data = serialise_table(table)
         relative = self.part_relpath(part.chrom, part.name)
+        self.check_fence(relative)
         token = self.publish(relative, data)
         return PartRecord(
             path=relative,
@@ -276,10 +369,11 @@ class AtlasStore:
             sha256=hashlib.sha256(data).hexdigest(),
             token=token,
             codes_sha256=codes_sha256,
+            fence=self.fence,
         )
 
     def read_bytes(self, relative: str) -> bytes:
-        return self.fs.cat_file(self.path(relative))
+        return self.retrying(lambda: self.fs.cat_file(self.path(relative)), f"reading {self.url}/{relative}")
 
     def _forget_listings(self) -> None:
         # Parts are written by worker processes, so listings this process cached (s3fs, gcsfs) go stale
@@ -288,12 +382,18 @@ class AtlasStore:
             self.fs.invalidate_cache()
 
     def exists(self, relative: str) -> bool:
-        self._forget_listings()
-        return self.fs.exists(self.path(relative))
+        def once() -> bool:
+            self._forget_listings()
+            return self.fs.exists(self.path(relative))
+
+        return self.retrying(once, f"looking for {self.url}/{relative}")
 
     def size(self, relative: str) -> int:
-        self._forget_listings()
-        return int(self.fs.size(self.path(relative)))
+        def once() -> int:
+            self._forget_listings()
+            return int(self.fs.size(self.path(relative)))
+
+        return self.retrying(once, f"reading the size of {self.url}/{relative}")
 
     def part_tokens(self) -> dict[str, tuple[int, str | None]]:
         """``{relative path: (size, version token)}`` of every part file, from one listing of the atlas.
@@ -301,6 +401,9 @@ class AtlasStore:
         One ``stat`` per file locally; on object stores a recursive listing (S3: one request per 1,000
         objects), so checking an hg38 atlas' ~1,700 parts costs two requests, not 1,700.
         """
+        return self.retrying(self._part_tokens_once, f"listing {self.url}")
+
+    def _part_tokens_once(self) -> dict[str, tuple[int, str | None]]:
         out: dict[str, tuple[int, str | None]] = {}
         if self.local:
             if not os.path.isdir(self.root):
@@ -360,21 +463,35 @@ class AtlasStore:
         return kept, dropped
 
     # --- leftovers ---------------------------------------------------------------------------------
+    def _listing(self) -> tuple[list[str], list[str]]:
+        """``(leftovers, part files)`` relative to the root, from a direct listing of the root and its
+        ``chrom=`` directories (never a glob: see ``_entries``)."""
+        leftovers, parts, dirs = [], [], []
+        for name, is_dir in self._entries(""):
+            if is_dir and name.startswith("chrom="):
+                dirs.append(name)
+            elif not is_dir and name.startswith((TMP_PREFIX, PROBE_PREFIX)):
+                leftovers.append(name)
+        for directory in dirs:
+            for name, is_dir in self._entries(directory):
+                if is_dir:
+                    continue
+                if name.startswith(TMP_PREFIX):
+                    leftovers.append(f"{directory}/{name}")
+                elif name.endswith(".parquet"):
+                    parts.append(f"{directory}/{name}")
+        return sorted(leftovers), sorted(parts)
+
     def list_leftovers(self) -> list[str]:
         """Temporary files of interrupted writes (``_tmp-*``, ``_write_probe-*``), relative to the root."""
-        self._forget_listings()
-        found = []
-        for pattern in (f"{TMP_PREFIX}*", f"{PROBE_PREFIX}*", f"chrom=*/{TMP_PREFIX}*"):
-            for path in self.fs.glob(f"{self.root}/{pattern}"):
-                found.append(os.path.relpath(path, self.root) if self.local else path[len(self.root) + 1 :])
-        return sorted(found)
+        return self.retrying(lambda: self._listing()[0], f"listing {self.url}")
 
     def remove_leftovers(self) -> list[str]:
         """Delete what ``list_leftovers`` finds; only call it while holding the lease (no live writer)."""
         removed = []
         for relative in self.list_leftovers():
             try:
-                self.fs.rm(self.path(relative))
+                self.retrying(lambda relative=relative: self._remove(relative), f"deleting {self.url}/{relative}")
                 removed.append(relative)
             except FileNotFoundError:  # its writer finished (renamed it) or another cleaner got it first
                 pass
@@ -382,55 +499,110 @@ class AtlasStore:
 
     def list_part_files(self) -> list[str]:
         """Every ``*.parquet`` under a ``chrom=`` directory, relative to the root."""
-        self._forget_listings()
-        found = []
-        for path in self.fs.glob(f"{self.root}/chrom=*/*.parquet"):
-            found.append(os.path.relpath(path, self.root) if self.local else path[len(self.root) + 1 :])
-        return sorted(found)
+        return self.retrying(lambda: self._listing()[1], f"listing {self.url}")
 
     # --- manifest ----------------------------------------------------------------------------------
     def read_manifest(self) -> dict | None:
-        if not self.exists(MANIFEST):
+        data = self.retrying(lambda: self.read_optional(MANIFEST), f"reading {self.url}/{MANIFEST}")
+        if data is None:
             return None
         try:
-            return json.loads(self.read_bytes(MANIFEST))
+            return json.loads(data)
         except json.JSONDecodeError as e:
             raise StoreError(f"{self.url}/{MANIFEST} is not valid JSON ({e}); use --overwrite to start over") from e
 
     def write_manifest(self, manifest: Mapping) -> None:
+        """Write the manifest; under a lease, only if this driver still holds it (``Lease.write_manifest``)."""
         if self.lease is not None:
-            self.lease.check()  # a driver whose lease was taken over must not write another run's manifest
+            self.lease.write_manifest(manifest)
+            return
         self.publish(MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())
 
     def mark_success(self) -> None:
         if self.lease is not None:
-            self.lease.check()
+            self.lease.guarded(lambda: self.publish(SUCCESS, b""), f"writing {self.url}/{SUCCESS}")
+            return
         self.publish(SUCCESS, b"")
 
     def clear_success(self) -> None:
         if self.exists(SUCCESS):
-            self.fs.rm(self.path(SUCCESS))
+            self._delete(SUCCESS)
+
+    def _delete(self, relative: str, read_back: bool = True) -> None:
+        """Delete ``relative`` if present; under a lease only while this driver holds it: read back from the
+        store (``read_back``, for the marker and the manifest), or as this driver last knew it (for each of
+        an ``--overwrite``'s parts, which would otherwise cost a read of the lease per part)."""
+        def once() -> None:
+            try:
+                self._remove(relative)
+            except FileNotFoundError:
+                pass
+
+        what = f"deleting {self.url}/{relative}"
+        if self.lease is not None and read_back:  # an old driver must not delete the new owner's commit
+            self.lease.guarded(lambda: self.retrying(once, what), what)
+            return
+        if self.lease is not None:
+            self.lease.check()
+        self.retrying(once, what)
 
     def is_empty(self) -> bool:
-        return not self.fs.exists(self.root) or not self.fs.ls(self.root)
+        return self.retrying(lambda: not self.fs.exists(self.root) or not self.fs.ls(self.root),
+                             f"listing {self.url}")
 
     def remove_all(self) -> None:
-        """Delete an earlier run's files (``--overwrite``): parts, manifest and marker only."""
+        """Delete an earlier run's files (``--overwrite``): marker, manifest, then parts, in that order.
+
+        Readers (``open_atlas``) need both a complete manifest and ``_SUCCESS``, and the manifest goes before
+        any part: at no point of the deletion does anything look complete while parts are missing. A
+        deletion interrupted after the manifest leaves parts without a manifest, which the next run refuses
+        unless ``--overwrite`` (it then finishes the deletion).
+        """
         self.clear_success()
+        self._delete(MANIFEST)
         for relative in self.list_part_files():
-            self.fs.rm(self.path(relative))
-        if self.exists(MANIFEST):
-            self.fs.rm(self.path(MANIFEST))
+            self._delete(relative, read_back=False)
 
     def check_writable(self) -> None:
         probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-        try:
+
+        def once() -> None:
             if self.local:
                 os.makedirs(self.root, exist_ok=True)
             self.fs.pipe_file(self.path(probe), b"")
-            self.fs.rm(self.path(probe))
+            with contextlib.suppress(FileNotFoundError):  # a retried delete whose first try went through
+                self.fs.rm_file(self.path(probe))
+
+        try:
+            self.retrying(once, f"writing a probe file to {self.url}")
         except OSError as e:
             raise StoreError(f"--out {self.url} is not writable: {e}") from e
+
+
+def _restore_store(url: str, storage_options: Mapping[str, str], retry: RetryPolicy, fence: str | None) -> AtlasStore:
+    store = AtlasStore(url, storage_options, retry)
+    store.fence = fence
+    return store
+
+
+def fence_of_lease(data: bytes | None) -> str | None:
+    """``<epoch>:<owner>`` of a lease file's bytes; None when absent or unparseable."""
+    if data is None:
+        return None
+    try:
+        d = json.loads(data)
+        return f"{int(d.get('epoch', 0))}:{d['owner']}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def fence_epoch(manifest: Mapping | None) -> int:
+    """The lease epoch a manifest was written under (0: none, or a manifest older than fencing)."""
+    lease = (manifest or {}).get("lease") if isinstance(manifest, Mapping) else None
+    try:
+        return int((lease or {}).get("epoch", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def records_from_manifest(manifest: Mapping) -> dict[str, PartRecord]:
