@@ -363,16 +363,16 @@ def pipeline(ckpt: Path, fasta: str, device: torch.device, budget: Budget, max_p
     import threading
 
     from enformer_batch.engine import ReplicaWorker
-    from enformer_batch.predict import AtlasJob, PredictConfig
+    from enformer_batch.kinds.atlas import KIND, AtlasConfig, AtlasJob
     from enformer_batch.store import AtlasStore
 
     out = tempfile.mkdtemp(prefix="gpu-atlas-")
-    config = PredictConfig(fasta=fasta, out=out, model=str(ckpt), progress=False, windows_per_part=per_part,
+    config = AtlasConfig(fasta=fasta, out=out, model=str(ckpt), progress=False, windows_per_part=per_part,
                            tracks=tracks)
     # Torch threads as the Ray actor sets them on GPU nodes (WorkerLayout: 2; they only launch kernels).
     worker = ReplicaWorker(config.inference_settings(), AtlasStore(out), num_threads=2)
     info = worker.describe()
-    job = AtlasJob(config)
+    job = AtlasJob(config, KIND)
     job.prepare()
     parts = job.plan(info).parts[: max_parts + 1]
     mode = job.mode
@@ -447,11 +447,11 @@ def writer_scaling(ckpt: Path, fasta: str, device: torch.device, threads: list[i
     does Parquet encoding scale with the node's cores?"""
     import pyarrow.parquet as pq
 
-    from enformer_batch.predict import AtlasJob, PredictConfig
+    from enformer_batch.kinds.atlas import KIND, AtlasConfig, AtlasJob
     from enformer_batch.store import serialise_table
 
-    config = PredictConfig(fasta=fasta, out=tempfile.mkdtemp(), model=str(ckpt), progress=False, compile="off")
-    job = AtlasJob(config)
+    config = AtlasConfig(fasta=fasta, out=tempfile.mkdtemp(), model=str(ckpt), progress=False, compile="off")
+    job = AtlasJob(config, KIND)
     job.prepare()
     p = predictor(ckpt, "bf16", 8, device=device, compile_model=False)
     parts = job.plan(p.info).parts

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
-from enformer_batch.predict import AtlasMode, PartCodes, PartRows  # noqa: E402
+from enformer_batch.kinds.atlas import AtlasMode, PartCodes, PartRows  # noqa: E402
 from enformer_batch.store import AtlasStore  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 

@@ -71,7 +71,7 @@ def main() -> None:
     import torch
 
     from enformer_batch.demo import DemoChrom, write_demo_genome
-    from enformer_batch.experiments import MutagenesisConfig, mutagenesis
+    from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
     from enformer_batch.loader import load_model
 
     work = tempfile.mkdtemp(prefix="bench-mutagenesis-")

@@ -41,7 +41,7 @@ def main() -> None:
     from enformer_batch.demo import write_demo_genome
     from enformer_batch.genome import FastaSource
     from enformer_batch.inference import InferenceSettings, Predictor
-    from enformer_batch.predict import read_part
+    from enformer_batch.kinds.atlas import read_part
     from enformer_batch.windows import ENFORMER, plan_chromosome
 
     workdir = tempfile.mkdtemp(prefix="bench-pipeline-")

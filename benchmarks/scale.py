@@ -104,7 +104,7 @@ def with_small_contigs(lengths: dict[str, int], n: int = 3_000, seed: int = 0) -
 def plan_footprint(lengths: dict[str, int], stride: int, windows_per_part: int | None) -> tuple:
     """(windows per part, parts, windows, rows, seconds, peak MiB) of planning every bin as a run's driver does."""
     try:
-        from enformer_batch.predict import resolve_windows_per_part
+        from enformer_batch.kinds.atlas import resolve_windows_per_part
 
         per_part = resolve_windows_per_part(PredictConfig(fasta="", out="", stride=stride,
                                                           windows_per_part=windows_per_part), ENFORMER, stride)

@@ -42,9 +42,9 @@ from enformer_batch.augment import autocast_context  # noqa: E402
 from enformer_batch.demo import write_demo_genome  # noqa: E402
 from enformer_batch.genome import FastaSource  # noqa: E402
 from enformer_batch.inference import InferenceSettings, Predictor  # noqa: E402
+from enformer_batch.kinds.atlas import read_part  # noqa: E402
 from enformer_batch.loader import load_model  # noqa: E402
 from enformer_batch.model import SEQUENCE_LENGTH, Enformer, EnformerConfig  # noqa: E402
-from enformer_batch.predict import read_part  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 
 QUICK_CHROMS = ("chrX", "contig_7")
@@ -181,7 +181,7 @@ def demo_rows(args: argparse.Namespace, workdir: str, threads: int) -> tuple[lis
             stamps: list[tuple[float, int]] = []
 
             def on_part(rec, stamps=stamps) -> None:
-                stamps.append((time.perf_counter(), rec.end_window - rec.first_window))
+                stamps.append((time.perf_counter(), rec.end - rec.first))
 
             t = time.perf_counter()
             predict(PredictConfig(fasta=fasta, out=os.path.join(workdir, f"atlas-{r}"), model="demo",

@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 
 from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
 from enformer_batch.genome import FastaSource  # noqa: E402
+from enformer_batch.kinds.atlas import read_part  # noqa: E402
 from enformer_batch.lease import Lease  # noqa: E402
-from enformer_batch.predict import read_part  # noqa: E402
 from enformer_batch.store import AtlasStore, PartRecord, codes_digest  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_selection  # noqa: E402
 

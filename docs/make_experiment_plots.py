@@ -15,9 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from enformer_batch.demo import write_demo_genome  # noqa: E402
-from enformer_batch.experiments import MutagenesisConfig, edit_predictions, mutagenesis  # noqa: E402
 from enformer_batch.export import plot_edit, plot_mutagenesis  # noqa: E402
 from enformer_batch.inference import InferenceSettings  # noqa: E402
+from enformer_batch.kinds.edits import edit_predictions  # noqa: E402
+from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis  # noqa: E402
 
 REGION = "chr1:24970-25030"  # the end of chr1's N run at 20-25 kb and the bases after it
 

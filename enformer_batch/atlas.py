@@ -6,18 +6,18 @@ range, reads only the requested track columns, and filters on ``start``/``end`` 
 statistics skip the rest of each part. Coordinates are 0-based half-open throughout, like the atlas
 itself: ``query("chr1", 1000, 2000)`` returns every bin overlapping bp 1000..1999.
 
-Also owns the region syntax the command line uses (``parse_region``) and track selection against an
-atlas (head indices, identifiers, description regexes; see ``enformer_batch.tracks``).
+Also owns track selection against an atlas (head indices, identifiers, description regexes; see
+``enformer_batch.tracks``); the region syntax (``parse_region``) is ``enformer_batch.regions``'s.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from .regions import parse_region
 from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest, track_schema
 from .tracks import _INDEX_RE, _RANGE_RE, TrackTable, select_tracks
 from .windows import Geometry, Tiling
@@ -25,34 +25,6 @@ from .windows import Geometry, Tiling
 __all__ = ["Atlas", "AtlasTrack", "open_atlas", "parse_region"]
 
 TrackSpec = str | Sequence[str | int] | None
-
-_NUMBER = r"\d[\d,]*"
-_REGION_RE = re.compile(rf"^({_NUMBER})\s*-\s*({_NUMBER})$")
-
-
-def parse_region(text: str) -> tuple[str, int | None, int | None]:
-    """``chr:start-end`` (0-based half-open, commas allowed in numbers) → ``(chrom, start, end)``.
-
-    A bare chromosome name means the whole chromosome: ``(chrom, None, None)``. The split is at the last
-    colon, so names that themselves contain ':' (``HLA-A*01:01``) still work when followed by a range.
-    """
-    text = text.strip()
-    chrom, sep, span = text.rpartition(":")
-    if sep:
-        m = _REGION_RE.match(span.strip())
-        if m:
-            start, end = (int(g.replace(",", "")) for g in m.groups())
-            if not chrom:
-                raise ValueError(f"region {text!r} has no chromosome; expected chr:start-end")
-            if end <= start:
-                raise ValueError(f"region {text!r} is empty: start {start} >= end {end} (0-based half-open)")
-            return chrom, start, end
-        if re.match(r"^[\d,\s-]*$", span):  # looks like a range, but malformed: say so rather than guess
-            raise ValueError(f"cannot parse region {text!r}; expected chr:start-end, e.g. chr1:10,000-20,000")
-    if not text:
-        raise ValueError("empty region; expected chr:start-end")
-    return text, None, None
-
 
 @dataclass(frozen=True)
 class AtlasTrack:
@@ -85,7 +57,7 @@ class Atlas:
         for record in records_from_manifest(manifest).values():
             self._parts.setdefault(record.chrom, []).append(record)
         for records in self._parts.values():
-            records.sort(key=lambda r: r.first_window)
+            records.sort(key=lambda r: r.first)
         self._filesystem = None
 
     def __repr__(self) -> str:
@@ -229,8 +201,8 @@ class Atlas:
         out = []
         for r in records:
             # A part writes at most the bins its window range owns; a region run writes a subset of them.
-            lo = tiling.owned_bins(r.first_window)[0]
-            hi = tiling.owned_bins(min(r.end_window, tiling.n_windows) - 1)[1]
+            lo = tiling.owned_bins(r.first)[0]
+            hi = tiling.owned_bins(min(r.end, tiling.n_windows) - 1)[1]
             if lo < end_bin and hi > first_bin:
                 out.append(r)
         return out

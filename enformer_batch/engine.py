@@ -150,6 +150,7 @@ class JobPlan:
     totals: dict  # at least "parts" and "units"
     parts: Iterable[Any]
     notes: tuple[str, ...] = ()  # one-line facts for the user (e.g. how chromosome names were matched)
+    kind: str | None = None  # the job kind, recorded in the manifest so readers know what the output is
 
 
 @dataclass(frozen=True)
@@ -528,7 +529,9 @@ class Job(Protocol):
     def prepare(self) -> None:
         """Fail fast on bad input, before Ray starts."""
 
-    def plan(self, info: ModelInfo) -> JobPlan: ...
+    def plan(self, info: ModelInfo, previous: Mapping | None = None) -> JobPlan:
+        """The run identity and parts, once the model is known; ``previous``: the manifest at ``--out`` (None
+        if none), for a kind whose plan follows how an earlier run was started (an atlas' part size)."""
 
 
 def open_output(options: RunOptions, store: AtlasStore) -> Mapping | None:
@@ -623,7 +626,7 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
             raise _remote_error(e) from None
     # Replicas started from here on run what the run records: these weights (they refuse others), this precision.
     settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256, precision=info.precision)
-    plan = job.plan(info)
+    plan = job.plan(info, previous)
     committed = _resumable_parts(options, store, previous, plan.identity)
     if committed and isinstance(plan.parts, Sequence):  # a streamed plan (a VCF) has no parts to look up yet
         try:  # refuse a FASTA whose bases differ under committed parts (--overwrite: start over)
@@ -637,6 +640,7 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     store.clear_success()
     manifest = {
         "format": MANIFEST_FORMAT,
+        **({"kind": plan.kind} if plan.kind else {}),  # not in the identity: earlier runs of every kind resume
         "engine_version": __version__,  # informational; resume compares the identity's numerics_version
         "identity": plan.identity,
         "run": identity_digest(plan.identity),

@@ -2,7 +2,7 @@
 
 Owns the estimate behind ``enformer-batch plan`` (the command keeps its name; "plan" in the code means part
 plans, ``windows.plan_chromosome``): windows, bins and parts come from the same code a run
-uses (``predict.select_bins`` and ``windows.plan_chromosome`` over the FASTA index), so they are exact;
+uses (``kinds.atlas.select_bins`` and ``windows.plan_chromosome`` over the FASTA index), so they are exact;
 output bytes, GPU-hours and cost are estimates from a few measured or published figures kept here, each
 labelled with where it comes from and each overridable. No model weights are loaded: the track count
 comes from the checkpoint's ``config.json`` (and its ``targets_<head>.txt`` for named track selections).
@@ -276,7 +276,7 @@ def plan_run(
     ``model`` defaults to ``enformer``, the full-size official checkpoint (5,313 human tracks), since that is
     what a real run costs; ``demo`` or a checkpoint directory/URL plans for that model instead.
     """
-    from .predict import PredictConfig, resolve_windows_per_part, select_bins
+    from .kinds.atlas import AtlasConfig, resolve_windows_per_part, select_bins
 
     if dtype not in VALUE_BYTES:
         raise ValueError(f"--dtype must be one of {', '.join(VALUE_BYTES)}, got {dtype!r}")
@@ -295,7 +295,7 @@ def plan_run(
     stride = geometry.output_span if stride is None else stride
     geometry.check_stride(stride)
     lengths = read_lengths(fasta, storage_options)
-    config = PredictConfig(fasta=fasta, out="", chroms=tuple(chroms) if chroms else None, regions=regions,
+    config = AtlasConfig(fasta=fasta, out="", chroms=tuple(chroms) if chroms else None, regions=regions,
                            storage_options=dict(storage_options or {}))
     per_part = resolve_windows_per_part(dataclasses.replace(config, windows_per_part=windows_per_part or None),
                                         geometry, stride)

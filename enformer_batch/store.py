@@ -94,10 +94,10 @@ class PartRecord:
 
     path: str  # relative to the atlas root
     chrom: str
-    # The part's unit range [first, end): windows in an atlas, input rows in a variant table (the names
-    # predate variant tables; kept so that earlier manifests still resume).
-    first_window: int
-    end_window: int
+    # The part's unit range [first, end): windows in an atlas, input rows in a variant or edit table,
+    # positions in a mutagenesis table. The manifest keeps its older keys for them (``MANIFEST_UNIT_KEYS``).
+    first: int
+    end: int
     rows: int
     bytes: int
     sha256: str
@@ -110,7 +110,18 @@ class PartRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> PartRecord:
+        """A record from its manifest entry, under the manifest's unit keys or the attribute names."""
+        d = {**d, **{attr: d[key] for attr, key in MANIFEST_UNIT_KEYS.items() if key in d}}
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def to_dict(self) -> dict:
+        """The manifest entry: the unit range under the keys every manifest has used (``MANIFEST_UNIT_KEYS``)."""
+        return {MANIFEST_UNIT_KEYS.get(k, k): v for k, v in asdict(self).items()}
+
+
+# The manifest's keys for a part's unit range: they predate variant tables, and readers and resumes of every
+# earlier version look them up, so they stay (the format is unchanged; docs/contract.md).
+MANIFEST_UNIT_KEYS = {"first": "first_window", "end": "end_window"}
 
 
 def codes_digest(codes: np.ndarray) -> str:
@@ -362,8 +373,8 @@ class AtlasStore:
         return PartRecord(
             path=relative,
             chrom=part.chrom,
-            first_window=part.first,
-            end_window=part.end,
+            first=part.first,
+            end=part.end,
             rows=table.num_rows,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
@@ -610,7 +621,7 @@ def records_from_manifest(manifest: Mapping) -> dict[str, PartRecord]:
 
 
 def manifest_parts(records: Mapping[str, PartRecord]) -> list[dict]:
-    return [asdict(records[k]) for k in sorted(records)]
+    return [records[k].to_dict() for k in sorted(records)]
 
 
 def _stat_token(st: os.stat_result) -> str:

@@ -1,13 +1,12 @@
-"""Reading a finished atlas back: validation against its manifest and the FASTA index.
+"""Checking a finished output of any job kind against its manifest (and, if given, the FASTA and inputs).
 
-Owns the reader's side of the contract. ``validate`` re-derives what a run should have written from the
-manifest's recorded configuration (geometry, stride, chromosomes, regions) and checks the files against
-it: every listed part present with its size, row count and schema; every expected bin written exactly once;
-no stray part; the chromosome lengths equal to the FASTA index when one is given, and for atlases with
-``--fasta`` the bases under every part equal to those it was predicted from (the part's codes digest).
-Variant, mutagenesis and edit tables are checked the same way against their own plans (``COVERAGE``).
-Temporary files of interrupted writes and a lease left by a driver are reported as notes: they do not make
-the output wrong, and a resume removes them.
+Owns the reader's side of the contract (docs/contract.md) that every kind shares: the manifest and its
+status, ``_SUCCESS``, every part the kind's plan contains committed and present with its recorded size, row
+count and schema, no stray part, checksums and version tokens, chromosome lengths against ``--fasta``, and
+notes on temporary files of interrupted writes and a driver's lease (they do not make the output wrong; a
+resume removes them). What each part must hold (its coverage: every bin of an atlas exactly once, every row of
+a variant table, each mutant of a region...) is the kind's: ``Kind.coverage`` re-plans the parts from the
+manifest's identity with the same function the run planned them with, and checks what the parts send back.
 
 Track values are never read by default: one listing gives every part's size and version token, then each
 part's Parquet footer (row count, schema) and its key columns (``start``/``end`` of an atlas) are read by
@@ -23,19 +22,17 @@ import math
 import struct
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest, track_schema
+from .kinds import KINDS, kind_of
+from .kinds.base import ChromCoverage
+from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest
 from .units import human_bytes
-from .windows import BinRanges, Geometry, n_bins, plan_selection
 
 # Without a running Ray, outputs of up to this many parts are checked in this process (starting Ray costs
 # seconds; checking a part's footer costs milliseconds); larger ones start a local Ray like ``predict``.
@@ -43,16 +40,6 @@ IN_PROCESS_PARTS = 64
 MAX_PARTS_PER_TASK = 32  # a 10,000-part atlas is a few hundred tasks, each returning a few kB
 TAIL_READ = 64 * 1024  # first read of a part's end: the whole footer of narrow tables, the footer length of wide
 HASH_CHUNK = 8 * 2**20  # --checksums streams each part through sha256 in chunks this size
-
-@dataclass
-class ChromCoverage:
-    chrom: str
-    length: int
-    bins_expected: int
-    bins_found: int = 0
-    duplicates: int = 0
-    parts: int = 0
-
 
 @dataclass
 class ValidationReport:
@@ -96,27 +83,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def selection_of(identity: Mapping) -> dict[str, BinRanges | None]:
-    """The run's selection, as ``predict`` planned it: each chromosome's wanted bin ranges (None = all)."""
-    regions = identity.get("regions")
-    return {
-        chrom: None if regions is None else tuple(tuple(r) for r in regions["bins"].get(chrom, []))
-        for chrom in identity["chromosomes"]
-    }
-
-
-def expected_bins(identity: Mapping) -> dict[str, np.ndarray]:
-    """Bin indices each selected chromosome must have, from the manifest's identity."""
-    lengths = identity["fasta"]["chromosomes"]
-    geometry = Geometry(**identity["geometry"])
-    out = {}
-    for chrom, ranges in selection_of(identity).items():
-        total = n_bins(lengths[chrom], geometry.bin_size)
-        ranges = ((0, total),) if ranges is None else ranges
-        out[chrom] = np.concatenate([np.arange(lo, min(hi, total)) for lo, hi in ranges] or [np.arange(0)])
-    return out
-
-
 def validate(
     url: str,
     fasta: str | None = None,
@@ -124,15 +90,19 @@ def validate(
     vcf: str | None = None,
     checksums: bool = False,
     parallel: bool | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> ValidationReport:
-    """Check an atlas or a variant table; the report's ``problems`` names every defect found (empty when valid).
+    """Check an output of any job kind; the report's ``problems`` names every defect found (empty when valid).
 
-    ``vcf`` (variant tables): also check that every row of that VCF appears exactly once.
+    ``inputs``: what the output was computed from, to compare it with, by the names its kind takes
+    (``Kind.validate_inputs``): ``{"vcf": path}`` for a variant table checks that every row of that VCF
+    appears exactly once (``vcf`` is the same, kept as a keyword of its own).
     ``checksums``: also read every byte of every part and compare its sha256 with the manifest's (without it,
-    track values are never read; see the module docstring for what each mode checks).
+    track values are never read; see the module docstring for what is checked).
     ``parallel``: check parts in Ray tasks (True), in this process (False), or None: in Ray tasks when Ray is
     running or the output has more than ``IN_PROCESS_PARTS`` parts (starting a local Ray if needed).
     """
+    inputs = {**dict(inputs or {}), **({"vcf": vcf} if vcf is not None else {})}
     report = ValidationReport(url, checksums=checksums)
     store = AtlasStore(url, storage_options)
     try:
@@ -146,13 +116,15 @@ def validate(
     report.status = manifest.get("status", "?")
     try:
         identity = manifest["identity"]
-        coverage = COVERAGE[identity.get("mode", "atlas")](identity, store)
+        kind = kind_of(manifest)
+        coverage = kind.coverage(identity, store)
     except (KeyError, TypeError, ValueError) as e:
         report.problems.append(f"_manifest.json is malformed ({type(e).__name__}: {e}); re-run with --overwrite")
         return report
     report.unit = coverage.unit
-    if vcf is not None and type(coverage) is not VariantCoverage:
-        report.problems.append("--vcf checks variant tables; this is not one")
+    for name in sorted(set(inputs) - set(kind.validate_inputs)):
+        others = [k.name for k in KINDS.values() if name in k.validate_inputs]
+        report.problems.append(f"--{name} checks {' and '.join(others) or 'no'} outputs; this is {kind.name}")
     lengths: dict[str, int] = identity["fasta"]["chromosomes"]
     if report.status != "complete":
         report.problems.append(f"run is not complete (status {report.status!r}); re-run the same command to resume")
@@ -204,14 +176,16 @@ def validate(
         report.notes.append(f"{retokened} part(s) carry another version token than their commit recorded "
                             "(rewritten, or the atlas was copied): their bytes were hashed")
 
-    checker = coverage.checker(vcf, fasta, storage_options)
+    checker = coverage.checker(inputs, fasta, storage_options)
     for job, result in zip(jobs, _run_checks(store, checker, jobs, parallel)):
         report.bytes_read += result.bytes_read
         report.parts_hashed += job.hash_bytes
         report.problems += result.problems
         if result.summary is not None and job.planned is not None:
             coverage.merge(job.path, job.planned, result.summary)
-    report.problems += coverage.finish(report, vcf, storage_options)
+    lines, problems = coverage.finish(report.status == "complete", inputs, storage_options)
+    report.chroms += lines
+    report.problems += problems
     return report
 
 
@@ -385,357 +359,3 @@ def _note_leftovers_and_lease(store: AtlasStore, report: ValidationReport) -> No
         stale = Lease(store).stale_reason(lease)
         state = f"stale ({stale}): the next predict takes it over" if stale else "live: a predict is running"
         report.notes.append(f"a driver's lease is present, {lease.describe(time.time())}; {state}")
-
-
-@lru_cache(maxsize=4)
-def _atlas_reader(fasta: str, options: tuple, input_length: int):
-    """The atlas reader stage on ``fasta``, once per task process (reused across the parts of a batch)."""
-    from .genome import FastaSource
-    from .predict import AtlasMode
-
-    return AtlasMode(FastaSource(fasta, dict(options)), input_length)
-
-
-class BinCoverage:
-    """Atlas coverage: every expected bin of every selected chromosome written exactly once."""
-
-    unit = "bins"
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        self.identity = identity
-        self.lengths: dict[str, int] = identity["fasta"]["chromosomes"]
-        self.geometry = Geometry(**identity["geometry"])
-        self.store = store
-        self.schema = track_schema([t["name"] for t in identity["tracks"]], identity["dtype"])
-        self.plan = plan_selection(
-            selection_of(identity), self.lengths, self.geometry, identity["stride"], identity["windows_per_part"]
-        )
-        self.runs: dict[str, list[np.ndarray]] = {c: [] for c in identity["chromosomes"]}
-        self.coverage = {c: ChromCoverage(c, self.lengths[c], 0) for c in identity["chromosomes"]}
-
-    def fasta_chromosomes(self) -> list[str]:
-        return list(self.identity["chromosomes"])
-
-    def planned_paths(self) -> dict:
-        return {self.store.part_relpath(part.chrom, part.name): part for part in self.plan}
-
-    def checker(self, vcf: str | None, fasta: str | None, storage_options) -> BinChecker:
-        lengths = {c: self.lengths[c] for c in self.identity["chromosomes"]}
-        return BinChecker(self.schema, self.geometry.bin_size, lengths, fasta,
-                          tuple(sorted(dict(storage_options or {}).items())), self.geometry.input_length)
-
-    def merge(self, path: str, part, runs: np.ndarray) -> None:
-        self.runs[part.chrom].append(runs)
-        self.coverage[part.chrom].parts += 1
-
-    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
-        problems = []
-        selection = selection_of(self.identity)
-        for chrom in self.identity["chromosomes"]:
-            cov = self.coverage[chrom]
-            total = n_bins(self.lengths[chrom], self.geometry.bin_size)
-            ranges = ((0, total),) if selection[chrom] is None else selection[chrom]
-            want = np.array([(min(lo, total), min(hi, total)) for lo, hi in ranges] or np.empty((0, 2)), np.int64)
-            found = np.concatenate(self.runs[chrom] or [np.empty((0, 2), np.int64)])
-            tally = _tally(found, want.reshape(-1, 2))
-            cov.bins_expected = tally.wanted
-            cov.bins_found = tally.found
-            cov.duplicates = tally.duplicates
-            if cov.duplicates:
-                problems.append(f"{chrom}: {cov.duplicates} bins written more than once")
-            if tally.missing and report.status == "complete":
-                first = tally.first_missing * self.geometry.bin_size
-                problems.append(f"{chrom}: {tally.missing} bins missing (first at {first})")
-            if tally.extra:
-                problems.append(f"{chrom}: {tally.extra} bins outside the selection")
-            report.chroms.append(cov)
-        return problems
-
-
-@dataclass(frozen=True)
-class BinChecker:
-    """What a task needs to check an atlas part: the schema, the bins, and the genome for ``--fasta``."""
-
-    schema: pa.Schema
-    bin_size: int
-    lengths: Mapping[str, int]
-    fasta: str | None = None
-    storage_options: tuple = ()
-    input_length: int = 0
-    columns: tuple[str, ...] = ("start", "end")
-
-    def summarise(self, path: str, part, table: pa.Table) -> tuple[list[str], np.ndarray]:
-        """The start/end check, and the part's bins as runs ``[[lo, hi), ...]`` (one run for a normal part)."""
-        start = table.column("start").to_numpy()
-        end = table.column("end").to_numpy()
-        problems = []
-        if np.any(start % self.bin_size) or np.any(end != np.minimum(start + self.bin_size, self.lengths[part.chrom])):
-            problems.append(f"part {path}: start/end are not the bins [i*{self.bin_size}, (i+1)*...)")
-        return problems, bin_runs(start // self.bin_size)
-
-    def check_codes(self, path: str, part, recorded: str) -> list[str]:
-        from .integrity import part_codes_digest
-
-        try:
-            digest = part_codes_digest(_atlas_reader(self.fasta, self.storage_options, self.input_length), part)
-        except Exception as e:  # e.g. a chromosome the FASTA lacks: reported by the driver
-            digest = f"unreadable ({e})"
-        if digest == recorded:
-            return []
-        return [f"part {path}: the bases of {part.chrom} windows {part.first_window}-{part.end_window - 1} in "
-                f"{self.fasta} differ from those it was predicted from (another masking or build of the genome?)"]
-
-
-def bin_runs(bins: np.ndarray) -> np.ndarray:
-    """Bins in row order as runs of consecutive bins, ``[k, 2]`` of ``[lo, hi)``: the same multiset, kB not MB.
-
-    A repeated or out-of-order bin starts a run of its own, so duplicates within a part stay countable.
-    """
-    bins = np.asarray(bins, dtype=np.int64)
-    if not len(bins):
-        return np.empty((0, 2), np.int64)
-    breaks = np.flatnonzero(np.diff(bins) != 1) + 1
-    first = np.concatenate([[0], breaks])
-    last = np.concatenate([breaks - 1, [len(bins) - 1]])
-    return np.stack([bins[first], bins[last] + 1], axis=1)
-
-
-@dataclass(frozen=True)
-class Tally:
-    wanted: int  # distinct bins wanted
-    found: int  # distinct bins found
-    duplicates: int  # bins found more than once
-    missing: int  # wanted, not found
-    extra: int  # found, not wanted
-    first_missing: int  # the first missing bin (-1: none)
-
-
-def _tally(found: np.ndarray, want: np.ndarray) -> Tally:
-    """Compare runs of found bins (a multiset) with runs of wanted ones (a set), in O(runs log runs)."""
-    points = np.unique(np.concatenate([found.ravel(), want.ravel()]))
-    if len(points) < 2:
-        return Tally(0, 0, 0, 0, 0, -1)
-    seg, length = points[:-1], np.diff(points)
-
-    def depth(runs: np.ndarray) -> np.ndarray:  # how many runs cover each segment [points[i], points[i+1])
-        runs = runs[runs[:, 1] > runs[:, 0]]
-        return (np.searchsorted(np.sort(runs[:, 0]), seg, "right")
-                - np.searchsorted(np.sort(runs[:, 1]), seg, "right"))
-
-    have, need = depth(found), depth(want) > 0
-    gaps = need & (have == 0)
-    return Tally(
-        wanted=int(length[need].sum()),
-        found=int(length[have > 0].sum()),
-        duplicates=int(length[have > 1].sum()),
-        missing=int(length[gaps].sum()),
-        extra=int(length[(have > 0) & ~need].sum()),
-        first_missing=int(seg[gaps][0]) if gaps.any() else -1,
-    )
-
-
-class VariantCoverage:
-    """Variant-table coverage: each part holds its planned rows; with a VCF, every input row exactly once."""
-
-    unit = "rows"
-    keys = ("pos", "id", "ref", "alt")  # with the chromosome: what identifies an input row
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        from .variants import variant_schema
-
-        self.identity = identity
-        self.store = store
-        self.rows_by_chrom: dict[str, int] = identity["vcf"]["rows_by_chrom"]
-        self.per_part: int = identity["variants_per_part"]
-        self.schema = variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
-        self.found: Counter = Counter()
-        self.rows: Counter = Counter()
-        self.parts: Counter = Counter()
-        self.input_problems: list[str] = []
-
-    def fasta_chromosomes(self) -> list[str]:
-        return [c for c in self.rows_by_chrom if c in self.identity["fasta"]["chromosomes"]]
-
-    def planned_paths(self) -> dict:
-        from .variants import VariantPart, part_bounds
-
-        return {
-            self.store.part_relpath(chrom, VariantPart(chrom, first, end, 0).name): (chrom, first, end)
-            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
-        }
-
-    def wants_keys(self, vcf: str | None) -> bool:
-        return vcf is not None  # without an input to compare with, row counts suffice
-
-    def checker(self, vcf: str | None, fasta: str | None, storage_options) -> RowChecker:
-        from .variants import STATUSES
-
-        keys = self.keys if self.wants_keys(vcf) else ()
-        return RowChecker(self.schema, ("status", *keys) if "status" in self.schema.names else keys, keys,
-                          frozenset(STATUSES))
-
-    def merge(self, path: str, planned: tuple[str, int, int], summary: tuple[int, list | None]) -> None:
-        chrom = planned[0]
-        rows, keys = summary
-        if keys is not None:
-            self.found.update((chrom, *row) for row in keys)
-        self.rows[chrom] += rows
-        self.parts[chrom] += 1
-
-    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
-        for chrom, rows in self.rows_by_chrom.items():
-            report.chroms.append(ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows,
-                                               self.rows[chrom], 0, self.parts[chrom]))
-        want = self.expected(vcf, storage_options)
-        return [] if want is None else self.compare(want)
-
-    def expected(self, vcf: str | None, storage_options) -> Counter | None:
-        """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
-        if vcf is None:
-            return None
-        from .vcf import ChromMatcher, VcfDigest, read_rows
-
-        digest = VcfDigest()
-        match = ChromMatcher(self.identity["fasta"]["chromosomes"])
-        want = Counter(
-            (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
-        )
-        if digest.sha256 != self.identity["vcf"]["sha256"]:
-            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
-        return want
-
-    def compare(self, want: Counter) -> list[str]:
-        problems = list(self.input_problems)
-        missing, extra = want - self.found, self.found - want
-        for what, rows in (("missing", missing), ("not in the input, or more often than in it", extra)):
-            if rows:
-                key, _ = next(iter(rows.items()))
-                problems.append(f"{sum(rows.values())} row(s) {what} (e.g. {' '.join(map(str, key))})")
-        return problems
-
-
-@dataclass(frozen=True)
-class RowChecker:
-    """What a task needs to check a variant or edit part: its row count and statuses, and the rows' keys."""
-
-    schema: pa.Schema
-    columns: tuple[str, ...]  # read from the part: the status and the keys, never the scores
-    keys: tuple[str, ...]  # identify an input row; empty when nothing is compared with the input
-    statuses: frozenset = frozenset()
-    fasta: None = None
-
-    def summarise(self, path: str, planned: tuple[str, int, int], table: pa.Table) -> tuple[list[str], tuple]:
-        _, first, end = planned
-        problems = []
-        if table.num_rows != end - first:
-            problems.append(f"part {path}: {table.num_rows} rows, the plan has {end - first}")
-        if "status" in table.column_names:
-            statuses = set(table.column("status").to_pylist())
-            if statuses - self.statuses:
-                problems.append(f"part {path}: unknown status {sorted(statuses - self.statuses)}")
-        keys = list(zip(*(table.column(c).to_pylist() for c in self.keys))) if self.keys else None
-        return problems, (table.num_rows, keys)
-
-
-class EditCoverage(VariantCoverage):
-    """Edit tables: the manifest lists every edit, so each is checked to appear exactly once."""
-
-    keys = ("name", "start", "end", "sequence")
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        from .experiments import EDIT_FIELDS
-        from .variants import scores_schema
-
-        self.identity = identity
-        self.store = store
-        self.rows_by_chrom = identity["rows_by_chrom"]
-        self.per_part = identity["edits_per_part"]
-        self.schema = scores_schema(EDIT_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
-        self.found = Counter()
-        self.rows = Counter()
-        self.parts = Counter()
-        self.input_problems = []
-
-    def planned_paths(self) -> dict:
-        from .experiments import EditPart
-        from .variants import part_bounds
-
-        return {
-            self.store.part_relpath(chrom, EditPart(chrom, first, end, 0, ()).name): (chrom, first, end)
-            for chrom, first, end in part_bounds(self.rows_by_chrom, self.per_part)
-        }
-
-    def wants_keys(self, vcf: str | None) -> bool:
-        return True  # the manifest lists every edit
-
-    def expected(self, vcf: str | None, storage_options) -> Counter:
-        return Counter((chrom, name, start, end, seq) for name, chrom, start, end, seq in self.identity["edits"])
-
-
-class MutagenesisCoverage:
-    """Mutagenesis tables: each part holds every position of its range, with each base but the reference."""
-
-    unit = "rows"
-
-    def __init__(self, identity: Mapping, store: AtlasStore):
-        from .experiments import MUTAGENESIS_FIELDS, planned_mutagenesis_parts
-        from .variants import scores_schema
-
-        self.identity = identity
-        self.store = store
-        self.plan = planned_mutagenesis_parts(identity)
-        self.schema = scores_schema(MUTAGENESIS_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
-        self.coverage: dict[str, ChromCoverage] = {}
-        for part in self.plan:
-            cov = self.coverage.setdefault(part.chrom, ChromCoverage(part.chrom, part.length, 0))
-            cov.bins_expected += 3 * (part.end - part.first)
-
-    def fasta_chromosomes(self) -> list[str]:
-        return list(self.coverage)
-
-    def planned_paths(self) -> dict:
-        return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
-
-    def checker(self, vcf: str | None, fasta: str | None, storage_options) -> MutagenesisChecker:
-        return MutagenesisChecker(self.schema)
-
-    def merge(self, path: str, part, rows: int) -> None:
-        cov = self.coverage[part.chrom]
-        cov.bins_found += rows
-        cov.parts += 1
-
-    def finish(self, report: ValidationReport, vcf: str | None, storage_options) -> list[str]:
-        report.chroms += list(self.coverage.values())
-        return []
-
-
-@dataclass(frozen=True)
-class MutagenesisChecker:
-    """Checks a mutagenesis part whole in its task (every position, each other base once); sends back its rows."""
-
-    schema: pa.Schema
-    columns: tuple[str, ...] = ("region", "pos", "ref", "alt")
-    fasta: None = None
-
-    def summarise(self, path: str, part, table: pa.Table) -> tuple[list[str], int]:
-        rows = list(zip(*(table.column(c).to_pylist() for c in self.columns)))
-        problems = []
-        if {r[0] for r in rows} != {part.region.label}:
-            problems.append(f"part {path}: rows of another region than {part.region.label}")
-        per_position: Counter = Counter()
-        for _, pos, ref, alt in rows:
-            per_position[pos] += 1
-            if ref == alt or alt not in "ACGT":
-                problems.append(f"part {path}: position {pos} has the mutant {ref}>{alt}")
-                break
-        expected = set(range(part.first + 1, part.end + 1))
-        if set(per_position) != expected or any(
-            n != (4 if r == "N" else 3) for (_, pos, r, _), n in ((row, per_position[row[1]]) for row in rows)
-        ):
-            problems.append(f"part {path}: not every position of {part.first + 1}-{part.end} with each other base "
-                            "exactly once")
-        return problems, len(rows)
-
-
-COVERAGE = {"atlas": BinCoverage, "variants": VariantCoverage, "edits": EditCoverage,
-            "mutagenesis": MutagenesisCoverage}

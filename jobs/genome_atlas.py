@@ -20,19 +20,19 @@ from collections.abc import Sequence
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The options of ``enformer-batch predict`` (see ``enformer-batch predict --help``)."""
-    from enformer_batch.cli import add_predict_arguments
+    from enformer_batch.kinds import KINDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_predict_arguments(parser)
+    KINDS["atlas"].add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def run_and_validate(args: argparse.Namespace) -> int:
     """Predict what the parsed ``predict`` options describe, then validate; 0 only for a sound atlas."""
     from enformer_batch import predict, validate
-    from enformer_batch.cli import predict_config
+    from enformer_batch.kinds import KINDS
 
-    config = dataclasses.replace(predict_config(args), progress=False)  # job logs are not a terminal
+    config = dataclasses.replace(KINDS["atlas"].config_from_args(args), progress=False)  # job logs are not a terminal
     print(predict(config), flush=True)
     report = validate(args.out, fasta=args.fasta, storage_options=config.storage_options)
     print(report.table(), flush=True)

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """FASTA and BED, then the options of ``enformer-batch predict`` (see its ``--help``)."""
-    from enformer_batch.cli import add_predict_arguments
+    from enformer_batch.kinds import KINDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_predict_arguments(parser)
+    KINDS["atlas"].add_arguments(parser)
     parser.add_argument("bed", help="BED path or URL (chrom, start, end; 0-based half-open)")
     args = parser.parse_args(argv)
     if args.regions is not None:

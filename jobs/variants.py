@@ -20,19 +20,20 @@ from collections.abc import Sequence
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The options of ``enformer-batch score-variants`` (see ``enformer-batch score-variants --help``)."""
-    from enformer_batch.cli import add_variant_arguments
+    from enformer_batch.kinds import KINDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_variant_arguments(parser)
+    KINDS["variants"].add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from enformer_batch import score_variants, validate
-    from enformer_batch.cli import variant_config
+    from enformer_batch.kinds import KINDS
 
     args = parse_args(argv)
-    config = dataclasses.replace(variant_config(args), progress=False)  # job logs are not a terminal
+    # Job logs are not a terminal: no progress bar.
+    config = dataclasses.replace(KINDS["variants"].config_from_args(args), progress=False)
     print(score_variants(config), flush=True)
     report = validate(config.out, fasta=config.fasta, vcf=config.vcf, storage_options=config.storage_options)
     print(report.table(), flush=True)

@@ -553,7 +553,7 @@ def test_borzoi_mutagenesis_end_to_end(ray_cluster, borzoi_genome, tmp_path):
     """mutagenesis --model demo-borzoi: every mutant of a 2-bp region, SAD over Borzoi's 6,144 bins."""
     import duckdb
 
-    from enformer_batch.experiments import MutagenesisConfig, mutagenesis
+    from enformer_batch import MutagenesisConfig, mutagenesis
 
     from .reference import onehot, parse_fasta, variant_sequences
 

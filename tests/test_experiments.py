@@ -9,21 +9,17 @@ import torch
 
 from enformer_batch import validate
 from enformer_batch.cli import main
-from enformer_batch.experiments import (
-    EditMode,
-    EditPart,
-    EditsConfig,
+from enformer_batch.genome import FastaSource
+from enformer_batch.inference import InferenceSettings, Predictor
+from enformer_batch.kinds.edits import EditMode, EditPart, EditsConfig, edits, read_edits
+from enformer_batch.kinds.mutagenesis import (
     MutagenesisConfig,
     MutagenesisMode,
-    edits,
     mutagenesis,
     mutagenesis_parts,
     parse_regions,
-    read_edits,
 )
-from enformer_batch.genome import FastaSource
-from enformer_batch.inference import InferenceSettings, Predictor
-from enformer_batch.variants import SCORES
+from enformer_batch.kinds.scoring import SCORES
 
 from .reference import INPUT, onehot, variant_sequences
 from .test_faults import assert_same_rows, kill_driver_after_commits
@@ -149,11 +145,24 @@ BAD = [
     (["mutagenesis", "{fasta}", "chrZ:0-10"], "'chrZ' is not in the FASTA"),
     (["mutagenesis", "{fasta}", "{bed}"], "regions.bed line 2: chromosome 'chrZ'"),
     (["edits", "{fasta}", "{tsv:x\tchrA\t10\t5\tA}"], "line 1: needs 0 <= start <= end"),
-    (["edits", "{fasta}", "{tsv:x\tchrA\t10\tA}"], "line 1: start and end must be integers"),
+    (["edits", "{fasta}", "{tsv:x\tchrA\t10\tA\tACGT}"], "line 1: start and end must be integers"),
+    # Four fields is not a deletion (that ends in a tab: an empty fifth field): issue #22, item 10.
+    (["edits", "{fasta}", "{tsv:x\tchrA\t10\t20}"], "line 1: expected 5 tab-separated fields"),
     (["edits", "{fasta}", "{tsv:# c\nx\tchrA\t10\t20\tAXA}"], "line 2: the sequence must be bases"),
     (["edits", "{fasta}", "{tsv:x\tchrA\t10}"], "line 1: expected 5 tab-separated fields"),
     (["edits", "{fasta}", "{tsv:x\tchrQ\t10\t20\tA}"], "line 1: chromosome 'chrQ'"),
 ]
+
+
+def test_an_edit_line_of_four_fields_is_an_error_naming_its_line_not_a_deletion(tmp_path):
+    """A sequence lost from a line (or a trailing tab an editor stripped) must not silently delete [start, end)."""
+    tsv = tmp_path / "edits.tsv"
+    tsv.write_text("# name chrom start end sequence\ndel\tchrA\t10\t20\t\nlost\tchrA\t30\t40\n")
+    with pytest.raises(ValueError, match=r"edits.tsv line 3: expected 5 tab-separated fields .*got 4"):
+        read_edits(str(tsv), {"chrA": 1000})
+    tsv.write_text("del\tchrA\t10\t20\t\n")
+    (deletion,) = read_edits(str(tsv), {"chrA": 1000})
+    assert (deletion.start, deletion.end, deletion.sequence) == (10, 20, "")
 
 
 @pytest.mark.parametrize("argv, needle", BAD, ids=[f"{a[0]}-{n[:20]}" for a, n in BAD])
@@ -176,7 +185,7 @@ def test_bad_regions_and_edit_rows_give_one_line(ray_cluster, test_fasta, tmp_pa
 
 KILLED = """
 import sys, ray
-from enformer_batch.experiments import MutagenesisConfig, mutagenesis
+from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
 ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, logging_level="ERROR")
 mutagenesis(MutagenesisConfig(fasta=sys.argv[1], regions="chrA:5000-5006", out=sys.argv[2], positions_per_part=1,
                               batch_size=1, threads_per_worker=1, manifest_interval_s=0, progress=False))

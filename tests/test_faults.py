@@ -17,7 +17,7 @@ import pytest
 
 from enformer_batch import PredictConfig, predict, validate
 from enformer_batch.demo import DemoChrom, write_demo_genome
-from enformer_batch.predict import WORKER_NAME_PREFIX, RunError
+from enformer_batch.engine import WORKER_NAME_PREFIX, RunError
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
 

@@ -13,7 +13,7 @@ from enformer_batch import PredictConfig, predict, validate
 from enformer_batch.demo import DemoChrom, write_demo_genome
 from enformer_batch.genome import FastaSource
 from enformer_batch.inference import InferenceSettings, Predictor
-from enformer_batch.predict import AtlasMode, read_part, resolve_windows_per_part
+from enformer_batch.kinds.atlas import AtlasMode, read_part, resolve_windows_per_part
 from enformer_batch.store import MANIFEST, MAX_ROW_GROUPS, ROW_GROUP_ROWS, codes_digest, part_table, serialise_table
 from enformer_batch.windows import DEFAULT_ROWS_PER_PART, ENFORMER, plan_chromosome, plan_selection
 

@@ -140,9 +140,9 @@ import pickle, sys
 from enformer_batch.demo import write_demo_genome
 from enformer_batch.engine import read_inputs
 from enformer_batch.genome import FastaSource
-from enformer_batch.predict import AtlasMode
+from enformer_batch.kinds.atlas import AtlasMode
 from enformer_batch.windows import ENFORMER, plan_chromosome
-import enformer_batch.cli, enformer_batch.validate, enformer_batch.variants, enformer_batch.experiments
+import enformer_batch.cli, enformer_batch.validate, enformer_batch.kinds
 import enformer_batch.estimate, enformer_batch.families, enformer_batch.settings
 fasta = write_demo_genome({str(tmp_path / "g.fa")!r})
 mode = pickle.loads(pickle.dumps(AtlasMode(FastaSource(fasta), ENFORMER.input_length)))

@@ -178,7 +178,8 @@ def test_demo_summary_describes_the_atlas(genome_run):
 
 def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
     """With GPUs in the cluster (two fake ones here), the default is one replica per GPU, each given its own."""
-    from enformer_batch.predict import PredictConfig, _worker_layout, _WorkerPool
+    from enformer_batch import PredictConfig
+    from enformer_batch.engine import _worker_layout, _WorkerPool
     from enformer_batch.store import AtlasStore
 
     config = PredictConfig(fasta="unused.fa", out=str(tmp_path))
@@ -200,7 +201,8 @@ def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
 
 
 def test_device_choice_decides_gpu_requests(ray_cluster, tmp_path):
-    from enformer_batch.predict import PredictConfig, _worker_layout
+    from enformer_batch import PredictConfig
+    from enformer_batch.engine import _worker_layout
 
     def layout(**kw):
         layout = _worker_layout(PredictConfig(fasta="unused.fa", out=str(tmp_path), **kw))
@@ -216,7 +218,7 @@ def test_n_encoding_uniform_changes_only_windows_with_n_and_is_recorded(tmp_path
     """--n-encoding uniform feeds 0.25 rows for N/padding; a window of pure ACGT predicts the same."""
     from enformer_batch.genome import encode
     from enformer_batch.inference import InferenceSettings, Predictor
-    from enformer_batch.predict import run_identity
+    from enformer_batch.kinds.atlas import KIND, AtlasJob
 
     rng = np.random.default_rng(1)
     clean = encode(rng.choice(np.frombuffer(b"ACGT", np.uint8), SPAN + 2 * 40_960).tobytes())
@@ -230,8 +232,9 @@ def test_n_encoding_uniform_changes_only_windows_with_n_and_is_recorded(tmp_path
     np.testing.assert_array_equal(a[0], b[0])
     assert np.abs(a[1] - b[1]).max() > 1e-4
     from enformer_batch import PredictConfig
-    from enformer_batch.genome import FastaSource
 
     config = PredictConfig(fasta="g.fa", out=str(tmp_path), n_encoding="uniform")
-    identity = run_identity(config, uniform.info, FastaSource("g.fa"), {"c": 10}, {"c": None}, SPAN)
+    job = AtlasJob(config, KIND)
+    job.lengths = {"c": 10}  # what prepare() reads from the FASTA index
+    identity = job.identity(uniform.info)
     assert identity["n_encoding"] == "uniform"

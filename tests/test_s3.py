@@ -290,8 +290,8 @@ def test_server_errors_are_retried_without_losing_or_duplicating_parts(clean_run
 def test_regions_and_weights_from_s3(s3, tmp_path):
     from importlib import resources
 
+    from enformer_batch.kinds.atlas import select_bins
     from enformer_batch.loader import load_model
-    from enformer_batch.predict import select_bins
 
     fs = s3["fs"]
     fs.pipe_file(f"{BUCKET}/inputs/regions.bed", b"chrB\t1000\t1300\nchrA\t0\t129\n")
@@ -389,7 +389,7 @@ def no_client_retries(options: dict, endpoint: str) -> dict:
 
 
 def test_failed_uploads_of_one_part_are_retried_then_stop_the_run_naming_it(clean_run, s3):
-    from enformer_batch.predict import RunError
+    from enformer_batch.engine import RunError
 
     part = "chrom=chrB/part-000000-000002.parquet"
     proxy = PartFailingProxy(s3["port"], f"/atlases/retried/{part}", failures=3)

@@ -23,11 +23,12 @@ import pytest
 
 from enformer_batch import PredictConfig, predict, validate
 from enformer_batch.cli import main as cli_main
+from enformer_batch.engine import RunError
 from enformer_batch.genome import FastaSource, GenomeError
 from enformer_batch.inference import InferenceSettings, NonFiniteOutput, Predictor
 from enformer_batch.integrity import GenomeMismatch, WeightsMismatch
+from enformer_batch.kinds.atlas import read_part
 from enformer_batch.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseState
-from enformer_batch.predict import RunError, read_part
 from enformer_batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
 from enformer_batch.store import MANIFEST, AtlasStore, serialise_table
 from enformer_batch.windows import ENFORMER, plan_selection
@@ -545,7 +546,7 @@ class FlakyFasta(FastaSource):
 def test_read_tasks_retry_transient_errors_only(test_fasta, capsys):
     """The engine's read stage (any mode's ``read``) retries transient errors and nothing else."""
     from enformer_batch.engine import read_inputs
-    from enformer_batch.predict import AtlasMode
+    from enformer_batch.kinds.atlas import AtlasMode
 
     part = plan_selection({"chrB": None}, FastaSource(test_fasta).lengths(), ENFORMER, ENFORMER.output_span, 2)[0]
     expected = read_part(FastaSource(test_fasta), part, ENFORMER.input_length)

@@ -13,8 +13,8 @@ import pytest
 
 from enformer_batch import PredictConfig, predict, validate
 from enformer_batch.demo import DemoChrom, write_demo_genome
+from enformer_batch.kinds.atlas import bin_runs, tally_bins
 from enformer_batch.store import MANIFEST, AtlasStore, serialise_table
-from enformer_batch.validate import _tally, bin_runs
 
 # 256 float16 tracks, 4 windows per part: parts of ~1.8 MB whose footers are a few % of them (5,313-track
 # parts of 16 windows are ~100x larger for a ~10x larger footer; benchmarks/validate.py measures those).
@@ -191,7 +191,7 @@ def test_bin_runs_and_tally_count_like_numpy_unique():
         unique, counts = np.unique(found, return_counts=True)
         missing = np.setdiff1d(want, unique)
         runs = np.concatenate([bin_runs(p) for p in parts])
-        tally = _tally(runs, np.array(want_ranges, dtype=np.int64).reshape(-1, 2))
+        tally = tally_bins(runs, np.array(want_ranges, dtype=np.int64).reshape(-1, 2))
         assert (tally.found, tally.duplicates, tally.wanted) == (len(unique), int((counts > 1).sum()), len(want))
         assert (tally.missing, tally.extra) == (len(missing), len(np.setdiff1d(unique, want)))
         assert tally.first_missing == (missing[0] if len(missing) else -1)

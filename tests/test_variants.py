@@ -16,15 +16,9 @@ from enformer_batch import VariantConfig, score_variants, validate
 from enformer_batch.cli import main
 from enformer_batch.genome import encode
 from enformer_batch.inference import InferenceSettings, Predictor
+from enformer_batch.kinds.scoring import SCORES, alternate_codes, group_centres, read_variant_inputs
+from enformer_batch.kinds.variants import VariantMode, plan_parts, stream_parts
 from enformer_batch.loader import load_model
-from enformer_batch.variants import (
-    SCORES,
-    VariantMode,
-    alternate_codes,
-    group_centres,
-    read_variant_inputs,
-    stream_parts,
-)
 from enformer_batch.vcf import VcfError, read_rows, scan
 from enformer_batch.windows import ENFORMER
 
@@ -142,8 +136,15 @@ def test_truncated_gzip_fails_with_one_clear_message(tmp_path, vcf_text):
 def _parts(vcf_path, test_fasta, per_part=100):
     from enformer_batch.genome import FastaSource
 
-    lengths = FastaSource(test_fasta).lengths()
-    return list(stream_parts(vcf_path, lengths, scan(vcf_path, lengths), per_part))
+    return _stream(vcf_path, FastaSource(test_fasta).lengths(), per_part)
+
+
+def _stream(vcf, lengths, per_part):
+    """The parts a run streams: planned from the first pass's row counts, filled by the second pass."""
+    digest = scan(vcf, lengths)
+    planned = plan_parts({"fasta": {"chromosomes": lengths}, "vcf": {"rows_by_chrom": digest.rows_by_chrom},
+                          "variants_per_part": per_part})
+    return list(stream_parts(vcf, planned, lengths, digest))
 
 
 @pytest.mark.parametrize("group_bp", [0, 20_000])
@@ -152,7 +153,7 @@ def test_alternate_sequences_are_the_contracts(vcf_path, test_fasta, genome, gro
     from enformer_batch.genome import FastaSource
 
     for part in _parts(vcf_path, test_fasta):
-        inputs = read_variant_inputs(FastaSource(test_fasta), part, INPUT, group_bp)
+        inputs = read_variant_inputs(FastaSource(test_fasta), part.chrom, part.length, part.rows, INPUT, group_bp)
         windows, alts = torch.from_numpy(inputs.windows), torch.from_numpy(inputs.alt_codes)
         for j, i in enumerate(inputs.rows):
             row = part.rows[i]
@@ -495,11 +496,11 @@ def test_real_swapped_alleles_are_reported_as_mismatches(chr20, tmp_path):
 
     vcf = _head(chr20["24"], 40, tmp_path / "swapped.vcf.gz")
     lengths = FastaSource(chr20["fasta"]).lengths()
-    parts = list(stream_parts(vcf, lengths, scan(vcf, lengths), 100))
+    parts = _stream(vcf, lengths, 100)
     genome = pyfaidx.Fasta(chr20["fasta"], as_raw=True)
     statuses, expected = [], []
     for part in parts:
-        inputs = read_variant_inputs(FastaSource(chr20["fasta"]), part, INPUT, 0)
+        inputs = read_variant_inputs(FastaSource(chr20["fasta"]), part.chrom, part.length, part.rows, INPUT, 0)
         statuses += inputs.statuses
         expected += ["ok" if genome["chr20"][r.pos - 1 : r.pos - 1 + len(r.ref)].upper() == r.ref.upper()
                      else "ref_mismatch" for r in part.rows]

@@ -1,42 +1,40 @@
-"""Variant effect scoring mode: VCF rows → reference and alternate predictions → per-track scores.
+"""The scoring core the scored kinds share (variants, mutagenesis, edits): alleles in, scores out.
 
-Owns what is particular to variants, per the contract (design.md, "Variants and sequence edits"): the
-request and its run identity; parts of consecutive rows of one output chromosome, planned from a first
-pass over the VCF and filled by a second, streaming one; each row's status (REF checked against the
-FASTA); the centred reference window shared by every allele at a position (or, with ``group_bp``, by
-nearby positions); alternate sequences built on the device from the shared reference codes; scores
-reduced on the device so only kilobytes leave it; and the output table. Orchestration, resume and commit
-are the engine's.
+Owns, per the contract (docs/contract.md, "Variants and sequence edits"): the scores and row statuses; parts
+of consecutive input rows of one chromosome (``RowRange``, ``row_part_bounds``); a row's status (REF checked
+against the FASTA) and the centred reference window shared by every allele at a position (or, with
+``group_bp``, by nearby positions), read in a Ray task (``read_variant_inputs``); alternate sequences built on
+the device from the shared reference codes and scores reduced there so only kilobytes leave it
+(``score_part``); the scored tables (leading columns of the kind, then ``<score>:<track>``); and the row
+coverage check ``validate`` runs on variant and edit tables (``RowCoverage``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import hashlib
 import itertools
-import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from .engine import JobPlan, RunError, RunOptions, RunSummary, model_identity, run_job
-from .genome import N_CODE, FastaSource, encode, read_codes
-from .settings import InferenceSettings, ModelInfo
-from .store import PartRecord, codes_digest
-from .vcf import ChromMatcher, VariantRow, VcfDigest, read_rows, scan
-from .windows import ENFORMER, Geometry
+from ..engine import RunError
+from ..genome import N_CODE, FastaSource, encode, read_codes
+from ..vcf import VariantRow
+from ..windows import Geometry
+from .arguments import str_list
+from .base import ChromCoverage
 
 SCORES = ("sad", "logsad", "l2", "center")
 STATUSES = ("ok", "n_at_variant", "ref_mismatch", "symbolic", "unknown_chrom")
 SCORED = ("ok", "n_at_variant")
-DEFAULT_VARIANTS_PER_PART = 256
 
 if TYPE_CHECKING:
-    from .inference import Predictor
+    from ..inference import Predictor
 
 
 def check_scores(scores: tuple[str, ...]) -> None:
@@ -49,29 +47,10 @@ def check_scores(scores: tuple[str, ...]) -> None:
         raise ValueError(f"--scores lists a score twice: {','.join(scores)}")
 
 
-@dataclass(frozen=True)
-class VariantConfig(RunOptions):
-    """One variant-scoring run (see ``RunOptions`` for the model and replica settings)."""
-
-    vcf: str
-    fasta: str
-    scores: tuple[str, ...] = ("sad",)
-    strict: bool = False  # a REF that does not match the FASTA fails the run (before anything is computed)
-    group_bp: int = 0  # >0: variants within this many bp share one reference window (not exactly centred)
-    variants_per_part: int = DEFAULT_VARIANTS_PER_PART
-
-    def check(self) -> None:
-        super().check()
-        check_scores(tuple(self.scores))
-        if self.group_bp < 0:
-            raise ValueError(f"--group-bp must be 0 (off) or positive, got {self.group_bp}")
-        if self.variants_per_part < 1:
-            raise ValueError("variants_per_part must be at least 1")
-
-
 class RowRange:
     """Name and size of a part holding input rows ``[first, end)`` of one chromosome (variants, edits)."""
 
+    chrom: str
     first: int
     end: int
 
@@ -84,47 +63,11 @@ class RowRange:
         return self.end - self.first
 
 
-@dataclass(frozen=True)
-class VariantPart(RowRange):
-    """Rows ``[first, end)`` of one output chromosome, in VCF order (the engine's ``Part``)."""
-
-    chrom: str
-    first: int
-    end: int
-    length: int  # the FASTA chromosome's length; 0 for a chromosome the FASTA lacks
-    rows: tuple[VariantRow, ...] = ()
-
-
-def part_bounds(rows_by_chrom: Mapping[str, int], per_part: int) -> Iterator[tuple[str, int, int]]:
-    """``(chrom, first, end)`` of every part, from the per-chromosome row counts (validate re-derives these)."""
+def row_part_bounds(rows_by_chrom: Mapping[str, int], per_part: int) -> Iterator[tuple[str, int, int]]:
+    """``(chrom, first, end)`` of every part, from the per-chromosome row counts (variants and edits plan with it)."""
     for chrom, n in rows_by_chrom.items():
         for first in range(0, n, per_part):
             yield chrom, first, min(first + per_part, n)
-
-
-def stream_parts(
-    url: str, lengths: Mapping[str, int], digest: VcfDigest, per_part: int,
-    storage_options: Mapping[str, str] | None = None,
-) -> Iterator[VariantPart]:
-    """Parts filled from a second pass over the VCF, each yielded as soon as its last row is read.
-
-    The driver holds at most one unfinished part per chromosome, whatever the size of the VCF.
-    """
-    match = ChromMatcher(lengths)
-    buffers: dict[str, list[VariantRow]] = {}
-    done: dict[str, int] = {}
-    check = VcfDigest()
-    for row in read_rows(url, storage_options, check):
-        chrom = match(row.chrom) or row.chrom
-        buffer = buffers.setdefault(chrom, [])
-        buffer.append(row)
-        first = done.get(chrom, 0)
-        if len(buffer) == min(per_part, digest.rows_by_chrom.get(chrom, 0) - first):
-            done[chrom] = first + len(buffer)
-            yield VariantPart(chrom, first, first + len(buffer), lengths.get(chrom, 0), tuple(buffer))
-            buffer.clear()
-    if check.sha256 != digest.sha256 or any(buffers.values()):
-        raise RunError(f"{url} changed while the run was reading it; re-run to start from its new content")
 
 
 # --- statuses and reference windows (a Ray task) --------------------------------------------------
@@ -193,34 +136,36 @@ def group_centres(positions: Sequence[int], group_bp: int) -> list[int]:
     return [centre_of[q] for q in positions]
 
 
-def read_variant_inputs(fasta_source: FastaSource, part: VariantPart, input_length: int, group_bp: int,
-                        ) -> VariantInputs:
-    """Statuses of a part's rows and the reference windows its scored rows share."""
+def read_variant_inputs(fasta_source: FastaSource, chrom: str, length: int, rows: Sequence[VariantRow],
+                        input_length: int, group_bp: int) -> VariantInputs:
+    """Statuses of a part's rows (of one chromosome, ``length`` long; 0: not in the FASTA) and the reference
+    windows its scored rows share."""
     half = input_length // 2
-    if part.length == 0:
-        statuses = ["symbolic" if r.symbolic else "unknown_chrom" for r in part.rows]
-        return _inputs(statuses, np.zeros((0, input_length), np.uint8), [], [], [], [], [])
+    if length == 0:
+        statuses = ["symbolic" if r.symbolic else "unknown_chrom" for r in rows]
+        return scored_inputs(statuses, np.zeros((0, input_length), np.uint8), [], [], [], [], [])
     fasta = fasta_source.open()
     try:
-        statuses = [row_status(r, fasta, part.chrom, part.length) for r in part.rows]
+        statuses = [row_status(r, fasta, chrom, length) for r in rows]
         scored = [i for i, s in enumerate(statuses) if s in SCORED]
-        positions = [part.rows[i].pos - 1 for i in scored]
+        positions = [rows[i].pos - 1 for i in scored]
         centres = group_centres(positions, group_bp)
-        extra = max((max(0, len(part.rows[i].ref) - len(part.rows[i].alt)) for i in scored), default=0)
+        extra = max((max(0, len(rows[i].ref) - len(rows[i].alt)) for i in scored), default=0)
         distinct = sorted(set(centres))
         index = {c: g for g, c in enumerate(distinct)}
-        windows = np.stack([read_codes(fasta, part.chrom, part.length, c - half, c + half + extra) for c in distinct]) \
+        windows = np.stack([read_codes(fasta, chrom, length, c - half, c + half + extra) for c in distinct]) \
             if distinct else np.zeros((0, input_length + extra), np.uint8)
     finally:
         fasta.close()
-    return _inputs(
+    return scored_inputs(
         statuses, windows, scored, [index[c] for c in centres],
         [half + p - c for p, c in zip(positions, centres)],
-        [len(part.rows[i].ref) for i in scored], [encode(part.rows[i].alt) for i in scored],
+        [len(rows[i].ref) for i in scored], [encode(rows[i].alt) for i in scored],
     )
 
 
-def _inputs(statuses, windows, rows, group, offset, ref_len, alts) -> VariantInputs:
+def scored_inputs(statuses: list[str], windows: np.ndarray, rows, group, offset, ref_len, alts) -> VariantInputs:
+    """``VariantInputs`` from per-row lists (``alts``: each scored row's alternate codes)."""
     starts = np.zeros(len(alts) + 1, dtype=np.int64)
     np.cumsum([len(a) for a in alts], out=starts[1:])
     return VariantInputs(
@@ -357,20 +302,9 @@ def score_columns(scores: Sequence[str], track_names: Sequence[str]) -> list[str
     return [f"{s}:{t}" for s in scores for t in track_names]
 
 
-VARIANT_FIELDS = (
-    pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
-    pa.field("ref", pa.string(), nullable=False), pa.field("alt", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),
-)
-
-
 def scores_schema(leading: Sequence[pa.Field], scores: Sequence[str], track_names: Sequence[str]) -> pa.Schema:
-    """A scored table's schema: the mode's leading columns, then one float32 column per (score, track)."""
+    """A scored table's schema: the kind's leading columns, then one float32 column per (score, track)."""
     return pa.schema(list(leading) + [pa.field(name, pa.float32()) for name in score_columns(scores, track_names)])
-
-
-def variant_schema(scores: Sequence[str], track_names: Sequence[str]) -> pa.Schema:
-    return scores_schema(VARIANT_FIELDS, scores, track_names)
 
 
 def scores_table(leading: Sequence[list], schema: pa.Schema, result: VariantResult) -> pa.Table:
@@ -388,125 +322,111 @@ def scores_table(leading: Sequence[list], schema: pa.Schema, result: VariantResu
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def variant_table(part: VariantPart, result: VariantResult, scores: Sequence[str], track_names: Sequence[str],
-                  ) -> pa.Table:
-    rows = part.rows
-    leading = [[r.pos for r in rows], [r.id for r in rows], [r.ref for r in rows], [r.alt for r in rows],
-               result.statuses]
-    return scores_table(leading, variant_schema(scores, track_names), result)
+def check_finite(result: VariantResult, where: str) -> None:
+    """A NaN or infinite score fails the part, naming ``where``."""
+    if len(result.rows) and not np.isfinite(result.scores).all():
+        raise RunError(f"{where}: the model returned NaN or infinity")
+
+
+def status_counts(result: VariantResult) -> tuple[int, dict]:
+    """A scored mode's ``tally``: model inputs computed, and rows by status."""
+    return result.sequences, dict(Counter(result.statuses))
+
+
+# --- coverage of row tables (variants, edits) ------------------------------------------------------
+
+
+class RowCoverage:
+    """Coverage of a table of input rows: each part holds its planned rows; with the input, each exactly once.
+
+    ``planned``: the kind's parts (``RowRange``s, from its ``parts(identity)``); ``keys``: the columns that,
+    with the chromosome, identify an input row; ``expected``: every input row as such a key (None: not known,
+    row counts suffice).
+    """
+
+    unit = "rows"
+
+    def __init__(self, identity: Mapping, store: Any, planned: Sequence[RowRange], schema: pa.Schema,
+                 rows_by_chrom: Mapping[str, int], keys: tuple[str, ...]):
+        self.identity = identity
+        self.store = store
+        self.planned = planned
+        self.schema = schema
+        self.rows_by_chrom = rows_by_chrom
+        self.keys = keys
+        self.found: Counter = Counter()
+        self.rows: Counter = Counter()
+        self.parts: Counter = Counter()
+        self.input_problems: list[str] = []
+
+    def fasta_chromosomes(self) -> list[str]:
+        return [c for c in self.rows_by_chrom if c in self.identity["fasta"]["chromosomes"]]
+
+    def planned_paths(self) -> dict:
+        return {self.store.part_relpath(p.chrom, p.name): p for p in self.planned}
+
+    def wants_keys(self, inputs: Mapping[str, str]) -> bool:
+        """Whether parts send back their rows' keys (only when there is something to compare them with)."""
+        raise NotImplementedError
+
+    def expected(self, inputs: Mapping[str, str], storage_options) -> Counter | None:
+        raise NotImplementedError
+
+    def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> RowChecker:
+        keys = self.keys if self.wants_keys(inputs) else ()
+        return RowChecker(self.schema, ("status", *keys) if "status" in self.schema.names else keys, keys,
+                          frozenset(STATUSES))
+
+    def merge(self, path: str, planned: RowRange, summary: tuple[int, list | None]) -> None:
+        rows, keys = summary
+        if keys is not None:
+            self.found.update((planned.chrom, *row) for row in keys)
+        self.rows[planned.chrom] += rows
+        self.parts[planned.chrom] += 1
+
+    def finish(self, complete: bool, inputs: Mapping[str, str], storage_options,
+               ) -> tuple[list[ChromCoverage], list[str]]:
+        lines = [ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows, self.rows[chrom], 0,
+                               self.parts[chrom]) for chrom, rows in self.rows_by_chrom.items()]
+        want = self.expected(inputs, storage_options)
+        return lines, [] if want is None else self.compare(want)
+
+    def compare(self, want: Counter) -> list[str]:
+        problems = list(self.input_problems)
+        missing, extra = want - self.found, self.found - want
+        for what, rows in (("missing", missing), ("not in the input, or more often than in it", extra)):
+            if rows:
+                key, _ = next(iter(rows.items()))
+                problems.append(f"{sum(rows.values())} row(s) {what} (e.g. {' '.join(map(str, key))})")
+        return problems
 
 
 @dataclass(frozen=True)
-class VariantMode:
-    """VCF rows in, one row of scores per allele out (the engine's ``Mode`` for variants)."""
+class RowChecker:
+    """What a task needs to check a variant or edit part: its row count and statuses, and the rows' keys."""
 
-    fasta: FastaSource
-    input_length: int
-    scores: tuple[str, ...]
-    group_bp: int = 0
-    unit: str = "variant"
+    schema: pa.Schema
+    columns: tuple[str, ...]  # read from the part: the status and the keys, never the scores
+    keys: tuple[str, ...]  # identify an input row; empty when nothing is compared with the input
+    statuses: frozenset = frozenset()
+    fasta: None = None
 
-    def read(self, part: VariantPart) -> VariantInputs:
-        return read_variant_inputs(self.fasta, part, self.input_length, self.group_bp)
+    def summarise(self, path: str, planned: RowRange, table: pa.Table) -> tuple[list[str], tuple]:
+        problems = []
+        if table.num_rows != planned.end - planned.first:
+            problems.append(f"part {path}: {table.num_rows} rows, the plan has {planned.end - planned.first}")
+        if "status" in table.column_names:
+            statuses = set(table.column("status").to_pylist())
+            if statuses - self.statuses:
+                problems.append(f"part {path}: unknown status {sorted(statuses - self.statuses)}")
+        keys = list(zip(*(table.column(c).to_pylist() for c in self.keys))) if self.keys else None
+        return problems, (table.num_rows, keys)
 
-    def infer(self, predictor: Predictor, part: VariantPart, inputs: VariantInputs) -> VariantResult:
-        result = score_part(predictor, inputs, self.scores)
-        bad = ~np.isfinite(result.scores).all(axis=(1, 2))
-        if bad.any():
-            lines = [part.rows[int(result.rows[j])].line for j in np.flatnonzero(bad)[:5]]
-            raise RunError(f"{part.chrom}: the model returned NaN or infinity for the variant(s) on VCF line(s) "
-                           f"{lines}")
-        return result
-
-    def table(self, part: VariantPart, result: VariantResult, info: ModelInfo) -> pa.Table:
-        return variant_table(part, result, self.scores, info.track_names)
-
-    def tally(self, result: VariantResult) -> tuple[int, dict]:
-        return result.sequences, dict(Counter(result.statuses))
-
-    def digest(self, inputs: VariantInputs) -> str:
-        return codes_digest(inputs.windows)
+    def check_codes(self, path: str, planned: RowRange, recorded: str) -> list[str]:
+        return []  # scored tables are checked against their input rows, not the genome
 
 
-# --- the job --------------------------------------------------------------------------------------
-
-
-@dataclass
-class VariantJob:
-    """The driver's side of a variant-scoring run (the engine's ``Job``)."""
-
-    options: VariantConfig
-
-    def __post_init__(self) -> None:
-        self.fasta = FastaSource(self.options.fasta, dict(self.options.storage_options))
-        self.mode = VariantMode(self.fasta, ENFORMER.input_length, tuple(self.options.scores), self.options.group_bp)
-
-    def inference_settings(self) -> InferenceSettings:
-        return self.options.inference_settings()
-
-    def prepare(self) -> None:
-        """Read the FASTA index and pass over the VCF once: every record checked, rows counted, content hashed."""
-        self.lengths = self.fasta.lengths()
-        self.digest = scan(self.options.vcf, self.lengths, self.options.storage_options)
-        if self.options.strict:
-            check_ref_alleles(self.options.vcf, self.fasta, self.lengths, self.options.storage_options)
-
-    def plan(self, info: ModelInfo) -> JobPlan:
-        o, geometry, digest = self.options, info.geometry, self.digest
-        if o.group_bp > geometry.output_span // 2:
-            raise ValueError(f"--group-bp {o.group_bp} is more than half the model's output span "
-                             f"({geometry.output_span // 2} bp): grouped variants would fall outside the output")
-        self.mode = VariantMode(self.fasta, geometry.input_length, tuple(o.scores), o.group_bp)
-        identity = {
-            **model_identity(o, info),
-            "mode": "variants",
-            "fasta": {"name": self.fasta.name, "chromosomes": dict(self.lengths)},
-            "vcf": {"name": os.path.basename(o.vcf.rstrip("/")), "sha256": digest.sha256, "records": digest.records,
-                    "rows_by_chrom": dict(digest.rows_by_chrom)},
-            "scores": list(o.scores),
-            "group_bp": o.group_bp,
-            "variants_per_part": o.variants_per_part,
-        }
-        n_parts = sum(1 for _ in part_bounds(digest.rows_by_chrom, o.variants_per_part))
-        notes = []
-        if digest.renamed:
-            pairs = ", ".join(f"{a}→{b}" for a, b in list(digest.renamed.items())[:5])
-            notes.append(f"chromosome names matched through a 'chr' prefix: {pairs}"
-                         + (" ..." if len(digest.renamed) > 5 else ""))
-        if digest.unknown:
-            notes.append(f"not in the FASTA (status unknown_chrom): {', '.join(list(digest.unknown)[:5])}"
-                         + (" ..." if len(digest.unknown) > 5 else ""))
-        parts = stream_parts(o.vcf, self.lengths, digest, o.variants_per_part, o.storage_options)
-        return JobPlan(identity=identity, totals={"parts": n_parts, "units": digest.rows, "rows": digest.rows},
-                       parts=parts, notes=tuple(notes))
-
-
-def check_ref_alleles(url: str, fasta_source: FastaSource, lengths: Mapping[str, int],
-                      storage_options: Mapping[str, str] | None = None) -> None:
-    """``--strict``: fail on the first REF that does not match the FASTA, naming its line."""
-    match = ChromMatcher(lengths)
-    fasta = fasta_source.open()
-    try:
-        for row in read_rows(url, storage_options):
-            chrom = match(row.chrom)
-            if chrom is None or row.symbolic:
-                continue
-            if row_status(row, fasta, chrom, lengths[chrom]) == "ref_mismatch":
-                p = row.pos - 1
-                found = fasta[chrom][p : min(p + len(row.ref), lengths[chrom])]
-                raise ValueError(f"{url} line {row.line}: REF {row.ref} does not match the FASTA's {found!r} at "
-                                 f"{chrom}:{row.pos} (--strict)")
-    finally:
-        fasta.close()
-
-
-def score_variants(config: VariantConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
-    """Score every ALT allele of a VCF (or resume doing so) and return the run's summary.
-
-    Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
-    RunError when a part fails; committed parts are kept and re-running the same call resumes.
-    """
-    summary = run_job(VariantJob(config), on_part)
-    scored = sum(summary.counts.get(s, 0) for s in SCORED)
-    return dataclasses.replace(summary, notes=(f"scored: {scored} of {summary.units_computed} rows computed in this "
-                                               "run",) + summary.notes)
+def add_scores_argument(parser: argparse.ArgumentParser) -> None:
+    """``--scores`` of the mutagenesis and edits commands."""
+    parser.add_argument("--scores", type=str_list, default=("sad",),
+                        help=f"comma-separated scores, from {','.join(SCORES)} (as for score-variants)")

@@ -1,0 +1,335 @@
+"""The variants kind: VCF rows → reference and alternate predictions → per-track scores.
+
+Owns what is particular to variants, per the contract (docs/contract.md, "Variants and sequence edits"): the
+request and its run identity; parts of consecutive rows of one output chromosome, planned from the row counts
+of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one; the output table; the
+``--strict`` REF check; and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once).
+Statuses, shared reference windows and scores are the scoring core's (``kinds.scoring``); orchestration,
+resume and commit the engine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from ..engine import RunError, RunOptions, RunSummary, run_job
+from ..genome import FastaSource
+from ..settings import ModelInfo
+from ..store import AtlasStore, PartRecord, codes_digest
+from ..vcf import ChromMatcher, VariantRow, VcfDigest, read_rows, scan
+from ..windows import Geometry
+from .arguments import add_model_arguments, run_options, str_list
+from .base import FastaJob
+from .scoring import (
+    SCORED,
+    SCORES,
+    RowCoverage,
+    RowRange,
+    VariantInputs,
+    VariantResult,
+    check_scores,
+    read_variant_inputs,
+    row_part_bounds,
+    row_status,
+    score_part,
+    scores_schema,
+    scores_table,
+    status_counts,
+)
+
+if TYPE_CHECKING:
+    from ..inference import Predictor
+
+DEFAULT_VARIANTS_PER_PART = 256
+
+
+@dataclass(frozen=True)
+class VariantConfig(RunOptions):
+    """One variant-scoring run (see ``RunOptions`` for the model and replica settings)."""
+
+    vcf: str
+    fasta: str
+    scores: tuple[str, ...] = ("sad",)
+    strict: bool = False  # a REF that does not match the FASTA fails the run (before anything is computed)
+    group_bp: int = 0  # >0: variants within this many bp share one reference window (not exactly centred)
+    variants_per_part: int = DEFAULT_VARIANTS_PER_PART
+
+    def check(self) -> None:
+        super().check()
+        check_scores(tuple(self.scores))
+        if self.group_bp < 0:
+            raise ValueError(f"--group-bp must be 0 (off) or positive, got {self.group_bp}")
+        if self.variants_per_part < 1:
+            raise ValueError("variants_per_part must be at least 1")
+
+
+@dataclass(frozen=True)
+class VariantPart(RowRange):
+    """Rows ``[first, end)`` of one output chromosome, in VCF order (the engine's ``Part``)."""
+
+    chrom: str
+    first: int
+    end: int
+    length: int  # the FASTA chromosome's length; 0 for a chromosome the FASTA lacks
+    rows: tuple[VariantRow, ...] = ()
+
+
+def plan_parts(identity: Mapping) -> list[VariantPart]:
+    """The parts of a variant run, from its identity (without their rows: the run fills them from the VCF)."""
+    lengths = identity["fasta"]["chromosomes"]
+    return [VariantPart(chrom, first, end, lengths.get(chrom, 0))
+            for chrom, first, end in row_part_bounds(identity["vcf"]["rows_by_chrom"], identity["variants_per_part"])]
+
+
+def stream_parts(
+    url: str, planned: Iterable[VariantPart], lengths: Mapping[str, int], digest: VcfDigest,
+    storage_options: Mapping[str, str] | None = None,
+) -> Iterator[VariantPart]:
+    """The planned parts filled from a second pass over the VCF, each yielded as soon as its last row is read.
+
+    The driver holds at most one unfinished part per chromosome, whatever the size of the VCF.
+    """
+    match = ChromMatcher(lengths)
+    queues: dict[str, list[VariantPart]] = {}
+    for part in planned:
+        queues.setdefault(part.chrom, []).append(part)
+    for queue in queues.values():
+        queue.reverse()  # popped from the end, in plan order
+    buffers: dict[str, list[VariantRow]] = {}
+    check = VcfDigest()
+    for row in read_rows(url, storage_options, check):
+        chrom = match(row.chrom) or row.chrom
+        queue = queues.get(chrom)
+        if not queue:  # more rows than the first pass counted
+            raise RunError(f"{url} changed while the run was reading it; re-run to start from its new content")
+        buffer = buffers.setdefault(chrom, [])
+        buffer.append(row)
+        if len(buffer) == queue[-1].units:
+            yield dataclasses.replace(queue.pop(), rows=tuple(buffer))
+            buffer.clear()
+    if check.sha256 != digest.sha256 or any(buffers.values()) or any(queues.values()):
+        raise RunError(f"{url} changed while the run was reading it; re-run to start from its new content")
+
+
+VARIANT_FIELDS = (
+    pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
+    pa.field("ref", pa.string(), nullable=False), pa.field("alt", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+)
+
+
+def variant_schema(scores: Sequence[str], track_names: Sequence[str]) -> pa.Schema:
+    return scores_schema(VARIANT_FIELDS, scores, track_names)
+
+
+def variant_table(part: VariantPart, result: VariantResult, scores: Sequence[str], track_names: Sequence[str],
+                  ) -> pa.Table:
+    rows = part.rows
+    leading = [[r.pos for r in rows], [r.id for r in rows], [r.ref for r in rows], [r.alt for r in rows],
+               result.statuses]
+    return scores_table(leading, variant_schema(scores, track_names), result)
+
+
+@dataclass(frozen=True)
+class VariantMode:
+    """VCF rows in, one row of scores per allele out (the engine's ``Mode`` for variants)."""
+
+    fasta: FastaSource
+    input_length: int
+    scores: tuple[str, ...]
+    group_bp: int = 0
+    unit: str = "variant"
+
+    def read(self, part: VariantPart) -> VariantInputs:
+        return read_variant_inputs(self.fasta, part.chrom, part.length, part.rows, self.input_length, self.group_bp)
+
+    def infer(self, predictor: Predictor, part: VariantPart, inputs: VariantInputs) -> VariantResult:
+        result = score_part(predictor, inputs, self.scores)
+        bad = ~np.isfinite(result.scores).all(axis=(1, 2))
+        if bad.any():
+            lines = [part.rows[int(result.rows[j])].line for j in np.flatnonzero(bad)[:5]]
+            raise RunError(f"{part.chrom}: the model returned NaN or infinity for the variant(s) on VCF line(s) "
+                           f"{lines}")
+        return result
+
+    def table(self, part: VariantPart, result: VariantResult, info: ModelInfo) -> pa.Table:
+        return variant_table(part, result, self.scores, info.track_names)
+
+    def tally(self, result: VariantResult) -> tuple[int, dict]:
+        return status_counts(result)
+
+    def digest(self, inputs: VariantInputs) -> str:
+        return codes_digest(inputs.windows)
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+class VariantJob(FastaJob):
+    """The driver's side of a variant-scoring run."""
+
+    options: VariantConfig
+
+    def make_mode(self, geometry: Geometry) -> VariantMode:
+        return VariantMode(self.fasta, geometry.input_length, tuple(self.options.scores), self.options.group_bp)
+
+    def read_inputs(self) -> None:
+        """Pass over the VCF once: every record checked, rows counted, content hashed."""
+        self.digest = scan(self.options.vcf, self.lengths, self.options.storage_options)
+        if self.options.strict:
+            check_ref_alleles(self.options.vcf, self.fasta, self.lengths, self.options.storage_options)
+
+    def identity_fields(self, info: ModelInfo, previous: Mapping | None) -> dict:
+        o, geometry, digest = self.options, info.geometry, self.digest
+        if o.group_bp > geometry.output_span // 2:
+            raise ValueError(f"--group-bp {o.group_bp} is more than half the model's output span "
+                             f"({geometry.output_span // 2} bp): grouped variants would fall outside the output")
+        return {
+            "mode": "variants",
+            "vcf": {"name": os.path.basename(o.vcf.rstrip("/")), "sha256": digest.sha256, "records": digest.records,
+                    "rows_by_chrom": dict(digest.rows_by_chrom)},
+            "scores": list(o.scores),
+            "group_bp": o.group_bp,
+            "variants_per_part": o.variants_per_part,
+        }
+
+    def totals(self, identity: Mapping, parts: list[VariantPart]) -> dict:
+        return {"parts": len(parts), "units": self.digest.rows, "rows": self.digest.rows}
+
+    def feed(self, parts: list[VariantPart]) -> Iterator[VariantPart]:
+        return stream_parts(self.options.vcf, parts, self.lengths, self.digest, self.options.storage_options)
+
+    def notes(self) -> tuple[str, ...]:
+        digest, notes = self.digest, []
+        if digest.renamed:
+            pairs = ", ".join(f"{a}→{b}" for a, b in list(digest.renamed.items())[:5])
+            notes.append(f"chromosome names matched through a 'chr' prefix: {pairs}"
+                         + (" ..." if len(digest.renamed) > 5 else ""))
+        if digest.unknown:
+            notes.append(f"not in the FASTA (status unknown_chrom): {', '.join(list(digest.unknown)[:5])}"
+                         + (" ..." if len(digest.unknown) > 5 else ""))
+        return tuple(notes)
+
+
+def check_ref_alleles(url: str, fasta_source: FastaSource, lengths: Mapping[str, int],
+                      storage_options: Mapping[str, str] | None = None) -> None:
+    """``--strict``: fail on the first REF that does not match the FASTA, naming its line."""
+    match = ChromMatcher(lengths)
+    fasta = fasta_source.open()
+    try:
+        for row in read_rows(url, storage_options):
+            chrom = match(row.chrom)
+            if chrom is None or row.symbolic:
+                continue
+            if row_status(row, fasta, chrom, lengths[chrom]) == "ref_mismatch":
+                p = row.pos - 1
+                found = fasta[chrom][p : min(p + len(row.ref), lengths[chrom])]
+                raise ValueError(f"{url} line {row.line}: REF {row.ref} does not match the FASTA's {found!r} at "
+                                 f"{chrom}:{row.pos} (--strict)")
+    finally:
+        fasta.close()
+
+
+def score_variants(config: VariantConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
+    """Score every ALT allele of a VCF (or resume doing so) and return the run's summary.
+
+    Raises ValueError (or a subclass) on bad input, StoreError when ``--out`` cannot be used as asked, and
+    RunError when a part fails; committed parts are kept and re-running the same call resumes.
+    """
+    summary = run_job(VariantJob(config, KIND), on_part)
+    scored = sum(summary.counts.get(s, 0) for s in SCORED)
+    return dataclasses.replace(summary, notes=(f"scored: {scored} of {summary.units_computed} rows computed in this "
+                                               "run",) + summary.notes)
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+class VariantCoverage(RowCoverage):
+    """Variant-table coverage: each part holds its planned rows; with ``--vcf``, every input row exactly once."""
+
+    def __init__(self, identity: Mapping, store: AtlasStore):
+        super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
+                         identity["vcf"]["rows_by_chrom"], keys=("pos", "id", "ref", "alt"))
+
+    def wants_keys(self, inputs: Mapping[str, str]) -> bool:
+        return "vcf" in inputs  # without an input to compare with, row counts suffice
+
+    def expected(self, inputs: Mapping[str, str], storage_options) -> Counter | None:
+        """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
+        vcf = inputs.get("vcf")
+        if vcf is None:
+            return None
+        digest = VcfDigest()
+        match = ChromMatcher(self.identity["fasta"]["chromosomes"])
+        want = Counter(
+            (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
+        )
+        if digest.sha256 != self.identity["vcf"]["sha256"]:
+            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
+        return want
+
+
+# --- the kind -------------------------------------------------------------------------------------
+
+
+class VariantsKind:
+    """Variant effect scoring (``enformer-batch score-variants``)."""
+
+    name = "variants"
+    command = "score-variants"
+    config = VariantConfig
+    help = "score every ALT allele of a VCF: reference vs alternate predictions, per track"
+    description = (
+        "Centre the model's input on each variant (its first base at input position input_length/2), predict "
+        "the reference and the alternate sequence (indels shift the right flank; bins are not re-aligned), and "
+        "write one row per ALT allele to <out>/chrom=<name>/part-*.parquet: pos (1-based), id, ref, alt, status "
+        "(ok, n_at_variant, ref_mismatch, symbolic, unknown_chrom), then float32 columns <score>:<track>. "
+        "Scores: sad = sum over bins of (alt - ref); logsad = log2(sum alt + 1) - log2(sum ref + 1); "
+        "l2 = sqrt(sum (alt - ref)^2); center = alt - ref at the middle output bin (the variant's). Alleles at "
+        "one position share one reference prediction. Re-running the same command resumes."
+    )
+    validate_inputs = {"vcf": "variant tables: check that every row of this VCF (one per ALT) appears exactly once"}
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The options of ``enformer-batch score-variants`` (also used by ``jobs/variants.py``)."""
+        parser.add_argument("vcf", help="VCF, VCF.gz (bgzip or gzip); path or fsspec URL")
+        parser.add_argument("--fasta", required=True, help="reference FASTA the VCF's REF alleles refer to")
+        add_model_arguments(parser)
+        parser.add_argument("--scores", type=str_list, default=("sad",),
+                            help=f"comma-separated scores, from {','.join(SCORES)} (see the README)")
+        parser.add_argument("--strict", action="store_true",
+                            help="fail (before computing anything) on a REF that does not match the FASTA, "
+                            "instead of writing it with status ref_mismatch")
+        parser.add_argument("--group-bp", type=int, default=0,
+                            help="variants within this many bp share one reference window (fewer model inputs; "
+                            "not exactly centred, see the README); 0 = off")
+
+    def config_from_args(self, args: argparse.Namespace) -> VariantConfig:
+        """The run that parsed ``score-variants`` arguments describe."""
+        return VariantConfig(vcf=args.vcf, fasta=args.fasta, scores=args.scores, strict=args.strict,
+                             group_bp=args.group_bp, **run_options(args))
+
+    def run(self, config: VariantConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
+        return score_variants(config, on_part)
+
+    def parts(self, identity: Mapping) -> list[VariantPart]:
+        return plan_parts(identity)
+
+    def schema(self, identity: Mapping) -> pa.Schema:
+        return variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
+
+    def coverage(self, identity: Mapping, store: AtlasStore) -> VariantCoverage:
+        return VariantCoverage(identity, store)
+
+
+KIND = VariantsKind()
