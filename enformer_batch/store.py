@@ -557,10 +557,6 @@ class AtlasStore:
             self.lease.check()
         self.retrying(once, what)
 
-    def is_empty(self) -> bool:
-        return self.retrying(lambda: not self.fs.exists(self.root) or not self.fs.ls(self.root),
-                             f"listing {self.url}")
-
     def remove_all(self) -> None:
         """Delete an earlier run's files (``--overwrite``): marker, manifest, then parts, in that order.
 

@@ -21,7 +21,6 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-SYMBOLIC = "symbolic"
 _BASES = re.compile(r"^[ACGTNacgtn]+$")
 
 

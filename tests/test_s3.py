@@ -139,6 +139,9 @@ def s3(test_fasta):
     server.start()
     host, port = server.get_host_and_port()
     options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+    # moto keeps its buckets in process-wide state that outlives a server: another module's server (this
+    # fixture, imported by test_fencing) leaves its bucket behind unless the state is reset.
+    _moto_reset(host, port)
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir(BUCKET)
     pyfaidx.Faidx(test_fasta).close()  # make sure the local .fai exists to upload
@@ -147,7 +150,15 @@ def s3(test_fasta):
     fs.put_file(test_fasta, f"{BUCKET}/bare/test.fa")
     fs.put_file(test_fasta, f"{BUCKET}/bare-run/test.fa")  # indexed by the first predict only
     yield {"fs": fs, "options": options, "port": port}
+    _moto_reset(host, port)
     server.stop()
+
+
+def _moto_reset(host: str, port: int) -> None:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("POST", "/moto-api/reset")
+    assert conn.getresponse().status == 200
+    conn.close()
 
 
 def read_back(url: str, options: dict) -> dict:
