@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracks(sub)
     _add_atlas_access(sub)
     _add_plan(sub)
+    _add_serve(sub)
 
     # --debug is accepted after the command too (`enformer-batch predict ... --debug`); SUPPRESS keeps a
     # --debug given before the command from being reset by the subcommand's default.
@@ -313,11 +314,27 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """``serve``: interactive experiments (enformer_batch.serve), its arguments from the module."""
+    from .serve import add_arguments
+
+    add_arguments(sub.add_parser("serve", help="web page and JSON API: edits and mutagenesis on warm model replicas",
+                                 description="Serve a page and a JSON API (see the README, 'Interactive experiments: "
+                                 "serve') on 127.0.0.1 unless --host says otherwise."))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {k.command: _run_kind(k) for k in KINDS.values()}
     handlers.update({"validate": _validate, "tracks": _tracks, "query": _query, "export-bigwig": _export_bigwig,
                      "plot": _plot, "plan": _plan, "plot-mutagenesis": _plot_mutagenesis, "plot-edit": _plot_edit})
+    handlers["serve"] = _serve
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

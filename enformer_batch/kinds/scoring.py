@@ -15,7 +15,7 @@ import argparse
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -226,13 +226,16 @@ class VariantResult:
     sequences: int
 
 
-def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str]) -> VariantResult:
+def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str],
+               predictions: Callable[[int, Any, Any], None] | None = None) -> VariantResult:
     """Predict each shared reference once and every alternate beside it, in batches; reduce to scores.
 
     The model sees, in order, each reference followed by its alternates; a reference prediction is kept on
     the device only until its last alternate is scored, so device memory stays at about two batches. A batch of
     one reference's inputs goes through ``Predictor.predict_near_on_device`` (alternates recompute the conv
-    tower only around their change; equal to the full forward up to rounding).
+    tower only around their change; equal to the full forward up to rounding). ``predictions``, if given, is
+    called with each scored index and the reference and alternate predictions ``[bins, tracks]`` (on the
+    device) its scores came from: ``serve`` plots them beside scores equal to a batch run's.
     """
     import torch
 
@@ -291,6 +294,9 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
                 ks = [k for k, _, _ in alts]
                 ref = torch.stack([refs[g] for _, g, _ in alts])
                 out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
+                if predictions is not None:
+                    for k, g, j in alts:
+                        predictions(j, refs[g], y[k])
                 for _, g, j in alts:
                     if last_use[g] == position[j]:
                         refs.pop(g, None)
