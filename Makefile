@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install demo test lint bench clean real-data
+.PHONY: install demo test lint bench clean real-data browser
 
 # Torch first, from the pinned spec, so that no other requirement pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -39,7 +39,16 @@ demo: install
 real-data:
 	PYTHON=$(PY) bash tools/fetch_real_data.sh .real-data || true
 
-test: $(VENV)/.installed-test real-data
+# The serve page's browser test (tests/test_serve.py) drives Debian's chromium and chromium-driver: installed
+# here where this runs as root (CI); elsewhere it says how, and the test is skipped (never on CI).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "make browser: no chromium/chromedriver; the browser test is skipped. Enable it with" \
+		"'sudo apt-get install chromium chromium-driver' (Debian/Ubuntu) or 'sudo make browser'."; fi
+
+test: $(VENV)/.installed-test real-data browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -4,10 +4,13 @@ Commands:
 
 * job kinds, one per ``enformer_batch.kinds.KINDS`` entry, their arguments from the kind: ``predict`` (a genome
   atlas), ``score-variants`` (a VCF's alleles; with ``--genes``, per gene in range), ``mutagenesis`` (every SNV
-  of regions), ``edits`` (an EDITS.tsv), ``predict-genes`` (each gene's expression from the reference);
+  of regions), ``edits`` (an EDITS.tsv), ``attribute`` (input × gradient over regions), ``predict-genes`` (each
+  gene's expression from the reference);
 * checking and reading outputs: ``validate`` (any kind), ``query``, ``export-bigwig``, ``plot`` (atlases),
-  ``plot-mutagenesis`` (a mutagenesis table), ``plot-edit`` (one edit, computed here);
+  ``plot-mutagenesis`` (a mutagenesis table), ``plot-edit`` (one edit, computed here), ``export-attributions``
+  (TF-MoDISco arrays, a bigWig) and ``plot-attribution`` (a sequence logo) of an attribution output;
 * ``tracks`` (a model's tracks) and ``plan`` (a dry run: size, GPU-hours and cost of an atlas).
+* ``serve`` (a web page and JSON API over warm model replicas: edits, mutagenesis, atlas lookups).
 
 Errors a user can fix (bad input, an ``--out`` holding another run, a failed part) print one line naming
 the problem and exit non-zero; ``--debug`` shows the traceback instead.
@@ -35,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_job_commands(sub)
     _add_experiment_plots(sub)
+    _add_attribution_access(sub)
     _add_validate(sub)
     _add_tracks(sub)
     _add_atlas_access(sub)
     _add_plan(sub)
+    _add_serve(sub)
 
     # --debug is accepted after the command too (`enformer-batch predict ... --debug`); SUPPRESS keeps a
     # --debug given before the command from being reset by the subcommand's default.
@@ -80,6 +85,28 @@ def _add_experiment_plots(sub: argparse._SubParsersAction) -> None:
     pe.add_argument("--out", required=True, help="PNG file to write")
     pe.add_argument("--width", type=int, default=1200, help="image width in pixels")
     pe.add_argument("--storage-option", type=storage_option, action="append", default=[], metavar="KEY=VALUE")
+
+
+def _add_attribution_access(sub: argparse._SubParsersAction) -> None:
+    """``export-attributions`` and ``plot-attribution``: an ``attribute`` output out to other tools."""
+    ea = sub.add_parser("export-attributions", help="an attribution output to TF-MoDISco (ohe.npz, shap.npz) or a "
+                        "bigWig of attr (bigwig needs the 'atlas' extra)",
+                        description="modisco: DIR/ohe.npz and DIR/shap.npz, arrays (regions, 4, length) in the run's "
+                        "region order (regions of one length), for `modisco motifs -s ohe.npz -a shap.npz -w W` with "
+                        "W at most the length; bigwig: DIR/attr.bw, attr per base (regions must not overlap).")
+    ea.add_argument("url", help="attribution output directory or URL")
+    ea.add_argument("--format", required=True, choices=["modisco", "bigwig"], help="what to write")
+    ea.add_argument("--out", required=True, help="local directory to write into")
+    ea.add_argument("--storage-option", type=storage_option, action="append", default=[], metavar="KEY=VALUE")
+
+    pt = sub.add_parser("plot-attribution", help="sequence logo of attr over one region (needs the 'atlas' extra)",
+                        description="Each position's reference base as a letter as tall as its attribution (below "
+                        "the axis when it lowers the target); the title names the target.")
+    pt.add_argument("url", help="attribution output directory or URL")
+    pt.add_argument("--region", required=True, help="the region as the run was given it, e.g. chr1:1000-1200")
+    pt.add_argument("--out", required=True, help="PNG file to write")
+    pt.add_argument("--width", type=int, default=1400, help="image width in pixels")
+    pt.add_argument("--storage-option", type=storage_option, action="append", default=[], metavar="KEY=VALUE")
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
@@ -190,6 +217,28 @@ def _plot_mutagenesis(args: argparse.Namespace) -> int:
 
     width, height = plot_mutagenesis(args.url, args.region, args.track, args.out, score=args.score,
                                      width_px=args.width, storage_options=dict(args.storage_option))
+    print(f"{args.out}: {width}x{height} px")
+    return 0
+
+
+def _export_attributions(args: argparse.Namespace) -> int:
+    from .export import export_attribution_bigwig, export_modisco
+
+    options = dict(args.storage_option)
+    if args.format == "modisco":
+        paths = export_modisco(args.url, args.out, options)
+    else:
+        paths = (export_attribution_bigwig(args.url, args.out, options),)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _plot_attribution(args: argparse.Namespace) -> int:
+    from .export import plot_attribution
+
+    width, height = plot_attribution(args.url, args.region, args.out, width_px=args.width,
+                                     storage_options=dict(args.storage_option))
     print(f"{args.out}: {width}x{height} px")
     return 0
 
@@ -313,11 +362,28 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """``serve``: interactive experiments (enformer_batch.serve), its arguments from the module."""
+    from .serve import add_arguments
+
+    add_arguments(sub.add_parser("serve", help="web page and JSON API: edits and mutagenesis on warm model replicas",
+                                 description="Serve a page and a JSON API (see the README, 'Interactive experiments: "
+                                 "serve') on 127.0.0.1 unless --host says otherwise."))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {k.command: _run_kind(k) for k in KINDS.values()}
     handlers.update({"validate": _validate, "tracks": _tracks, "query": _query, "export-bigwig": _export_bigwig,
-                     "plot": _plot, "plan": _plan, "plot-mutagenesis": _plot_mutagenesis, "plot-edit": _plot_edit})
+                     "plot": _plot, "plan": _plan, "plot-mutagenesis": _plot_mutagenesis, "plot-edit": _plot_edit,
+                     "export-attributions": _export_attributions, "plot-attribution": _plot_attribution})
+    handlers["serve"] = _serve
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -18,7 +18,10 @@ import pyarrow as pa
 
 from .atlas import Atlas, TrackSpec, open_atlas
 
-__all__ = ["export_bigwig", "plot_edit", "plot_mutagenesis", "plot_region", "read_committed"]
+__all__ = [
+    "export_attribution_bigwig", "export_bigwig", "export_modisco", "plot_attribution", "plot_edit", "plot_mutagenesis",
+    "plot_region", "read_attributions", "read_committed",
+]
 
 _EXTRA_HINT = "pip install 'enformer-batch[atlas]'"
 
@@ -272,6 +275,214 @@ def plot_edit(edit, ref: np.ndarray, alt: np.ndarray, first_bp: int, bin_size: i
     fig.suptitle(f"edit {edit.name}: {what} of {edit.chrom}:{edit.start:,}-{edit.end:,} "
                  f"({len(edit.sequence)} bp in)", fontsize=9)
     fig.subplots_adjust(left=0.14, right=0.97, top=1 - 30 / height_px, bottom=60 / height_px, hspace=0.3)
+    fig.savefig(out, dpi=dpi, format="png")
+    plt.close(fig)
+    return width_px, height_px
+
+
+# --- attributions (the ``attribute`` kind's tables) ------------------------------------------------------------
+
+HYP_COLUMNS = ("hyp_a", "hyp_c", "hyp_g", "hyp_t")
+LOGO_COLOURS = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839", "N": "0.6"}
+LOGO_MAX_LETTERS = 2_000  # past this many positions letters are unreadable: coloured bars instead
+
+
+def _attribution_manifest(url: str, storage_options: Mapping[str, str] | None) -> dict:
+    from .store import AtlasStore
+
+    manifest = AtlasStore(url, storage_options).read_manifest()
+    if manifest is None:
+        raise ValueError(f"no _manifest.json at {url}: not an enformer-batch output, or the run never started")
+    identity = manifest.get("identity") or {}
+    if identity.get("mode") != "attribution":
+        raise ValueError(f"{url} is not an attribution output (its run is {identity.get('mode', 'an atlas')!r})")
+    return manifest
+
+
+def _region_order(identity: Mapping) -> list[str]:
+    """Region labels in the order the run was given them (first occurrence of a repeated region)."""
+    labels = [f"{c}:{s}-{e}" for c, s, e in identity.get("regions", [])]
+    return list(dict.fromkeys(labels))
+
+
+def read_attributions(url: str, storage_options: Mapping[str, str] | None = None, region: str | None = None,
+                      ) -> tuple[dict, dict[str, pa.Table]]:
+    """An attribution output's manifest and its rows by region label (region order, each sorted by ``pos``);
+    with ``region``, that region's rows only (read from its chromosome's parts). Every region must be complete:
+    a run still going or an unfinished region is an error naming it."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .store import AtlasStore, chrom_of_dir, records_from_manifest
+
+    manifest = _attribution_manifest(url, storage_options)
+    order = _region_order(manifest["identity"])
+    if region is not None:
+        region = region.replace(",", "")
+        if region not in order:
+            raise ValueError(f"no region {region!r} in {url}; it has {', '.join(order[:5])}"
+                             + (f" and {len(order) - 5} more" if len(order) > 5 else ""))
+        order = [region]
+    chroms = {label.rsplit(":", 1)[0] for label in order}
+    store = AtlasStore(url, storage_options)
+    columns = ["region", "pos", "ref", "attr", *HYP_COLUMNS]
+    tables = []
+    for path in sorted(records_from_manifest(manifest)):
+        if chrom_of_dir(path.split("/")[0]) not in chroms:
+            continue
+        with store.fs.open(store.path(path), "rb") as f:
+            table = pq.read_table(f, columns=columns)
+        if region is not None:
+            table = table.filter(pc.equal(table.column("region"), region))
+        tables.append(table)
+    rows = pa.concat_tables(tables) if tables else None
+    by_region: dict[str, pa.Table] = {}
+    for label in order:
+        chrom, span = label.rsplit(":", 1)
+        start, end = (int(v) for v in span.split("-"))
+        got = rows.filter(pc.equal(rows.column("region"), label)) if rows is not None else None
+        if got is None or got.num_rows != end - start:
+            found = 0 if got is None else got.num_rows
+            raise ValueError(f"region {label} has {found} of its {end - start} positions in {url}: the run has not "
+                             "finished it (re-run the same command to resume)")
+        by_region[label] = got.sort_by("pos")
+    return manifest, by_region
+
+
+def export_modisco(url: str, out_dir: str, storage_options: Mapping[str, str] | None = None,
+                   ) -> tuple[str, str]:
+    """``<out_dir>/ohe.npz`` and ``<out_dir>/shap.npz`` for ``modisco motifs -s ohe.npz -a shap.npz``: arrays
+    ``(regions, 4, length)`` float32 under TF-MoDISco-lite's key ``arr_0``, regions in the run's order, channels
+    A, C, G, T. ``ohe`` is the one-hot reference (N: all zero), ``shap`` the hypothetical contributions. Regions
+    must all have one length. TF-MoDISco's ``-w`` (window, default 400) must not exceed that length."""
+    _, by_region = read_attributions(url, storage_options)
+    lengths = {label: t.num_rows for label, t in by_region.items()}
+    if len(set(lengths.values())) > 1:
+        (a, la), (b, lb) = next(((x, lengths[x]), (y, lengths[y])) for x in lengths for y in lengths
+                                if lengths[x] != lengths[y])
+        raise ValueError(f"TF-MoDISco needs regions of one length; {a} is {la:,} bp and {b} is {lb:,} bp "
+                         f"({len(set(lengths.values()))} lengths among {len(lengths)} regions)")
+    n, length = len(by_region), next(iter(lengths.values()))
+    ohe = np.zeros((n, 4, length), np.float32)
+    shap = np.zeros((n, 4, length), np.float32)
+    for k, table in enumerate(by_region.values()):
+        ref = np.array(table.column("ref").to_pylist())
+        for c, base in enumerate("ACGT"):
+            ohe[k, c] = ref == base
+            shap[k, c] = table.column(HYP_COLUMNS[c]).to_numpy()
+    os.makedirs(out_dir, exist_ok=True)
+    paths = os.path.join(out_dir, "ohe.npz"), os.path.join(out_dir, "shap.npz")
+    np.savez_compressed(paths[0], ohe)  # positional: TF-MoDISco-lite reads the key arr_0
+    np.savez_compressed(paths[1], shap)
+    return paths
+
+
+def export_attribution_bigwig(url: str, out_dir: str, storage_options: Mapping[str, str] | None = None) -> str:
+    """``<out_dir>/attr.bw``: ``attr`` per base over every region, the FASTA's chromosomes in the header.
+
+    A bigWig holds one value per base: overlapping regions (each computed in its own window, so with other values
+    at the shared bases) are an error naming two of them."""
+    pybigwig = _import_pybigwig()
+    manifest, by_region = read_attributions(url, storage_options)
+    header = list(manifest["identity"]["fasta"]["chromosomes"].items())
+    spans: dict[str, list[tuple[int, int, str]]] = {}
+    for label in by_region:
+        chrom, span = label.rsplit(":", 1)
+        start, end = (int(v) for v in span.split("-"))
+        spans.setdefault(chrom, []).append((start, end, label))
+    for items in spans.values():
+        items.sort()
+        for (_, e1, a), (s2, _, b) in zip(items, items[1:]):
+            if s2 < e1:
+                raise ValueError(f"regions {a} and {b} overlap: a bigWig holds one attribution per base; export "
+                                 "runs of non-overlapping regions")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "attr.bw")
+    bw = pybigwig.open(path, "w")
+    if bw is None:
+        raise OSError(f"cannot create bigWig {path}")
+    try:
+        bw.addHeader(header, maxZooms=10)
+        for chrom, _ in header:  # header order, positions ascending: what pyBigWig requires
+            for start, _, label in spans.get(chrom, []):
+                table = by_region[label]
+                values = table.column("attr").cast(pa.float64()).to_numpy()
+                bw.addEntries(chrom, start, values=values.tolist(), span=1, step=1)
+    finally:
+        bw.close()
+    return path
+
+
+def describe_target(identity: Mapping) -> str:
+    """The target of an attribution run in words, e.g. ``ln(1 + Σ region bins mean(tracks DNASE:x, …))``."""
+    names = [t.get("name", "?") for t in identity.get("tracks", [])]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    target = identity.get("target", "center")
+    bins = {"center": "the centre bin", "region": "the region's bins"}.get(target, f"the exon bins of {target[5:]}"
+                                                                           if target.startswith("gene:") else target)
+    inner = f"Σ over {bins} of the mean of {shown}"
+    return f"ln(1 + {inner})" if identity.get("log") else inner
+
+
+def plot_attribution(url: str, region: str, out: str, *, width_px: int = 1400, height_px: int = 360, dpi: int = 100,
+                     storage_options: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """A sequence logo of ``attr`` over one region: each position's reference base drawn as a letter whose height is
+    its contribution (above the axis when it raises the target, below, mirrored, when it lowers it); past
+    ``LOGO_MAX_LETTERS`` positions, bars in the base's colour. The title names the target. Returns (width, height)."""
+    plt = _import_pyplot()
+    from matplotlib.collections import PatchCollection
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.patches import PathPatch
+    from matplotlib.textpath import TextPath
+    from matplotlib.ticker import FuncFormatter
+    from matplotlib.transforms import Affine2D
+
+    manifest, by_region = read_attributions(url, storage_options, region=region)
+    label, table = next(iter(by_region.items()))
+    pos = table.column("pos").to_numpy() - 1  # 0-based genome position
+    refs = table.column("ref").to_pylist()
+    attr = table.column("attr").cast(pa.float64()).to_numpy()
+    fig, ax = plt.subplots(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    if len(pos) <= LOGO_MAX_LETTERS:
+        font = FontProperties(family="DejaVu Sans", weight="bold")
+        glyphs = {}
+        for base in "ACGTN":
+            path = TextPath((0, 0), base, size=1, prop=font)
+            box = path.get_extents()
+            # Each letter fills a unit box: 0.9 of a position wide, height 1, from y = 0.
+            glyphs[base] = path.transformed(Affine2D().translate(-box.x0, -box.y0)
+                                            .scale(0.9 / box.width, 1 / box.height))
+        patches, colours = [], []
+        for x, base, value in zip(pos, refs, attr):
+            if value == 0:
+                continue  # N, or no contribution: nothing to draw
+            base = base if base in glyphs else "N"
+            path = glyphs[base].transformed(Affine2D().scale(1, value).translate(x - 0.45, 0))
+            patches.append(PathPatch(path))
+            colours.append(LOGO_COLOURS[base])
+        ax.add_collection(PatchCollection(patches, facecolors=colours, edgecolors="none"))
+    else:
+        colours = [LOGO_COLOURS.get(b, LOGO_COLOURS["N"]) for b in refs]
+        ax.bar(pos, attr, width=1.0, color=colours, linewidth=0)
+    n = np.append(np.array(refs) == "N", False)
+    for lo, hi in zip(np.flatnonzero(n & ~np.append(False, n[:-1])), np.flatnonzero(~n & np.append(False, n[:-1]))):
+        ax.axvspan(pos[lo] - 0.5, pos[hi - 1] + 0.5, color="0.92", linewidth=0)  # N: no base, no contribution
+    limit = float(np.abs(attr).max()) or 1.0
+    ax.set_xlim(pos[0] - 0.5, pos[-1] + 0.5)
+    ax.set_ylim(min(0.0, float(attr.min())) - 0.05 * limit, max(0.0, float(attr.max())) + 0.05 * limit)
+    ax.axhline(0, color="0.5", linewidth=0.5)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}"))
+    ax.set_xlabel(f"{label.rsplit(':', 1)[0]} position (bp, 0-based); letters: the reference base; grey: N",
+                  fontsize=8)
+    ax.set_ylabel("input × gradient", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    identity = manifest["identity"]
+    model = identity.get("model", {})
+    model_name = model.get("id") if isinstance(model, Mapping) else model
+    fig.suptitle(f"attribution of {describe_target(identity)} — {label}", fontsize=9)
+    ax.set_title(f"model {model_name}" if model_name else "", fontsize=7, color="0.35")
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.85, bottom=0.16)
     fig.savefig(out, dpi=dpi, format="png")
     plt.close(fig)
     return width_px, height_px

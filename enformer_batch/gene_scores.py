@@ -206,14 +206,16 @@ class GeneReducer:
     """Gene scores of one part's alleles on the device: each window's masks go to the device once, and each
     allele's ``[G, scores, tracks]`` stays there until the part is done (then ``collect`` copies them back)."""
 
-    def __init__(self, windows: Sequence[WindowGenes], scores: Sequence[str], device):
-        self.windows, self.scores, self.device = windows, tuple(scores), device
+    def __init__(self, windows: Sequence[WindowGenes], group: Sequence[int], scores: Sequence[str], device):
+        self.windows, self.group, self.scores, self.device = windows, group, tuple(scores), device
         self._masks: dict[int, tuple] = {}
         self.values: dict[int, object] = {}  # scored-allele index -> tensor [G, S, T]
 
-    def __call__(self, group: int, allele: int, ref, alt) -> None:
+    def __call__(self, allele: int, ref, alt) -> None:
+        """Scored allele ``allele`` (predicted in window ``group[allele]``): ``ref``, ``alt`` ``[bins, T]``."""
         import torch
 
+        group = int(self.group[allele])
         window = self.windows[group]
         if not len(window):
             return

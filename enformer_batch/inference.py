@@ -14,7 +14,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +119,7 @@ class Predictor:
         settings.check()
         self.settings = settings
         self.device = torch.device(device) if device is not None else default_device()
+        self.memory_share = memory_share  # what attribution plans its own batches with
         self._passes = (2 if settings.rc else 1) * len(settings.shifts)  # forward passes per window
         self.precision = resolve_precision(settings.precision, self.device)
         if self.precision == "fp32" and self.device.type == "cuda":
@@ -289,6 +290,25 @@ class Predictor:
 
             y = unsquash_tensor(y, None, self._unsquash)
         return y
+
+    def onehot_rows(self, codes: torch.Tensor) -> torch.Tensor:
+        """Integer codes ``[b, L]`` on the device → one-hot rows ``[b, L, 4]`` there, N and padding as the run
+        encodes them (``--n-encoding``)."""
+        return self._onehot[codes.long()]
+
+    def predict_onehot(self, onehot: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                       ) -> torch.Tensor:
+        """Selected, augmented predictions ``[b, bins, n_selected]`` (fp32) of one-hot rows ``[b, L, 4]`` on the
+        device, under the caller's autograd mode: attribution differentiates through it. Always eager (a compiled
+        model is compiled for inference). ``forward`` replaces the model call ``model(x, head=...)`` of each
+        augmentation pass (attribution wraps it in activation checkpointing)."""
+        if forward is None:
+            forward = self.eager_forward
+        return self._select(self._augmented(forward, onehot))
+
+    def eager_forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        """One pass of the model (the ensemble's mean for replicates) over one-hot rows, the run's head."""
+        return self.model(onehot, head=self.settings.head)
 
     @property
     def predicts_near(self) -> bool:

@@ -86,6 +86,16 @@ class Ensemble(nn.Module):
             return torch.stack([o.float() for o in outs]).mean(0)
         return {h: torch.stack([o[h].float() for o in outs]).mean(0) for h in outs[0]}
 
+    @property
+    def focusable(self) -> bool:
+        """Whether every member has ``forward_focused`` (Enformers; see ``model.Enformer.forward_focused``)."""
+        return all(hasattr(m, "forward_focused") for m in self.members)
+
+    def forward_focused(self, x: Tensor, lo: int, hi: int, head: str) -> Tensor:
+        """The mean of the members' ``forward_focused`` (attribution): ``forward(x, head)``'s values, its graph
+        reaching the input only around ``[lo, hi)``."""
+        return torch.stack([m.forward_focused(x, lo, hi, head).float() for m in self.members]).mean(0)
+
 
 # ----------------------------------------------------------------------------------------------------
 # Files

@@ -332,10 +332,11 @@ class Attention(nn.Module):
         bias = relative_shift(self._rel_logits(q + self.rel_pos_bias, n, x.device))
 
         qc = q + self.rel_content_bias
-        if x.device.type == "cpu" and qc.dtype == torch.float32 and not self.training:
+        if x.device.type == "cpu" and qc.dtype == torch.float32 and not self.training and _inplace_ok():
             # On CPUs SDPA takes its math fallback with a float mask (extra passes for scaling and fully
             # masked rows); adding the bias inside the GEMM (baddbmm) is the same arithmetic, ~1.4x faster.
-            # Reduced precision keeps SDPA, which accumulates the softmax in fp32.
+            # Reduced precision keeps SDPA, which accumulates the softmax in fp32. Its in-place softmax has no
+            # gradient: attributions (autograd on) take SDPA.
             if bias.dtype == k.dtype == torch.float32:
                 # Everything in one buffer: a fresh allocation of this size costs more in page faults than
                 # the softmax itself (Borzoi: 0.5 GB of logits per layer).
@@ -497,16 +498,33 @@ class Enformer(nn.Module):
         lo, hi = int(changed[0]), int(changed[-1]) + 1
         if hi - lo > NEAR_MAX_SPAN:
             return self(x, head=head)
+        return self._from_tower(self._splice(x, lo, hi, reference_tower.expand(x.shape[0], -1, -1).clone()), head)
+
+    def forward_focused(self, x: Tensor, lo: int, hi: int, head: str) -> Tensor:
+        """``forward(x, head)`` for the gradient with respect to input positions ``[lo, hi)`` (attribution).
+
+        The values are the full forward's (up to floating-point rounding); the autograd graph reaches the input only
+        through a crop around ``[lo, hi)``: the tower runs over the whole input without a graph, and again, with
+        one, over the crop, spliced in as in ``forward_near`` (every tower bin that ``[lo, hi)`` reaches, each from
+        inputs wholly inside the crop). So ``∂/∂x`` is exact on ``[lo, hi)`` (partial near the crop's edges, zero
+        outside it), and the full-length activations, most of a backward pass's memory and work, are never kept.
+        """
+        with torch.no_grad():
+            tower = self.tower(x)
+        return self._from_tower(self._splice(x, lo, hi, tower), head)
+
+    def _splice(self, x: Tensor, lo: int, hi: int, tower: Tensor) -> Tensor:
+        """``tower`` (the tower of an input equal to ``x`` away from ``[lo, hi)``) with the bins that input positions
+        ``[lo, hi)`` reach recomputed from ``x`` over a crop; written in place."""
         size, radius, length = self.config.bin_size, self.tower_radius, x.shape[1]
-        n_bins = reference_tower.shape[-1]
+        n_bins = tower.shape[-1]
         first = max(0, (lo - radius) // size - 1)  # tower bins the change can reach, with a bin to spare
         last = min(n_bins, -(-(hi + radius) // size) + 1)
         start = max(0, ((first * size - radius) // size - 1) * size)  # their inputs, whole bins, one to spare
         end = min(length, (-(-(last * size + radius) // size) + 1) * size)
-        tower = reference_tower.expand(x.shape[0], -1, -1).clone()
         local = self.tower(x[:, start:end])
         tower[:, :, first:last] = local[:, :, first - start // size : last - start // size].to(tower.dtype)
-        return self._from_tower(tower, head)
+        return tower
 
     def _from_tower(self, tower: Tensor, head: str) -> Tensor:
         return self._heads[head](self._after_tower(tower.transpose(1, 2).contiguous()))

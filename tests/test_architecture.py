@@ -31,11 +31,12 @@ LAYERS: dict[str, int] = {
     "version": 0, "units": 0, "annotation": 0, "gene_scores": 0,
     # model families: what a checkpoint is, how it loads, how it is run
     "families": 1, "settings": 1, "model": 1, "borzoi": 1, "loader": 1, "simulated": 1, "integrity": 1,
-    "inference": 2,  # the predictor (no Ray)
+    "inference": 2, "attribution": 2,  # the predictor and its gradients (no Ray)
     "store": 3, "lease": 3,  # the output on storage and its commit protocol
     "engine": 4,  # Ray orchestration, kind-agnostic
     "kinds": 5,  # job kinds on the engine: atlas, variants, mutagenesis, edits
     "atlas": 6, "validate": 6, "export": 6, "estimate": 6,  # reading, checking and sizing outputs
+    "serve": 6,  # interactive experiments: a page and an API over warm replicas (only cli imports it)
     "cli": 7, "__init__": 7,  # the public faces
 }
 
@@ -214,6 +215,13 @@ def test_imports_never_go_up_a_layer() -> None:
         + "\n".join(f"  {e} (layer {layer_of(e.source)} -> {layer_of(e.target)})"
                     + (" [type-only]" if e.type_only else "") for e in upward)
     )
+
+
+def test_only_the_cli_imports_serve() -> None:
+    """The server is an access layer of its own: nothing but the command line starts it."""
+    _, edges = import_edges()
+    outside = [e for e in edges if e.target.split(".")[0] == "serve" and e.source.split(".")[0] not in ("serve", "cli")]
+    assert not outside, "only cli may import serve:\n" + "\n".join(f"  {e}" for e in outside)
 
 
 def test_no_import_cycles() -> None:

@@ -14,7 +14,7 @@ from enformer_batch.store import MANIFEST, PartRecord, manifest_parts, records_f
 
 
 def test_every_kind_is_registered_under_its_name_with_its_own_command():
-    assert list(KINDS) == ["atlas", "variants", "mutagenesis", "edits", "genes"]
+    assert list(KINDS) == ["atlas", "variants", "mutagenesis", "edits", "attribution", "genes"]
     assert all(kind.name == name for name, kind in KINDS.items())
     assert len({kind.command for kind in KINDS.values()}) == len(KINDS)
 

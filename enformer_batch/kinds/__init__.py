@@ -1,4 +1,5 @@
-"""Job kinds: each kind of run (atlas, variants, mutagenesis, edits, genes) owns its whole contract in one module.
+"""Job kinds: each kind of run (atlas, variants, mutagenesis, edits, attribution, genes) owns its whole contract in
+one module.
 
 A kind says what its options are (a ``RunOptions`` subclass and its command-line arguments), how it plans
 parts from a run identity (``parts``: one function the run and ``validate`` share), the schema of its parts,
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from ..engine import Part, RunOptions, RunSummary
 from ..store import AtlasStore, PartRecord
-from . import atlas, edits, genes, mutagenesis, variants
+from . import atlas, attribution, edits, genes, mutagenesis, variants
 from .base import Coverage
 
 
@@ -54,7 +55,9 @@ class Kind(Protocol):
         """``validate``'s coverage check of a finished output of this kind."""
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (atlas.KIND, variants.KIND, mutagenesis.KIND, edits.KIND, genes.KIND)}
+KINDS: dict[str, Kind] = {
+    k.name: k for k in (atlas.KIND, variants.KIND, mutagenesis.KIND, edits.KIND, attribution.KIND, genes.KIND)
+}
 
 
 def kind_name(manifest: Mapping) -> str:

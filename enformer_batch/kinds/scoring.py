@@ -234,16 +234,15 @@ class VariantResult:
 
 
 def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str],
-               on_alternate: Callable | None = None) -> VariantResult:
+               predictions: Callable[[int, Any, Any], None] | None = None) -> VariantResult:
     """Predict each shared reference once and every alternate beside it, in batches; reduce to scores.
-
-    ``on_alternate(group, allele, ref, alt)``, where given, also sees each alternate's prediction ``[bins, T]``
-    beside its reference's, on the device (gene scores reduce there). ``scores`` may be empty then.
 
     The model sees, in order, each reference followed by its alternates; a reference prediction is kept on
     the device only until its last alternate is scored, so device memory stays at about two batches. A batch of
     one reference's inputs goes through ``Predictor.predict_near_on_device`` (alternates recompute the conv
-    tower only around their change; equal to the full forward up to rounding).
+    tower only around their change; equal to the full forward up to rounding). ``predictions``, if given, is
+    called with each scored index and the reference and alternate predictions ``[bins, tracks]`` (on the
+    device) its scores came from: ``serve`` plots them beside scores equal to a batch run's.
     """
     import torch
 
@@ -300,12 +299,12 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
                     alts.append((k, g, j))
             if alts:
                 ks = [k for k, _, _ in alts]
-                if scores:
+                if scores:  # none when only gene scores are asked for (they reduce in ``predictions``)
                     ref = torch.stack([refs[g] for _, g, _ in alts])
                     out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
-                if on_alternate is not None:
+                if predictions is not None:
                     for k, g, j in alts:
-                        on_alternate(g, j, refs[g], y[k])
+                        predictions(j, refs[g], y[k])
                 for _, g, j in alts:
                     if last_use[g] == position[j]:
                         refs.pop(g, None)

@@ -213,7 +213,7 @@ class VariantMode:
         else:
             gene_names, variant_names = split_scores(self.scores)
             windows = inputs.gene_windows or []
-            reducer = GeneReducer(windows, gene_names, predictor.device)
+            reducer = GeneReducer(windows, inputs.group, gene_names, predictor.device)
             result = score_part(predictor, inputs, variant_names, reducer if gene_names else None)
             statuses = list(result.statuses)
             for j, row in enumerate(inputs.rows):  # a scored allele with no gene in range
