@@ -55,7 +55,8 @@ class FastaJob:
         raise NotImplementedError
 
     def feed(self, parts: Any) -> Iterable[Any]:
-        """The parts the run computes: the planned ones, or (variants) the planned ones filled while streaming."""
+        """The parts the run computes, re-iterable (a resume iterates them to check the genome first): the
+        planned ones, or (variants) the planned ones filled while streaming, re-streamed on each iteration."""
         return parts
 
     def notes(self) -> tuple[str, ...]:

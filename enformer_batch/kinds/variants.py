@@ -2,8 +2,10 @@
 
 Owns what is particular to variants, per the contract (docs/contract.md, "Variants and sequence edits"): the
 request and its run identity; parts of consecutive rows of one output chromosome, planned from the row counts
-of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one; the output table; the
-``--strict`` REF check; and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once).
+of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one (``StreamedParts``; a resume
+streams once more to re-read the genome under committed parts); the output table; the ``--strict`` REF check;
+and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once; with ``--fasta`` too, the
+bases under every part).
 Statuses, shared reference windows and scores are the scoring core's (``kinds.scoring``); orchestration,
 resume and commit the engine's.
 """
