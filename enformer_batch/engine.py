@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,7 +143,8 @@ class Mode(Protocol):
 class JobPlan:
     """What a mode planned: the run identity, totals for progress and the manifest, and its parts in order.
 
-    ``parts`` may be a generator: a mode whose input is a stream (a VCF) plans while the run goes on.
+    ``parts`` must be re-iterable (a resume iterates it once to check the genome under committed parts, then
+    again to run): a mode whose input is a stream (a VCF) gives an object that re-streams it when iterated.
     """
 
     identity: dict
@@ -628,9 +629,11 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256, precision=info.precision)
     plan = job.plan(info, previous)
     committed = _resumable_parts(options, store, previous, plan.identity)
-    if committed and isinstance(plan.parts, Sequence):  # a streamed plan (a VCF) has no parts to look up yet
-        try:  # refuse a FASTA whose bases differ under committed parts (--overwrite: start over)
-            verify_genome(options.out, committed, {store.part_relpath(p.chrom, p.name): p for p in plan.parts},
+    if committed:
+        if iter(plan.parts) is plan.parts:  # an iterator would be spent by the check: a kind's bug, not the user's
+            raise TypeError("JobPlan.parts must be re-iterable (a streamed plan re-streams its input when iterated)")
+        try:  # refuse a FASTA whose bases differ under committed parts, of every kind (--overwrite: start over)
+            verify_genome(options.out, committed, plan.parts, lambda p: store.part_relpath(p.chrom, p.name),
                           job.mode)
         except GenomeMismatch:
             if not options.overwrite:

@@ -147,6 +147,8 @@ def validate(
 
     records = records_from_manifest(manifest)
     planned = coverage.planned_paths()
+    if fasta is not None:  # the parts as the kind's reader re-reads them (a variant table's: with --vcf's rows)
+        planned = coverage.with_inputs(planned, inputs, storage_options)
     present = store.part_tokens()  # one listing: every part file's size and version token
     for path in sorted(set(planned) - set(records)):
         report.problems.append(f"missing part {path} (not committed)")

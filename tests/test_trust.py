@@ -28,15 +28,20 @@ from enformer_batch.genome import FastaSource, GenomeError
 from enformer_batch.inference import InferenceSettings, NonFiniteOutput, Predictor
 from enformer_batch.integrity import GenomeMismatch, WeightsMismatch
 from enformer_batch.kinds.atlas import read_part
+from enformer_batch.kinds.edits import EditsConfig, edits
+from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
+from enformer_batch.kinds.variants import VariantConfig, score_variants
 from enformer_batch.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseState
 from enformer_batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
 from enformer_batch.store import MANIFEST, AtlasStore, serialise_table
 from enformer_batch.windows import ENFORMER, plan_selection
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
+from .reference import parse_fasta
 from .test_faults import part_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VCF_HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 REFERENCE = dict(dtype="float32", batch_size=2, threads_per_worker=1)  # the settings of `reference_atlas`
 
 
@@ -257,6 +262,71 @@ def test_a_hard_masked_genome_is_detected_by_resume_and_validate(ray_cluster, te
     summary = run_and_validate(hard, out, overwrite=True, **REFERENCE)  # --overwrite starts over on it
     assert summary.resumed_parts == 0 and summary.units_computed == 6
     assert validate(str(out), fasta=hard).ok and not validate(str(out), fasta=test_fasta).ok
+
+
+def alt(base: str) -> str:
+    return "C" if base.upper() == "A" else "A"
+
+
+def test_a_variant_table_resumed_on_a_hard_masked_genome_is_refused_naming_the_part(ray_cluster, test_fasta,
+                                                                                      tmp_path):
+    # A streamed plan (the VCF is read twice, never held): resume still re-reads the committed parts' windows.
+    genome = parse_fasta(test_fasta)
+    a, b = genome["chrA"], genome["chrB"]
+    vcf = tmp_path / "small.vcf"
+    vcf.write_text(VCF_HEADER + "".join(f"{c}\t{p}\t.\t{s[p - 1]}\t{alt(s[p - 1])}\t.\t.\t.\n"
+                                        for c, s, p in (("chrA", a, 1000), ("chrA", a, 1010),
+                                                        ("chrB", b, 20_000), ("chrB", b, 20_001))))
+    hard = masked_copy(test_fasta, tmp_path / "hard", "chrB", 50_000, 50_010, "hard")  # under chrB's windows only
+    config = dict(vcf=str(vcf), out=str(tmp_path / "scores"), variants_per_part=2, threads_per_worker=1,
+                  progress=False)
+    first = score_variants(VariantConfig(fasta=test_fasta, **config))
+    assert first.parts == 2 and first.counts == {"ok": 4}
+    with pytest.raises(GenomeMismatch, match=r"computed from another genome: the bases under 1 committed part\(s\) "
+                                             r"differ .* \(first: chrB variants 0-1\)"):
+        score_variants(VariantConfig(fasta=hard, **config))
+    assert validate(config["out"], fasta=test_fasta, vcf=str(vcf)).ok  # refused before anything was written
+    again = score_variants(VariantConfig(fasta=test_fasta, **config))  # the original genome resumes
+    assert again.resumed_parts == 2 and again.units_computed == 0
+    over = score_variants(VariantConfig(fasta=hard, overwrite=True, **config))  # --overwrite starts over on it
+    assert over.resumed_parts == 0 and over.units_computed == 4
+
+
+EDITS_TSV = "swapA\tchrA\t1000\t1001\tG\nswapB\tchrB\t20000\t20002\tGG\n"
+
+
+@pytest.mark.parametrize("kind", ["variants", "mutagenesis", "edits"])
+def test_validate_fasta_names_the_parts_of_every_kind_whose_bases_differ(ray_cluster, test_fasta, tmp_path, kind):
+    genome = parse_fasta(test_fasta)
+    hard = masked_copy(test_fasta, tmp_path / "hard", "chrB", 50_000, 50_010, "hard")
+    out = str(tmp_path / kind)
+    common = dict(out=out, threads_per_worker=1, progress=False)
+    inputs: dict = {}
+    if kind == "variants":
+        a, b = genome["chrA"], genome["chrB"]
+        vcf = tmp_path / "small.vcf"
+        vcf.write_text(VCF_HEADER + f"chrA\t1000\t.\t{a[999]}\t{alt(a[999])}\t.\t.\t.\n"
+                       f"chrB\t20000\t.\t{b[19999]}\t{alt(b[19999])}\t.\t.\t.\n")
+        score_variants(VariantConfig(vcf=str(vcf), fasta=test_fasta, variants_per_part=1, **common))
+        inputs, part, what = {"vcf": str(vcf)}, "chrom=chrB/part-000000000-000000001.parquet", "chrB variants 0-0"
+    elif kind == "mutagenesis":
+        bed = tmp_path / "regions.bed"
+        bed.write_text("chrA\t1000\t1001\nchrB\t20000\t20001\n")
+        mutagenesis(MutagenesisConfig(fasta=test_fasta, regions=str(bed), **common))
+        part, what = "chrom=chrB/part-r000001-00000.parquet", "region chrB:20000-20001"
+    else:
+        tsv = tmp_path / "edits.tsv"
+        tsv.write_text(EDITS_TSV)
+        edits(EditsConfig(fasta=test_fasta, edits=str(tsv), edits_per_part=1, **common))
+        part, what = "chrom=chrB/part-000000000-000000001.parquet", "chrB edits 0-0"
+    assert validate(out, fasta=test_fasta, inputs=inputs).ok  # the unchanged genome validates clean
+    report = validate(out, fasta=hard, inputs=inputs)
+    assert report.problems == [f"part {part}: the bases of {what} in {hard} differ from those it was predicted "
+                               "from (another masking or build of the genome?)"]
+    if kind == "variants":  # the windows are the VCF's: without it, one line says what is not checked
+        assert validate(out, fasta=hard).problems == [
+            "--fasta compares the bases under a variant table's parts only with --vcf too (the windows are "
+            "centred on its rows); pass the VCF it was scored from"]
 
 
 # --- one driver per atlas ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from ..windows import (
     windows_per_part_for_rows,
 )
 from .arguments import add_model_arguments, run_options, str_list
-from .base import ChromCoverage, FastaJob
+from .base import ChromCoverage, FastaJob, codes_problems
 
 if TYPE_CHECKING:
     from ..inference import Predictor
@@ -395,6 +395,9 @@ class BinCoverage:
     def planned_paths(self) -> dict:
         return {self.store.part_relpath(part.chrom, part.name): part for part in self.plan}
 
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        return planned
+
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> BinChecker:
         lengths = {c: self.lengths[c] for c in self.identity["chromosomes"]}
         return BinChecker(self.schema, self.geometry.bin_size, lengths, fasta,
@@ -450,16 +453,8 @@ class BinChecker:
         return problems, bin_runs(start // self.bin_size)
 
     def check_codes(self, path: str, part, recorded: str) -> list[str]:
-        from ..integrity import part_codes_digest
-
-        try:
-            digest = part_codes_digest(_atlas_reader(self.fasta, self.storage_options, self.input_length), part)
-        except Exception as e:  # e.g. a chromosome the FASTA lacks: reported by the driver
-            digest = f"unreadable ({e})"
-        if digest == recorded:
-            return []
-        return [f"part {path}: the bases of {part.chrom} windows {part.first}-{part.end - 1} in "
-                f"{self.fasta} differ from those it was predicted from (another masking or build of the genome?)"]
+        return codes_problems(_atlas_reader(self.fasta, self.storage_options, self.input_length), self.fasta,
+                              path, part, recorded, f"{part.chrom} windows {part.first}-{part.end - 1}")
 
 
 def bin_runs(bins: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ core's (``kinds.scoring``), orchestration the engine's.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -170,6 +171,12 @@ class EditMode:
         return codes_digest(inputs.windows)
 
 
+@functools.lru_cache(maxsize=4)
+def edit_reader(fasta: str, storage_options: tuple, input_length: int) -> EditMode:
+    """The edits reader stage on ``fasta``, once per task process: what ``validate --fasta`` re-reads with."""
+    return EditMode(FastaSource(fasta, dict(storage_options)), input_length, ())
+
+
 @dataclass(frozen=True)
 class EditsConfig(RunOptions):
     """Sequence edits from an EDITS.tsv (see ``RunOptions`` for the model and replica settings)."""
@@ -253,7 +260,8 @@ class EditCoverage(RowCoverage):
 
     def __init__(self, identity: Mapping, store: AtlasStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity), identity["rows_by_chrom"],
-                         keys=("name", "start", "end", "sequence"))
+                         keys=("name", "start", "end", "sequence"),
+                         reader=functools.partial(edit_reader, input_length=identity["geometry"]["input_length"]))
 
     def wants_keys(self, inputs: Mapping[str, str]) -> bool:
         return True  # the manifest lists every edit

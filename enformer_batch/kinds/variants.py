@@ -2,8 +2,10 @@
 
 Owns what is particular to variants, per the contract (docs/contract.md, "Variants and sequence edits"): the
 request and its run identity; parts of consecutive rows of one output chromosome, planned from the row counts
-of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one; the output table; the
-``--strict`` REF check; and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once).
+of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one (``StreamedParts``; a resume
+streams once more to re-read the genome under committed parts); the output table; the ``--strict`` REF check;
+and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once; with ``--fasta`` too, the
+bases under every part).
 Statuses, shared reference windows and scores are the scoring core's (``kinds.scoring``); orchestration,
 resume and commit the engine's.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -120,6 +123,24 @@ def stream_parts(
         raise RunError(f"{url} changed while the run was reading it; re-run to start from its new content")
 
 
+@dataclass(frozen=True)
+class StreamedParts:
+    """The planned parts filled from the VCF, re-streamed each time they are iterated (``stream_parts``).
+
+    What a variant run's plan holds: a resume iterates it once to check the genome under its committed parts,
+    then again to compute the rest; neither holds more than a few parts' rows.
+    """
+
+    url: str
+    planned: Sequence[VariantPart]
+    lengths: Mapping[str, int]
+    digest: VcfDigest
+    storage_options: Mapping[str, str] | None = None
+
+    def __iter__(self) -> Iterator[VariantPart]:
+        return stream_parts(self.url, self.planned, self.lengths, self.digest, self.storage_options)
+
+
 VARIANT_FIELDS = (
     pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
     pa.field("ref", pa.string(), nullable=False), pa.field("alt", pa.string(), nullable=False),
@@ -171,6 +192,12 @@ class VariantMode:
         return codes_digest(inputs.windows)
 
 
+@functools.lru_cache(maxsize=4)
+def variant_reader(fasta: str, storage_options: tuple, input_length: int, group_bp: int) -> VariantMode:
+    """The variant reader stage on ``fasta``, once per task process: what ``validate --fasta`` re-reads with."""
+    return VariantMode(FastaSource(fasta, dict(storage_options)), input_length, (), group_bp)
+
+
 # --- the job --------------------------------------------------------------------------------------
 
 
@@ -205,8 +232,8 @@ class VariantJob(FastaJob):
     def totals(self, identity: Mapping, parts: list[VariantPart]) -> dict:
         return {"parts": len(parts), "units": self.digest.rows, "rows": self.digest.rows}
 
-    def feed(self, parts: list[VariantPart]) -> Iterator[VariantPart]:
-        return stream_parts(self.options.vcf, parts, self.lengths, self.digest, self.options.storage_options)
+    def feed(self, parts: list[VariantPart]) -> StreamedParts:
+        return StreamedParts(self.options.vcf, parts, self.lengths, self.digest, self.options.storage_options)
 
     def notes(self) -> tuple[str, ...]:
         digest, notes = self.digest, []
@@ -259,10 +286,36 @@ class VariantCoverage(RowCoverage):
 
     def __init__(self, identity: Mapping, store: AtlasStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
-                         identity["vcf"]["rows_by_chrom"], keys=("pos", "id", "ref", "alt"))
+                         identity["vcf"]["rows_by_chrom"], keys=("pos", "id", "ref", "alt"),
+                         reader=functools.partial(variant_reader, input_length=identity["geometry"]["input_length"],
+                                                  group_bp=identity["group_bp"]))
+        self.rows_read = False  # whether with_inputs filled the parts with their rows (their windows are known)
 
     def wants_keys(self, inputs: Mapping[str, str]) -> bool:
         return "vcf" in inputs  # without an input to compare with, row counts suffice
+
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        """The parts with their rows from ``--vcf`` (held until the check ends, as ``expected`` holds every
+        row's key); as planned without one, or when it is not the VCF the table was scored from."""
+        vcf = inputs.get("vcf")
+        if vcf is None:
+            self.input_problems.append("--fasta compares the bases under a variant table's parts only with --vcf "
+                                       "too (the windows are centred on its rows); pass the VCF it was scored from")
+            return planned
+        by_part = {(p.chrom, p.first): path for path, p in planned.items()}
+        digest = VcfDigest(sha256=self.identity["vcf"]["sha256"])
+        filled = dict(planned)
+        try:
+            for part in stream_parts(vcf, list(planned.values()), self.identity["fasta"]["chromosomes"], digest,
+                                     storage_options):
+                filled[by_part[part.chrom, part.first]] = part
+        except RunError:  # another VCF: ``expected`` reports it; its rows say nothing of the windows
+            return planned
+        self.rows_read = True
+        return filled
+
+    def checks_codes(self, inputs: Mapping[str, str]) -> bool:
+        return self.rows_read
 
     def expected(self, inputs: Mapping[str, str], storage_options) -> Counter | None:
         """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
@@ -275,7 +328,7 @@ class VariantCoverage(RowCoverage):
             (match(r.chrom) or r.chrom, r.pos, r.id, r.ref, r.alt) for r in read_rows(vcf, storage_options, digest)
         )
         if digest.sha256 != self.identity["vcf"]["sha256"]:
-            self.input_problems = [f"{vcf} is not the VCF this table was scored from (its content hash differs)"]
+            self.input_problems.append(f"{vcf} is not the VCF this table was scored from (its content hash differs)")
         return want
 
 
