@@ -33,7 +33,7 @@ from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
 from enformer_batch.kinds.variants import VariantConfig, score_variants
 from enformer_batch.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseState
 from enformer_batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
-from enformer_batch.store import MANIFEST, AtlasStore, serialise_table
+from enformer_batch.store import MANIFEST, OutputStore, serialise_table
 from enformer_batch.windows import ENFORMER, plan_selection
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
@@ -185,7 +185,7 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
         Predictor(settings, device="cpu")
     Predictor(replace(settings, weights_sha256=load_model("demo").weights_sha256), device="cpu")  # same: fine
 
-    pool = _WorkerPool(settings, AtlasStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
+    pool = _WorkerPool(settings, OutputStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
         with pytest.raises(WeightsMismatch, match=r"replica loaded from demo .* not the ones the run records"):
             pool.describe(patience_s=120)
@@ -202,7 +202,7 @@ def test_a_replica_refuses_parts_of_a_run_that_records_another_model_or_precisio
     from enformer_batch.loader import load_model
 
     other = perturbed_model(os.path.join(REPO, "enformer_batch", "demo_model"), tmp_path / "other")
-    replica = ReplicaWorker(InferenceSettings(), AtlasStore(str(tmp_path / "atlas")), 1)
+    replica = ReplicaWorker(InferenceSettings(), OutputStore(str(tmp_path / "atlas")), 1)
     info = replica.describe()
     assert info.precision == "fp32" and info.batch_size == 4 and info.device == "cpu"  # auto on a CPU
     check_replica(info, info)
@@ -335,8 +335,8 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from enformer_batch.lease import Lease
-    from enformer_batch.store import AtlasStore
-    lease = Lease(AtlasStore(sys.argv[1]), timeout_s=float(sys.argv[2])).acquire()
+    from enformer_batch.store import OutputStore
+    lease = Lease(OutputStore(sys.argv[1]), timeout_s=float(sys.argv[2])).acquire()
     print("held", flush=True)
     time.sleep(600)
     """
@@ -369,7 +369,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_lease(ray_cluster,
     assert not (out / LEASE).exists()  # released at the end
 
 
-def foreign_lease(store: AtlasStore, heartbeat_age_s: float, timeout_s: float = 60.0) -> None:
+def foreign_lease(store: OutputStore, heartbeat_age_s: float, timeout_s: float = 60.0) -> None:
     """A lease as a driver on another node writes it."""
     now = time.time()
     state = LeaseState(owner="other", host="node-b.internal", pid=4242, pid_start=None, acquired=now - 3600,
@@ -380,7 +380,7 @@ def foreign_lease(store: AtlasStore, heartbeat_age_s: float, timeout_s: float = 
 
 
 def test_a_lease_from_another_node_is_taken_over_only_when_stale(tmp_path):
-    store = AtlasStore(str(tmp_path / "atlas"))
+    store = OutputStore(str(tmp_path / "atlas"))
     foreign_lease(store, heartbeat_age_s=5)
     with pytest.raises(LeaseHeld, match=r"pid 4242 on host node-b.internal.*last heartbeat [5-9] s ago"):
         Lease(store, timeout_s=60).acquire()
@@ -398,7 +398,7 @@ def test_a_lease_from_another_node_is_taken_over_only_when_stale(tmp_path):
 
 
 def test_a_driver_whose_lease_was_taken_over_stops_writing_the_manifest(tmp_path):
-    first_store, second_store = AtlasStore(str(tmp_path / "atlas")), AtlasStore(str(tmp_path / "atlas"))
+    first_store, second_store = OutputStore(str(tmp_path / "atlas")), OutputStore(str(tmp_path / "atlas"))
     # The first driver stops renewing (a long pause, a partitioned node) and its lease goes stale.
     first = Lease(first_store, timeout_s=0.3, heartbeat_s=3600, log=lambda m: None).acquire()
     time.sleep(0.4)
@@ -415,15 +415,15 @@ def test_a_driver_whose_lease_was_taken_over_stops_writing_the_manifest(tmp_path
 
 def test_a_store_without_conditional_writes_gets_the_best_effort_lease(tmp_path):
     url = f"memory://lease-{tmp_path.name}/atlas"  # fsspec's in-memory store: neither link() nor If-Match
-    first = Lease(AtlasStore(url), timeout_s=60, settle_s=0.05).acquire()
+    first = Lease(OutputStore(url), timeout_s=60, settle_s=0.05).acquire()
     try:
         with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
-            Lease(AtlasStore(url), timeout_s=60, settle_s=0.05).acquire()
+            Lease(OutputStore(url), timeout_s=60, settle_s=0.05).acquire()
         first.renew()
         assert first._lost is None
     finally:
         first.release()
-    assert not AtlasStore(url).exists(LEASE)
+    assert not OutputStore(url).exists(LEASE)
 
 
 # --- late writes ------------------------------------------------------------------------------------
@@ -431,8 +431,8 @@ def test_a_store_without_conditional_writes_gets_the_best_effort_lease(tmp_path)
 LATE_WRITER = textwrap.dedent(
     """
     import sys
-    from enformer_batch.store import AtlasStore
-    store, path, data = AtlasStore(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
+    from enformer_batch.store import OutputStore
+    store, path, data = OutputStore(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
     print("ready", flush=True)
     sys.stdin.readline()  # frozen here, like a replica on a partitioned node, until the test lets it go
     store.publish(path, data)
@@ -507,9 +507,9 @@ def test_a_late_write_during_the_run_keeps_it_from_completing(ray_cluster, test_
 CRASHING_WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
     os.replace = lambda *a: time.sleep(600)   # killed between writing the temporary file and renaming it
-    AtlasStore(sys.argv[1]).publish(sys.argv[2], b"x" * 100_000)
+    OutputStore(sys.argv[1]).publish(sys.argv[2], b"x" * 100_000)
     """
 )
 

@@ -29,7 +29,7 @@ from ..genome import N_CODE, FastaSource, read_codes
 from ..integrity import comparable_identity
 from ..regions import read_bed
 from ..settings import InferenceSettings, ModelInfo, NonFiniteOutput
-from ..store import AtlasStore, PartRecord, bins_table, track_schema
+from ..store import OutputStore, PartRecord, bins_table, track_schema
 from ..windows import (
     DEFAULT_ROWS_PER_PART,
     BinRanges,
@@ -379,7 +379,7 @@ class BinCoverage:
 
     unit = "bins"
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         self.identity = identity
         self.lengths: dict[str, int] = identity["fasta"]["chromosomes"]
         self.geometry = Geometry(**identity["geometry"])
@@ -555,7 +555,7 @@ class AtlasKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return track_schema([t["name"] for t in identity["tracks"]], identity["dtype"])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> BinCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> BinCoverage:
         return BinCoverage(identity, store)
 
 

@@ -24,7 +24,7 @@ from ..engine import RunOptions, RunSummary, run_job
 from ..genome import FastaSource
 from ..regions import read_text_lines
 from ..settings import InferenceSettings, ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..vcf import VariantRow
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
@@ -258,7 +258,7 @@ def edit_predictions(fasta: str, edits_url: str, name: str, settings: InferenceS
 class EditCoverage(RowCoverage):
     """Edit tables: the manifest lists every edit, so each is checked to appear exactly once."""
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity), identity["rows_by_chrom"],
                          keys=("name", "start", "end", "sequence"),
                          reader=functools.partial(edit_reader, input_length=identity["geometry"]["input_length"]))
@@ -306,7 +306,7 @@ class EditsKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return scores_schema(EDIT_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> EditCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> EditCoverage:
         return EditCoverage(identity, store)
 
 

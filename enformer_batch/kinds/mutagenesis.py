@@ -26,7 +26,7 @@ from ..engine import RunOptions, RunSummary, run_job
 from ..genome import N_CODE, FastaSource, read_codes
 from ..regions import parse_region, read_bed_records
 from ..settings import ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
 from .base import ChromCoverage, FastaJob, codes_problems
@@ -252,7 +252,7 @@ class MutagenesisCoverage:
 
     unit = "rows"
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         self.store = store
         self.input_length: int = identity["geometry"]["input_length"]
         self.plan = plan_parts(identity)
@@ -355,7 +355,7 @@ class MutagenesisKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return scores_schema(MUTAGENESIS_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> MutagenesisCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> MutagenesisCoverage:
         return MutagenesisCoverage(identity, store)
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 from ..engine import RunError, RunOptions, RunSummary, run_job
 from ..genome import FastaSource
 from ..settings import ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..vcf import ChromMatcher, VariantRow, VcfDigest, read_rows, scan
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options, str_list
@@ -284,7 +284,7 @@ def score_variants(config: VariantConfig, on_part: Callable[[PartRecord], None] 
 class VariantCoverage(RowCoverage):
     """Variant-table coverage: each part holds its planned rows; with ``--vcf``, every input row exactly once."""
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
                          identity["vcf"]["rows_by_chrom"], keys=("pos", "id", "ref", "alt"),
                          reader=functools.partial(variant_reader, input_length=identity["geometry"]["input_length"],
@@ -381,7 +381,7 @@ class VariantsKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> VariantCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> VariantCoverage:
         return VariantCoverage(identity, store)
 
 
