@@ -216,7 +216,7 @@ def serialise_table(table: pa.Table) -> bytes:
 
 
 class OutputStore:
-    """An atlas location (local directory or fsspec URL) and the operations the commit protocol needs."""
+    """An output location (``--out``: a local directory or fsspec URL) and what the commit protocol does there."""
 
     def __init__(
         self, url: str, storage_options: Mapping[str, str] | None = None, retry: RetryPolicy = DEFAULT_POLICY
