@@ -364,13 +364,13 @@ def pipeline(ckpt: Path, fasta: str, device: torch.device, budget: Budget, max_p
 
     from enformer_batch.engine import ReplicaWorker
     from enformer_batch.kinds.atlas import KIND, AtlasConfig, AtlasJob
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
 
     out = tempfile.mkdtemp(prefix="gpu-atlas-")
     config = AtlasConfig(fasta=fasta, out=out, model=str(ckpt), progress=False, windows_per_part=per_part,
                            tracks=tracks)
     # Torch threads as the Ray actor sets them on GPU nodes (WorkerLayout: 2; they only launch kernels).
-    worker = ReplicaWorker(config.inference_settings(), AtlasStore(out), num_threads=2)
+    worker = ReplicaWorker(config.inference_settings(), OutputStore(out), num_threads=2)
     info = worker.describe()
     job = AtlasJob(config, KIND)
     job.prepare()

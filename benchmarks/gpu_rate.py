@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
 from enformer_batch.kinds.atlas import AtlasMode, PartCodes, PartRows  # noqa: E402
-from enformer_batch.store import AtlasStore  # noqa: E402
+from enformer_batch.store import OutputStore  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 
 WINDOWS_PER_PART = 16
@@ -41,7 +41,7 @@ WINDOWS_PER_PART = 16
 def writer_rate(tracks: int, workdir: str, repeats: int = 3) -> float:
     """Windows/s one thread writes at ``tracks`` float16 tracks, doing exactly a replica's writer-thread work on
     a part: its table (``AtlasMode.table``), the codes digest, Parquet, sha256 and the file written
-    (``AtlasStore.write_part``, local disk)."""
+    (``OutputStore.write_part``, local disk)."""
     length = WINDOWS_PER_PART * ENFORMER.output_span - 1000
     (part,) = plan_chromosome("chr1", length, ENFORMER, ENFORMER.output_span, WINDOWS_PER_PART)
     rng = np.random.default_rng(0)
@@ -52,7 +52,7 @@ def writer_rate(tracks: int, workdir: str, repeats: int = 3) -> float:
     codes = PartCodes(spans, offsets, ENFORMER.input_length)
     mode = AtlasMode(None, ENFORMER.input_length)
     info = SimpleNamespace(geometry=ENFORMER, track_names=[f"track_{i:04d}" for i in range(tracks)])
-    store = AtlasStore(os.path.join(workdir, f"writer-{tracks}"))
+    store = OutputStore(os.path.join(workdir, f"writer-{tracks}"))
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()

@@ -4,7 +4,7 @@
     python benchmarks/query.py --url s3://bucket/atlas --storage-option endpoint_url=http://... [--runs 20]
 
 Without ``--url`` it writes a synthetic atlas first (random values, no model: parts built with
-``store.part_table``/``AtlasStore.write_part`` and a complete manifest, same layout as a real run) into a
+``store.part_table``/``OutputStore.write_part`` and a complete manifest, same layout as a real run) into a
 temporary directory. Each row of the table is the median (and min/max) of ``--runs`` timed repetitions after
 one untimed warm-up; "cold" rows open the atlas again each time (manifest read included).
 """
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from enformer_batch import open_atlas  # noqa: E402
 from enformer_batch.engine import identity_digest  # noqa: E402
-from enformer_batch.store import MANIFEST_FORMAT, AtlasStore, manifest_parts, part_table  # noqa: E402
+from enformer_batch.store import MANIFEST_FORMAT, OutputStore, manifest_parts, part_table  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def write_synthetic_atlas(out: str, mb: float, n_tracks: int, dtype: str = "floa
     lengths = {"chr1": total * 3 // 4 + 77, "chr2": total - total * 3 // 4}  # +77: a short last bin
     geometry, stride, per_part = ENFORMER, ENFORMER.output_span, 16
     names = [f"SYN{i:07d}" for i in range(n_tracks)]
-    store = AtlasStore(out)
+    store = OutputStore(out)
     rng = np.random.default_rng(0)
     records = {}
     for chrom, length in lengths.items():

@@ -4,7 +4,7 @@
     python benchmarks/trust.py --quick     # 200 parts
 
 Prints one table: sha256 of a part's base codes (16 windows, what each replica hashes before writing), the
-lease's acquire + release on a local directory, and ``AtlasStore.intact_parts`` over N committed parts with
+lease's acquire + release on a local directory, and ``OutputStore.intact_parts`` over N committed parts with
 every version token matching (a normal resume: one listing) and with every token changed (a copied atlas:
 each part is re-read and checksummed). Parts are small stand-ins (64 kB; real ones are ~100-200 MB), so the
 "all changed" row is a floor: its cost grows with the atlas' bytes, while the "tokens match" row does not.
@@ -29,7 +29,7 @@ from enformer_batch.demo import DemoChrom, write_demo_genome  # noqa: E402
 from enformer_batch.genome import FastaSource  # noqa: E402
 from enformer_batch.kinds.atlas import read_part  # noqa: E402
 from enformer_batch.lease import Lease  # noqa: E402
-from enformer_batch.store import AtlasStore, PartRecord, codes_digest  # noqa: E402
+from enformer_batch.store import OutputStore, PartRecord, codes_digest  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_selection  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main() -> None:
 
     root = tempfile.mkdtemp(prefix="trust-bench-")
     try:
-        store = AtlasStore(os.path.join(root, "atlas"))
+        store = OutputStore(os.path.join(root, "atlas"))
         t = timed(lambda: Lease(store, log=lambda m: None).acquire().release(), 5)
         rows.append(("lease acquire + release (local)", f"{t * 1e3:.1f} ms", ""))
 

@@ -3,8 +3,8 @@
     python benchmarks/writer.py            # 16-window parts (14,336 rows), 3 repeats per setting
     python benchmarks/writer.py --quick    # 4-window parts, fewer settings (smoke test, < 60 s)
 
-Times ``part_table`` and ``serialise_table`` (what ``AtlasStore.write_part`` does before publishing), then
-``AtlasStore.write_part`` to a local temporary directory, and compares Parquet settings side by side on the
+Times ``part_table`` and ``serialise_table`` (what ``OutputStore.write_part`` does before publishing), then
+``OutputStore.write_part`` to a local temporary directory, and compares Parquet settings side by side on the
 same table: size per bin, seconds per part, windows per CPU-second (the writer runs in a worker beside the
 model, so CPU time is what it takes from prediction) and whether DuckDB and pyarrow read the file back.
 
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from enformer_batch.store import ROW_GROUP_ROWS, AtlasStore, part_table, serialise_table  # noqa: E402
+from enformer_batch.store import ROW_GROUP_ROWS, OutputStore, part_table, serialise_table  # noqa: E402
 from enformer_batch.windows import ENFORMER, plan_chromosome  # noqa: E402
 
 TRACKS = 5313
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         stitch_wall, stitch_cpu, table = timed(
             lambda: part_table(part, predictions, ran, names, "float16", ENFORMER.bin_size), args.repeats)
         ser_wall, ser_cpu, data = timed(lambda: serialise_table(table), args.repeats)
-        store = AtlasStore(workdir)
+        store = OutputStore(workdir)
         write_wall, write_cpu, record = timed(lambda: store.write_part(part, table), args.repeats)
         rows = table.num_rows
         print(f"\nbenchmarks/writer.py — {time.strftime('%Y-%m-%d %H:%M')}, pyarrow {pa.__version__}, "
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             ("part_table (stitch → Arrow)", stitch_wall, stitch_cpu),
             ("serialise_table (current settings)", ser_wall, ser_cpu),
             ("part_table + serialise_table", stitch_wall + ser_wall, stitch_cpu + ser_cpu),
-            ("AtlasStore.write_part (serialise + sha256 + fsync + rename)", write_wall, write_cpu),
+            ("OutputStore.write_part (serialise + sha256 + fsync + rename)", write_wall, write_cpu),
         ]
         print("| stage | s/part (wall) | CPU s/part | windows per CPU-second |\n|---|---|---|---|")
         for name, w, c in stage_rows:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from .regions import parse_region
-from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest, track_schema
+from .store import SUCCESS, OutputStore, PartRecord, records_from_manifest, track_schema
 from .tracks import _INDEX_RE, _RANGE_RE, TrackTable, select_tracks
 from .windows import Geometry, Tiling
 
@@ -38,7 +38,7 @@ class AtlasTrack:
 class Atlas:
     """A read-only view of an atlas; build it with ``open_atlas``."""
 
-    def __init__(self, store: AtlasStore, manifest: Mapping):
+    def __init__(self, store: OutputStore, manifest: Mapping):
         self.store = store
         self.url = store.url
         self.manifest = manifest
@@ -264,7 +264,7 @@ def open_atlas(
     rewritten or deleted (a complete manifest without ``_SUCCESS``), is refused unless
     ``allow_incomplete=True``, in which case queries see the parts committed so far.
     """
-    store = AtlasStore(url, storage_options)
+    store = OutputStore(url, storage_options)
     manifest = store.read_manifest()
     if manifest is None:
         raise ValueError(f"no _manifest.json at {url}: not an atlas (or its run never started)")

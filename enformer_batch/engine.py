@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,7 +33,7 @@ from .integrity import NUMERICS_VERSION, GenomeMismatch, check_weights, comparab
 from .lease import Lease, LeaseLost
 from .retry import with_retries
 from .settings import STREAMS_IN_FLIGHT, InferenceSettings, ModelInfo
-from .store import MANIFEST_FORMAT, AtlasStore, PartRecord, StoreError, manifest_parts, records_from_manifest
+from .store import MANIFEST_FORMAT, OutputStore, PartRecord, StoreError, manifest_parts, records_from_manifest
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ class Mode(Protocol):
 class JobPlan:
     """What a mode planned: the run identity, totals for progress and the manifest, and its parts in order.
 
-    ``parts`` may be a generator: a mode whose input is a stream (a VCF) plans while the run goes on.
+    ``parts`` must be re-iterable (a resume iterates it once to check the genome under committed parts, then
+    again to run): a mode whose input is a stream (a VCF) gives an object that re-streams it when iterated.
     """
 
     identity: dict
@@ -245,7 +246,7 @@ class ReplicaWorker:
     and hashlib release the GIL, so the writer threads use as many cores as they are given.
     """
 
-    def __init__(self, settings: InferenceSettings, store: AtlasStore, num_threads: int | None = None,
+    def __init__(self, settings: InferenceSettings, store: OutputStore, num_threads: int | None = None,
                  memory_share: float = 1.0, parts_on_device: int = STREAMS_IN_FLIGHT):
         import torch
 
@@ -419,7 +420,7 @@ class _WorkerPool:
     answers it gets no parts, so a replica waiting for a replacement node does not hold work hostage.
     """
 
-    def __init__(self, settings: InferenceSettings, store: AtlasStore, layout: WorkerLayout):
+    def __init__(self, settings: InferenceSettings, store: OutputStore, layout: WorkerLayout):
         import ray
 
         actor_class = ray.remote(ReplicaWorker)
@@ -534,7 +535,7 @@ class Job(Protocol):
         if none), for a kind whose plan follows how an earlier run was started (an atlas' part size)."""
 
 
-def open_output(options: RunOptions, store: AtlasStore) -> Mapping | None:
+def open_output(options: RunOptions, store: OutputStore) -> Mapping | None:
     """The manifest of an earlier run at the output (None if none), refusing unusable outputs; removes the
     temporary files of a crashed run (the caller holds the lease)."""
     try:
@@ -562,7 +563,7 @@ def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> Ru
     options = job.options
     options.check()
     job.prepare()
-    store = AtlasStore(options.out, options.storage_options)
+    store = OutputStore(options.out, options.storage_options)
     lease = Lease(store).acquire()  # one driver per --out, held until the run returns
     try:
         return _run_leased(job, store, on_part, t0)
@@ -570,7 +571,7 @@ def run_job(job: Job, on_part: Callable[[PartRecord], None] | None = None) -> Ru
         lease.release()
 
 
-def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
+def _run_leased(job: Job, store: OutputStore, on_part, t0: float) -> RunSummary:
     import ray
 
     options = job.options
@@ -593,7 +594,7 @@ def _run_leased(job: Job, store: AtlasStore, on_part, t0: float) -> RunSummary:
             pool.shutdown()
 
 
-def _start_replicas(options: RunOptions, settings: InferenceSettings, store: AtlasStore,
+def _start_replicas(options: RunOptions, settings: InferenceSettings, store: OutputStore,
                     layout: WorkerLayout, say: Callable[[str], None] | None = None) -> _WorkerPool:
     device = f"{layout.gpus:g} GPU" if layout.gpus else "CPU"
     say = say or (lambda text: stage(options, text))
@@ -604,7 +605,7 @@ def _start_replicas(options: RunOptions, settings: InferenceSettings, store: Atl
     return pool
 
 
-def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Mapping | None,
+def _run_with_pool(job: Job, store: OutputStore, on_part, t0: float, previous: Mapping | None,
                    settings: InferenceSettings, layout: WorkerLayout, pool: _WorkerPool | None) -> RunSummary:
     import ray
 
@@ -628,9 +629,11 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256, precision=info.precision)
     plan = job.plan(info, previous)
     committed = _resumable_parts(options, store, previous, plan.identity)
-    if committed and isinstance(plan.parts, Sequence):  # a streamed plan (a VCF) has no parts to look up yet
-        try:  # refuse a FASTA whose bases differ under committed parts (--overwrite: start over)
-            verify_genome(options.out, committed, {store.part_relpath(p.chrom, p.name): p for p in plan.parts},
+    if committed:
+        if iter(plan.parts) is plan.parts:  # an iterator would be spent by the check: a kind's bug, not the user's
+            raise TypeError("JobPlan.parts must be re-iterable (a streamed plan re-streams its input when iterated)")
+        try:  # refuse a FASTA whose bases differ under committed parts, of every kind (--overwrite: start over)
+            verify_genome(options.out, committed, plan.parts, lambda p: store.part_relpath(p.chrom, p.name),
                           job.mode)
         except GenomeMismatch:
             if not options.overwrite:
@@ -734,7 +737,7 @@ def _run_with_pool(job: Job, store: AtlasStore, on_part, t0: float, previous: Ma
     )
 
 
-def _resumable_parts(options: RunOptions, store: AtlasStore, previous: Mapping | None, identity: Mapping):
+def _resumable_parts(options: RunOptions, store: OutputStore, previous: Mapping | None, identity: Mapping):
     """Committed parts of an earlier run with the same identity (present with the recorded size)."""
     if previous is None:
         if options.overwrite:

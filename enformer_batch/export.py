@@ -186,9 +186,9 @@ def read_committed(url: str, columns: list[str] | None = None, storage_options: 
     """Every committed part of an output (atlas or scored table) as one table, with its ``chrom`` column."""
     import pyarrow.parquet as pq
 
-    from .store import AtlasStore, chrom_of_dir, records_from_manifest
+    from .store import OutputStore, chrom_of_dir, records_from_manifest
 
-    store = AtlasStore(url, storage_options)
+    store = OutputStore(url, storage_options)
     manifest = store.read_manifest()
     if manifest is None:
         raise ValueError(f"no _manifest.json at {url}: not an enformer-batch output, or the run never started")
@@ -288,9 +288,9 @@ LOGO_MAX_LETTERS = 2_000  # past this many positions letters are unreadable: col
 
 
 def _attribution_manifest(url: str, storage_options: Mapping[str, str] | None) -> dict:
-    from .store import AtlasStore
+    from .store import OutputStore
 
-    manifest = AtlasStore(url, storage_options).read_manifest()
+    manifest = OutputStore(url, storage_options).read_manifest()
     if manifest is None:
         raise ValueError(f"no _manifest.json at {url}: not an enformer-batch output, or the run never started")
     identity = manifest.get("identity") or {}
@@ -313,7 +313,7 @@ def read_attributions(url: str, storage_options: Mapping[str, str] | None = None
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .store import AtlasStore, chrom_of_dir, records_from_manifest
+    from .store import OutputStore, chrom_of_dir, records_from_manifest
 
     manifest = _attribution_manifest(url, storage_options)
     order = _region_order(manifest["identity"])
@@ -324,7 +324,7 @@ def read_attributions(url: str, storage_options: Mapping[str, str] | None = None
                              + (f" and {len(order) - 5} more" if len(order) > 5 else ""))
         order = [region]
     chroms = {label.rsplit(":", 1)[0] for label in order}
-    store = AtlasStore(url, storage_options)
+    store = OutputStore(url, storage_options)
     columns = ["region", "pos", "ref", "attr", *HYP_COLUMNS]
     tables = []
     for path in sorted(records_from_manifest(manifest)):

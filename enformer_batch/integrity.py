@@ -15,6 +15,7 @@ Owns the run identity's versioning and the checks around it:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 # 1: the numerics of enformer-batch 0.1 (nearest-centre stitching, N as zeros or uniform, fp32 reference).
 NUMERICS_VERSION = 1
@@ -79,35 +80,46 @@ def part_codes_digest(mode, part) -> str:
     return mode.digest(mode.read(part))
 
 
-def genome_mismatches(
-    records: Iterable, parts_by_path: Mapping, digest: Callable[[object], str]
-) -> list[str]:
-    """Paths of committed parts (with a recorded codes digest) whose codes now digest otherwise."""
-    return [r.path for r in records if r.codes_sha256 and r.path in parts_by_path
-            and digest(parts_by_path[r.path]) != r.codes_sha256]
-
-
-def verify_genome(out: str, records: Mapping, parts_by_path: Mapping, mode) -> None:
+def verify_genome(out: str, records: Mapping, parts: Iterable, path_of: Callable[[Any], str], mode,
+                  in_flight: int = 256) -> None:
     """Before a resume: re-read the codes under every committed part in Ray tasks and compare digests.
 
-    Costs one read of the FASTA under the committed parts (hg38: ~5 GB of codes with the windows' context),
-    spread over the cluster's CPUs; raises ``GenomeMismatch`` naming the first differing part.
+    ``parts``: the run's parts in plan order, iterated once (a variant table's are re-streamed from its VCF:
+    at most ``in_flight`` of them, each with its rows, are held at a time); ``path_of``: a part's path, the
+    key of ``records``. Costs one read of the FASTA under the committed parts (hg38: ~5 GB of codes with the
+    windows' context), spread over the cluster's CPUs; raises ``GenomeMismatch`` naming the first differing
+    part in plan order.
     """
     import ray
 
-    checked = [r for r in records.values() if r.codes_sha256 and r.path in parts_by_path]
-    if not checked:
+    if not any(r.codes_sha256 for r in records.values()):
         return
     task = ray.remote(part_codes_digest).options(num_cpus=1, max_retries=3)
     mode_ref = ray.put(mode)
-    refs = [task.remote(mode_ref, parts_by_path[r.path]) for r in checked]
-    try:
-        digests = ray.get(refs)
-    except ray.exceptions.RayTaskError as e:  # e.g. the FASTA is unreadable: say that, not Ray's wrapper
-        raise (e.cause if e.cause is not None else e) from None
-    bad = [r for r, d in zip(checked, digests) if d != r.codes_sha256]
+    pending: dict = {}  # ref -> (plan order, part, recorded digest)
+    bad: list[tuple[int, Any]] = []
+
+    def settle(refs) -> None:
+        try:
+            digests = ray.get(refs)
+        except ray.exceptions.RayTaskError as e:  # e.g. the FASTA is unreadable: say that, not Ray's wrapper
+            raise (e.cause if e.cause is not None else e) from None
+        for ref, digest in zip(refs, digests):
+            order, part, recorded = pending.pop(ref)
+            if digest != recorded:
+                bad.append((order, part))
+
+    for order, part in enumerate(parts):
+        record = records.get(path_of(part))
+        if record is None or not record.codes_sha256:
+            continue
+        pending[task.remote(mode_ref, part)] = (order, part, record.codes_sha256)
+        if len(pending) >= in_flight:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            settle(ready)
+    settle(list(pending))
     if bad:
-        first = parts_by_path[bad[0].path]
+        first = min(bad, key=lambda item: item[0])[1]
         raise GenomeMismatch(
             f"--out {out} was computed from another genome: the bases under {len(bad)} committed part(s) differ "
             f"from {mode.fasta.url} (first: {first.chrom} {mode.unit}s {first.first}-{first.end - 1}), "

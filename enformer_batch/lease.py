@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from .retry import is_transient
-from .store import LEASE, MANIFEST, PROBE_PREFIX, AtlasStore, LeaseLost, StoreError, fence_epoch
+from .store import LEASE, MANIFEST, PROBE_PREFIX, LeaseLost, OutputStore, StoreError, fence_epoch
 
 __all__ = ["LEASE", "Lease", "LeaseHeld", "LeaseLost", "LeaseState", "read_lease"]
 
@@ -153,7 +153,7 @@ class Lease:
 
     def __init__(
         self,
-        store: AtlasStore,
+        store: OutputStore,
         timeout_s: float | None = None,
         heartbeat_s: float | None = None,
         settle_s: float = 2.0,
@@ -378,7 +378,7 @@ class Lease:
         """Take the lease (or a stale one over), start the heartbeat, and fence the store's writes.
 
         The new lease's epoch is one more than that of the lease it replaces and of the manifest's writer,
-        so a fenced-out driver's writes are recognised (``AtlasStore.fence``, ``write_manifest``).
+        so a fenced-out driver's writes are recognised (``OutputStore.fence``, ``write_manifest``).
         Raises ``LeaseHeld`` when a live driver holds it (or its lease file cannot be parsed), ``StoreError``
         when ``--out`` cannot be written.
         """
@@ -609,7 +609,7 @@ def _precondition_failed(error: BaseException) -> bool:
     return False
 
 
-def read_lease(store: AtlasStore) -> LeaseState | None:
+def read_lease(store: OutputStore) -> LeaseState | None:
     """The lease on an atlas, if any (for ``validate`` and operators)."""
     state, _ = Lease(store)._read()
     return state

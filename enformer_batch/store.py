@@ -64,7 +64,7 @@ class LeaseLost(RuntimeError):
     """This driver's lease was taken over (or could not be renewed in time); the run must stop writing.
 
     Defined here, not in ``lease``, because replicas raise it too: a part is not published under a lease that
-    is no longer the one it was started under (``AtlasStore.fence``).
+    is no longer the one it was started under (``OutputStore.fence``).
     """
 
 
@@ -101,11 +101,11 @@ class PartRecord:
     rows: int
     bytes: int
     sha256: str
-    # The store's identity of this very write (see ``AtlasStore.publish``); None where the store gives none.
+    # The store's identity of this very write (see ``OutputStore.publish``); None where the store gives none.
     token: str | None = None
     # sha256 of the uint8 base codes the part was predicted from (``codes_digest``); None in older manifests.
     codes_sha256: str | None = None
-    # ``<epoch>:<owner>`` of the lease the part was written under (``AtlasStore.fence``); None in older manifests.
+    # ``<epoch>:<owner>`` of the lease the part was written under (``OutputStore.fence``); None in older manifests.
     fence: str | None = None
 
     @classmethod
@@ -215,8 +215,8 @@ def serialise_table(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-class AtlasStore:
-    """An atlas location (local directory or fsspec URL) and the operations the commit protocol needs."""
+class OutputStore:
+    """An output location (``--out``: a local directory or fsspec URL) and what the commit protocol does there."""
 
     def __init__(
         self, url: str, storage_options: Mapping[str, str] | None = None, retry: RetryPolicy = DEFAULT_POLICY
@@ -586,8 +586,8 @@ class AtlasStore:
             raise StoreError(f"--out {self.url} is not writable: {e}") from e
 
 
-def _restore_store(url: str, storage_options: Mapping[str, str], retry: RetryPolicy, fence: str | None) -> AtlasStore:
-    store = AtlasStore(url, storage_options, retry)
+def _restore_store(url: str, storage_options: Mapping[str, str], retry: RetryPolicy, fence: str | None) -> OutputStore:
+    store = OutputStore(url, storage_options, retry)
     store.fence = fence
     return store
 

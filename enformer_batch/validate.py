@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from .kinds import KINDS, kind_of
 from .kinds.base import ChromCoverage
-from .store import SUCCESS, AtlasStore, PartRecord, records_from_manifest
+from .store import SUCCESS, OutputStore, PartRecord, records_from_manifest
 from .units import human_bytes
 
 # Without a running Ray, outputs of up to this many parts are checked in this process (starting Ray costs
@@ -104,7 +104,7 @@ def validate(
     """
     inputs = {**dict(inputs or {}), **({"vcf": vcf} if vcf is not None else {})}
     report = ValidationReport(url, checksums=checksums)
-    store = AtlasStore(url, storage_options)
+    store = OutputStore(url, storage_options)
     try:
         manifest = store.read_manifest()
     except Exception as e:  # a corrupt manifest is a finding, not a crash
@@ -147,6 +147,8 @@ def validate(
 
     records = records_from_manifest(manifest)
     planned = coverage.planned_paths()
+    if fasta is not None:  # the parts as the kind's reader re-reads them (a variant table's: with --vcf's rows)
+        planned = coverage.with_inputs(planned, inputs, storage_options)
     present = store.part_tokens()  # one listing: every part file's size and version token
     for path in sorted(set(planned) - set(records)):
         report.problems.append(f"missing part {path} (not committed)")
@@ -246,7 +248,7 @@ class _CountingFile:
         self.close()
 
 
-def _open(store: AtlasStore, relative: str) -> _CountingFile:
+def _open(store: OutputStore, relative: str) -> _CountingFile:
     path = store.path(relative)
     if store.local:
         return _CountingFile(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
@@ -279,7 +281,7 @@ def _sha256(f: _CountingFile) -> str:
     return h.hexdigest()
 
 
-def check_part(store: AtlasStore, checker: Any, job: PartJob) -> PartCheck:
+def check_part(store: OutputStore, checker: Any, job: PartJob) -> PartCheck:
     """Check one part against its manifest record and plan: hash (if asked), footer, key columns. No Ray."""
     path, record = job.path, job.record
     try:
@@ -314,7 +316,7 @@ def check_part(store: AtlasStore, checker: Any, job: PartJob) -> PartCheck:
         return PartCheck(problems + more, summary, f.count)
 
 
-def check_parts(store: AtlasStore, checker: Any, jobs: Sequence[PartJob]) -> list[PartCheck]:
+def check_parts(store: OutputStore, checker: Any, jobs: Sequence[PartJob]) -> list[PartCheck]:
     """``check_part`` over a batch of parts: what one Ray task of ``validate`` runs."""
     out = []
     for job in jobs:
@@ -325,7 +327,7 @@ def check_parts(store: AtlasStore, checker: Any, jobs: Sequence[PartJob]) -> lis
     return out
 
 
-def _run_checks(store: AtlasStore, checker: Any, jobs: list[PartJob], parallel: bool | None) -> list[PartCheck]:
+def _run_checks(store: OutputStore, checker: Any, jobs: list[PartJob], parallel: bool | None) -> list[PartCheck]:
     """Every job's check, in job order: in Ray tasks of a batch of parts each, or in this process."""
     if not jobs:
         return []
@@ -347,7 +349,7 @@ def _run_checks(store: AtlasStore, checker: Any, jobs: list[PartJob], parallel: 
     return [result for batch in ray.get(refs) for result in batch]
 
 
-def _note_leftovers_and_lease(store: AtlasStore, report: ValidationReport) -> None:
+def _note_leftovers_and_lease(store: OutputStore, report: ValidationReport) -> None:
     from .lease import Lease, read_lease
 
     leftovers = store.list_leftovers()

@@ -7,7 +7,7 @@ a second and never load torch or Ray.
 * Every repository path in the text (``enformer_batch/…``, ``tests/…``, ``docs/…``, …) exists, and so does
   every relative link, down to the heading an anchor points at.
 * Every backticked dotted name whose first part is a module of the package (``kinds.atlas.plan_parts``,
-  ``store.AtlasStore.write_part``; a leading ``enformer_batch.`` is allowed) or a class of the package
+  ``store.OutputStore.write_part``; a leading ``enformer_batch.`` is allowed) or a class of the package
   (``Kind.parts``) is defined: the module, a name at its top level, then an attribute of that class (its
   bases in the package included). Any other dotted name must start with a root listed in ``FOREIGN``, so a
   misspelt module is an error rather than something skipped.
@@ -276,8 +276,8 @@ def test_the_guide_layer_table_is_layers() -> None:
 def test_the_checks_catch_what_they_must() -> None:
     """The checks above would pass vacuously if a pattern stopped matching."""
     text = "\n".join([
-        "`store.AtlasStore.write_part` and `enformer_batch.engine.run_job(job)` and `AtlasStore.publish` exist;",
-        "`store.AtlasStore.no_such_method`, `engine.no_such_function`, `AtlasStore.no_such_member`,",
+        "`store.OutputStore.write_part` and `enformer_batch.engine.run_job(job)` and `OutputStore.publish` exist;",
+        "`store.OutputStore.no_such_method`, `engine.no_such_function`, `OutputStore.no_such_member`,",
         "`familes.FAMILIES`, `test_no_such_test`, enformer_batch/no_such_module.py,",
         "[a link](no_such_file.md), [an anchor](contract.md#no-such-section), [fine](contract.md#commit-protocol)",
         "`config.json`, `pyarrow.dataset`, `--stride`, `test_the_checks_catch_what_they_must` are not flagged",

@@ -230,10 +230,10 @@ def test_a_replica_that_cannot_load_the_model_fails_the_run_instead_of_hanging(r
     from enformer_batch.engine import WorkerLayout, _WorkerPool
     from enformer_batch.families import CheckpointError
     from enformer_batch.inference import InferenceSettings
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
 
     settings = InferenceSettings(model=str(tmp_path / "no-model"))
-    pool = _WorkerPool(settings, AtlasStore(str(tmp_path)), WorkerLayout(1, 0.0, 1, 1, 1))
+    pool = _WorkerPool(settings, OutputStore(str(tmp_path)), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
         with pytest.raises(CheckpointError, match="no-model does not exist"):  # the loader's own error
             pool.describe(patience_s=120)

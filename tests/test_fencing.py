@@ -25,7 +25,7 @@ import pytest
 
 from enformer_batch import PredictConfig, open_atlas, predict
 from enformer_batch.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseState, _boot_id, _pid_ns
-from enformer_batch.store import MANIFEST, SUCCESS, AtlasStore, PartRecord, records_from_manifest
+from enformer_batch.store import MANIFEST, SUCCESS, OutputStore, PartRecord, records_from_manifest
 
 from .test_faults import part_files
 from .test_s3 import BUCKET, FlakyProxy, _ProxyHandler, no_client_retries
@@ -62,7 +62,7 @@ def test_an_out_named_like_a_glob_lists_and_deletes_only_its_own_files(tmp_path,
     (out / "chrom=chrA" / "_tmp-ours.tmp").write_bytes(b"x")
     (sibling / "chrom=chrA" / "_tmp-theirs.tmp").write_bytes(b"x")  # another run's upload in progress
     (sibling / "_write_probe-theirs").write_bytes(b"")
-    store = AtlasStore(str(out))
+    store = OutputStore(str(out))
     assert store.list_part_files() == ["chrom=chrA/part-000000-000001.parquet"]
     assert store.list_leftovers() == ["chrom=chrA/_tmp-ours.tmp"]
     assert store.remove_leftovers() == ["chrom=chrA/_tmp-ours.tmp"]
@@ -93,7 +93,7 @@ def test_an_s3_out_named_like_a_glob_lists_only_its_own_objects(s3):  # noqa: F8
     fs.pipe_file(f"{BUCKET}/globs/atlasv/chrom=chrA/part-000000-000001.parquet", b"theirs")
     fs.pipe_file(f"{BUCKET}/globs/atlasv/chrom=chrA/_tmp-theirs.tmp", b"x")
     fs.pipe_file(f"{BUCKET}/globs/atlas[v2]/chrom=chrA/part-000000-000001.parquet", b"ours")
-    store = AtlasStore(f"s3://{BUCKET}/globs/atlas[v2]", s3["options"])
+    store = OutputStore(f"s3://{BUCKET}/globs/atlas[v2]", s3["options"])
     assert store.list_part_files() == ["chrom=chrA/part-000000-000001.parquet"]
     assert store.list_leftovers() == []
     store.remove_all()
@@ -155,7 +155,7 @@ def test_a_driver_that_loses_its_lease_stops_within_a_heartbeat(ray_cluster, tes
 
 def test_parts_carry_the_lease_fence_and_a_fenced_out_replica_does_not_publish(tmp_path):
     out = tmp_path / "atlas"
-    lease = Lease(AtlasStore(str(out)), timeout_s=0.3, heartbeat_s=3600, log=quiet).acquire()
+    lease = Lease(OutputStore(str(out)), timeout_s=0.3, heartbeat_s=3600, log=quiet).acquire()
     try:
         replica_store = pickle.loads(pickle.dumps(lease.store))  # as Ray ships it to a replica
         assert replica_store.fence == lease.store.fence == f"1:{lease.state.owner}"
@@ -166,7 +166,7 @@ def test_parts_carry_the_lease_fence_and_a_fenced_out_replica_does_not_publish(t
         lease.store.write_manifest({"status": "running", "parts": [record.__dict__]})
         assert records_from_manifest(json.loads((out / MANIFEST).read_text()))[record.path].fence == record.fence
         time.sleep(0.4)
-        taker = Lease(AtlasStore(str(out)), timeout_s=0.3, log=quiet).acquire()  # the first driver paused
+        taker = Lease(OutputStore(str(out)), timeout_s=0.3, log=quiet).acquire()  # the first driver paused
         try:
             before = (out / record.path).stat()
             with pytest.raises(LeaseLost, match=r"this writer started under \(epoch 1\) is held under epoch 2; "
@@ -186,7 +186,7 @@ def dead_pid() -> int:
     return child.pid
 
 
-def write_lease(store: AtlasStore, **fields) -> None:
+def write_lease(store: OutputStore, **fields) -> None:
     now = time.time()
     state = {"owner": "other", "host": socket.gethostname(), "pid": dead_pid(), "pid_start": None,
              "acquired": now - 60, "heartbeat": now - 1, "timeout_s": 60.0, **fields}
@@ -195,7 +195,7 @@ def write_lease(store: AtlasStore, **fields) -> None:
 
 
 def test_a_live_lease_from_another_pid_namespace_on_the_same_host_name_is_not_taken_over(tmp_path):
-    store = AtlasStore(str(tmp_path / "atlas"))
+    store = OutputStore(str(tmp_path / "atlas"))
     # Containers with host networking: same host name, same kernel, another PID namespace, where the pid
     # is alive although it is not here.
     write_lease(store, boot_id=_boot_id(), pid_ns="4026599999")
@@ -217,9 +217,9 @@ TAKER = textwrap.dedent(
     """
     import json, sys
     from enformer_batch.lease import Lease
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
     options = json.loads(sys.argv[2])
-    store = AtlasStore(sys.argv[1], options)
+    store = OutputStore(sys.argv[1], options)
     lease = Lease(store, timeout_s=0.5, log=lambda m: None).acquire()
     store.write_manifest({"status": "running", "parts": [], "by": "taker"})
     lease._stop.set()  # leave the lease (and the manifest) as a live new owner would
@@ -229,7 +229,7 @@ TAKER = textwrap.dedent(
 
 
 def late_manifest_write_is_refused(url: str, options: dict, read_manifest) -> None:
-    first = Lease(AtlasStore(url, options), timeout_s=0.5, heartbeat_s=3600, log=quiet).acquire()
+    first = Lease(OutputStore(url, options), timeout_s=0.5, heartbeat_s=3600, log=quiet).acquire()
     try:
         first.store.write_manifest({"status": "running", "parts": [], "by": "first"})
         time.sleep(0.6)  # the first driver pauses; its lease goes stale and another driver takes it over
@@ -260,7 +260,7 @@ def test_a_manifest_write_after_a_take_over_is_refused_on_s3(s3):  # noqa: F811
 
 def test_an_older_drivers_late_manifest_write_is_replaced_by_the_owner_on_s3(s3):  # noqa: F811
     url = f"s3://{BUCKET}/fenced/late-old"
-    owner = Lease(AtlasStore(url, s3["options"]), timeout_s=60, log=quiet).acquire()
+    owner = Lease(OutputStore(url, s3["options"]), timeout_s=60, log=quiet).acquire()
     try:
         owner.store.write_manifest({"status": "running", "parts": []})
         stale = {"status": "running", "parts": [], "lease": {"epoch": owner.state.epoch - 1, "owner": "old"}}
@@ -272,7 +272,7 @@ def test_an_older_drivers_late_manifest_write_is_replaced_by_the_owner_on_s3(s3)
 
 
 def test_the_holder_judges_its_lease_by_the_wall_clock(tmp_path):
-    lease = Lease(AtlasStore(str(tmp_path / "atlas")), timeout_s=5, heartbeat_s=3600, log=quiet).acquire()
+    lease = Lease(OutputStore(str(tmp_path / "atlas")), timeout_s=5, heartbeat_s=3600, log=quiet).acquire()
     try:
         lease.check()
         # What a suspended host sees on waking: the wall clock moved on, a monotonic clock did not.
@@ -312,20 +312,20 @@ def test_a_store_that_ignores_conditional_writes_is_probed_and_gets_the_read_bac
         options = {**s3["options"], "endpoint_url": proxy.url}
         url = f"s3://{BUCKET}/fenced/no-conditionals"
         messages: list[str] = []
-        first = Lease(AtlasStore(url, options), timeout_s=60, settle_s=0.05, log=messages.append).acquire()
+        first = Lease(OutputStore(url, options), timeout_s=60, settle_s=0.05, log=messages.append).acquire()
         try:
             assert proxy.stripped >= 1
             assert any("ignores conditional writes (If-None-Match); using the best-effort lease" in m
                        for m in messages), messages
             with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
-                Lease(AtlasStore(url, options), timeout_s=60, settle_s=0.05, log=quiet).acquire()
+                Lease(OutputStore(url, options), timeout_s=60, settle_s=0.05, log=quiet).acquire()
             first.store.write_manifest({"status": "running", "parts": []})
         finally:
             first.release()
     finally:
         proxy.shutdown()
     messages = []
-    direct = Lease(AtlasStore(f"s3://{BUCKET}/fenced/conditionals", s3["options"]), log=messages.append).acquire()
+    direct = Lease(OutputStore(f"s3://{BUCKET}/fenced/conditionals", s3["options"]), log=messages.append).acquire()
     direct.release()
     assert direct.conditional and messages == []  # moto itself enforces them
 
@@ -337,7 +337,7 @@ def test_a_reader_never_opens_an_atlas_that_overwrite_is_deleting(reference_atla
     out = tmp_path / "atlas"
     shutil.copytree(reference_atlas, out)
     open_atlas(str(out))
-    store = AtlasStore(str(out))
+    store = OutputStore(str(out))
     deleted, opened_mid_deletion = [], []
 
     def then_read(remove):
@@ -394,7 +394,7 @@ def test_one_transient_error_on_any_storage_call_is_retried(s3):  # noqa: F811
     s3["fs"].pipe_file(f"{prefix}/chrom=chrA/part-000000-000001.parquet", committed)
     proxy = OncePerRequestProxy(s3["port"], "/fenced/flaky")
     try:
-        store = AtlasStore(f"s3://{prefix}", no_client_retries(s3["options"], proxy.url))
+        store = OutputStore(f"s3://{prefix}", no_client_retries(s3["options"], proxy.url))
         lease = Lease(store, timeout_s=60, log=quiet).acquire()  # probe, manifest read, lease creation
         try:
             store.check_writable()
@@ -423,7 +423,7 @@ def test_one_transient_error_on_any_storage_call_is_retried(s3):  # noqa: F811
 
 @pytest.mark.parametrize("content", [b"{not json", b'{"holder": "a future version", "beat": 1}', b""])
 def test_a_lease_file_that_cannot_be_parsed_is_refused_not_taken_over(tmp_path, content):
-    store = AtlasStore(str(tmp_path / "atlas"))
+    store = OutputStore(str(tmp_path / "atlas"))
     os.makedirs(store.root)
     Path(store.path(LEASE)).write_bytes(content)
     with pytest.raises(LeaseHeld, match=rf"the lease file {LEASE} cannot be parsed .*; if no other predict runs "

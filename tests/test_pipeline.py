@@ -180,14 +180,14 @@ def test_one_replica_per_gpu_each_on_its_own_gpu(ray_cluster, tmp_path):
     """With GPUs in the cluster (two fake ones here), the default is one replica per GPU, each given its own."""
     from enformer_batch import PredictConfig
     from enformer_batch.engine import _worker_layout, _WorkerPool
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
 
     config = PredictConfig(fasta="unused.fa", out=str(tmp_path))
     layout = _worker_layout(config)
     assert (layout.workers, layout.gpus) == (2, 1.0)
     # Four CPUs, two GPUs: each GPU replica gets one writer thread and reserves a CPU for it.
     assert (layout.writers, layout.cpus) == (1, 2)
-    pool = _WorkerPool(config.inference_settings(), AtlasStore(str(tmp_path)), dataclasses.replace(layout, threads=1))
+    pool = _WorkerPool(config.inference_settings(), OutputStore(str(tmp_path)), dataclasses.replace(layout, threads=1))
     try:
         placements = ray_cluster.get([a.placement.remote() for a in pool.actors])
     finally:

@@ -17,7 +17,7 @@ import pytest
 from enformer_batch import PredictConfig, open_atlas, predict
 from enformer_batch.atlas import Atlas, parse_region
 from enformer_batch.cli import main
-from enformer_batch.store import SUCCESS, AtlasStore
+from enformer_batch.store import SUCCESS, OutputStore
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "atlas-recipes.md")
 ATLAS_PLACEHOLDER = '"path/to/atlas"'
@@ -139,7 +139,7 @@ def test_query_reads_only_the_parts_it_needs(atlas_dir, monkeypatch):
 
     # What each part holds, from the files themselves (not from the planner the query uses).
     spans = {}
-    for rel in AtlasStore(atlas_dir).list_part_files():
+    for rel in OutputStore(atlas_dir).list_part_files():
         t = pq.read_table(os.path.join(atlas_dir, rel), columns=["start", "end"])
         spans[rel] = (rel.split("/")[0], t["start"][0].as_py(), t["end"][-1].as_py())
     assert len(spans) == 6

@@ -335,16 +335,16 @@ def test_store_sees_parts_written_by_other_processes(s3):
     """Workers publish parts from other processes: the driver's cached s3fs listings must not hide them."""
     import s3fs
 
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
 
-    store = AtlasStore(f"s3://{BUCKET}/atlases/listing", s3["options"])
+    store = OutputStore(f"s3://{BUCKET}/atlases/listing", s3["options"])
     worker = s3fs.S3FileSystem(skip_instance_cache=True, **s3["options"])  # as another process would
     worker.pipe_file(f"{BUCKET}/atlases/listing/chrom=chrA/part-000000-000001.parquet", b"a")
     assert store.list_part_files() == ["chrom=chrA/part-000000-000001.parquet"]  # listing now cached
     worker.pipe_file(f"{BUCKET}/atlases/listing/chrom=chrA/part-000001-000002.parquet", b"bb")
     assert store.exists("chrom=chrA/part-000001-000002.parquet")
     assert store.size("chrom=chrA/part-000001-000002.parquet") == 2
-    assert len(AtlasStore(f"s3://{BUCKET}/atlases/listing", s3["options"]).list_part_files()) == 2
+    assert len(OutputStore(f"s3://{BUCKET}/atlases/listing", s3["options"]).list_part_files()) == 2
 
 
 def test_variant_scores_from_a_gzipped_vcf_on_s3_into_s3(ray_cluster, s3, test_fasta, tmp_path):
@@ -429,20 +429,20 @@ def test_failed_uploads_of_one_part_are_retried_then_stop_the_run_naming_it(clea
 
 def test_lease_on_s3_uses_conditional_writes(s3):
     from enformer_batch.lease import LEASE, Lease, LeaseHeld, _Conflict
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
 
     url = f"s3://{BUCKET}/atlases/leased"
-    first = Lease(AtlasStore(url, s3["options"]), timeout_s=2.0, log=lambda m: None).acquire()
+    first = Lease(OutputStore(url, s3["options"]), timeout_s=2.0, log=lambda m: None).acquire()
     with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
-        Lease(AtlasStore(url, s3["options"]), timeout_s=2.0).acquire()
+        Lease(OutputStore(url, s3["options"]), timeout_s=2.0).acquire()
     # Creation is If-None-Match: a second creator loses even without reading first.
     with pytest.raises(FileExistsError):
-        Lease(AtlasStore(url, s3["options"]))._create(b"{}")
+        Lease(OutputStore(url, s3["options"]))._create(b"{}")
 
     first._stop.set()  # the first driver freezes: no more heartbeats
     first._thread.join()
     time.sleep(2.2)
-    takers = [Lease(AtlasStore(url, s3["options"]), timeout_s=2.0) for _ in range(2)]
+    takers = [Lease(OutputStore(url, s3["options"]), timeout_s=2.0) for _ in range(2)]
     state, etag = takers[0]._read()
     assert takers[0].stale_reason(state) is not None
     # Two drivers take the stale lease over from the same read: If-Match lets exactly one win.
@@ -451,7 +451,7 @@ def test_lease_on_s3_uses_conditional_writes(s3):
         takers[1]._replace(b'{"owner": "b"}', etag)
     s3["fs"].rm(f"{BUCKET}/atlases/leased/{LEASE}")
 
-    second = Lease(AtlasStore(url, s3["options"]), timeout_s=2.0).acquire()
+    second = Lease(OutputStore(url, s3["options"]), timeout_s=2.0).acquire()
     first._stop.clear()
     first.renew()  # the frozen driver wakes up: its conditional heartbeat fails, so it knows
     assert first._lost and "was taken over" in first._lost
@@ -460,9 +460,9 @@ def test_lease_on_s3_uses_conditional_writes(s3):
 
 
 def test_a_late_write_on_s3_is_found_by_its_etag(s3):
-    from enformer_batch.store import AtlasStore, PartRecord
+    from enformer_batch.store import OutputStore, PartRecord
 
-    store = AtlasStore(f"s3://{BUCKET}/atlases/late", s3["options"])
+    store = OutputStore(f"s3://{BUCKET}/atlases/late", s3["options"])
     path = "chrom=chrA/part-000000-000001.parquet"
     data = b"committed bytes"
     token = store.publish(path, data)

@@ -28,15 +28,20 @@ from enformer_batch.genome import FastaSource, GenomeError
 from enformer_batch.inference import InferenceSettings, NonFiniteOutput, Predictor
 from enformer_batch.integrity import GenomeMismatch, WeightsMismatch
 from enformer_batch.kinds.atlas import read_part
+from enformer_batch.kinds.edits import EditsConfig, edits
+from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
+from enformer_batch.kinds.variants import VariantConfig, score_variants
 from enformer_batch.lease import LEASE, Lease, LeaseHeld, LeaseLost, LeaseState
 from enformer_batch.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
-from enformer_batch.store import MANIFEST, AtlasStore, serialise_table
+from enformer_batch.store import MANIFEST, OutputStore, serialise_table
 from enformer_batch.windows import ENFORMER, plan_selection
 
 from .conftest import TEST_GENOME, read_atlas, run_and_validate
+from .reference import parse_fasta
 from .test_faults import part_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VCF_HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 REFERENCE = dict(dtype="float32", batch_size=2, threads_per_worker=1)  # the settings of `reference_atlas`
 
 
@@ -180,7 +185,7 @@ def test_a_replica_that_loads_other_weights_refuses_to_predict(ray_cluster, tmp_
         Predictor(settings, device="cpu")
     Predictor(replace(settings, weights_sha256=load_model("demo").weights_sha256), device="cpu")  # same: fine
 
-    pool = _WorkerPool(settings, AtlasStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
+    pool = _WorkerPool(settings, OutputStore(str(tmp_path / "atlas")), WorkerLayout(1, 0.0, 1, 1, 1))
     try:
         with pytest.raises(WeightsMismatch, match=r"replica loaded from demo .* not the ones the run records"):
             pool.describe(patience_s=120)
@@ -197,7 +202,7 @@ def test_a_replica_refuses_parts_of_a_run_that_records_another_model_or_precisio
     from enformer_batch.loader import load_model
 
     other = perturbed_model(os.path.join(REPO, "enformer_batch", "demo_model"), tmp_path / "other")
-    replica = ReplicaWorker(InferenceSettings(), AtlasStore(str(tmp_path / "atlas")), 1)
+    replica = ReplicaWorker(InferenceSettings(), OutputStore(str(tmp_path / "atlas")), 1)
     info = replica.describe()
     assert info.precision == "fp32" and info.batch_size == 4 and info.device == "cpu"  # auto on a CPU
     check_replica(info, info)
@@ -259,14 +264,79 @@ def test_a_hard_masked_genome_is_detected_by_resume_and_validate(ray_cluster, te
     assert validate(str(out), fasta=hard).ok and not validate(str(out), fasta=test_fasta).ok
 
 
+def alt(base: str) -> str:
+    return "C" if base.upper() == "A" else "A"
+
+
+def test_a_variant_table_resumed_on_a_hard_masked_genome_is_refused_naming_the_part(ray_cluster, test_fasta,
+                                                                                      tmp_path):
+    # A streamed plan (the VCF is read twice, never held): resume still re-reads the committed parts' windows.
+    genome = parse_fasta(test_fasta)
+    a, b = genome["chrA"], genome["chrB"]
+    vcf = tmp_path / "small.vcf"
+    vcf.write_text(VCF_HEADER + "".join(f"{c}\t{p}\t.\t{s[p - 1]}\t{alt(s[p - 1])}\t.\t.\t.\n"
+                                        for c, s, p in (("chrA", a, 1000), ("chrA", a, 1010),
+                                                        ("chrB", b, 20_000), ("chrB", b, 20_001))))
+    hard = masked_copy(test_fasta, tmp_path / "hard", "chrB", 50_000, 50_010, "hard")  # under chrB's windows only
+    config = dict(vcf=str(vcf), out=str(tmp_path / "scores"), variants_per_part=2, threads_per_worker=1,
+                  progress=False)
+    first = score_variants(VariantConfig(fasta=test_fasta, **config))
+    assert first.parts == 2 and first.counts == {"ok": 4}
+    with pytest.raises(GenomeMismatch, match=r"computed from another genome: the bases under 1 committed part\(s\) "
+                                             r"differ .* \(first: chrB variants 0-1\)"):
+        score_variants(VariantConfig(fasta=hard, **config))
+    assert validate(config["out"], fasta=test_fasta, vcf=str(vcf)).ok  # refused before anything was written
+    again = score_variants(VariantConfig(fasta=test_fasta, **config))  # the original genome resumes
+    assert again.resumed_parts == 2 and again.units_computed == 0
+    over = score_variants(VariantConfig(fasta=hard, overwrite=True, **config))  # --overwrite starts over on it
+    assert over.resumed_parts == 0 and over.units_computed == 4
+
+
+EDITS_TSV = "swapA\tchrA\t1000\t1001\tG\nswapB\tchrB\t20000\t20002\tGG\n"
+
+
+@pytest.mark.parametrize("kind", ["variants", "mutagenesis", "edits"])
+def test_validate_fasta_names_the_parts_of_every_kind_whose_bases_differ(ray_cluster, test_fasta, tmp_path, kind):
+    genome = parse_fasta(test_fasta)
+    hard = masked_copy(test_fasta, tmp_path / "hard", "chrB", 50_000, 50_010, "hard")
+    out = str(tmp_path / kind)
+    common = dict(out=out, threads_per_worker=1, progress=False)
+    inputs: dict = {}
+    if kind == "variants":
+        a, b = genome["chrA"], genome["chrB"]
+        vcf = tmp_path / "small.vcf"
+        vcf.write_text(VCF_HEADER + f"chrA\t1000\t.\t{a[999]}\t{alt(a[999])}\t.\t.\t.\n"
+                       f"chrB\t20000\t.\t{b[19999]}\t{alt(b[19999])}\t.\t.\t.\n")
+        score_variants(VariantConfig(vcf=str(vcf), fasta=test_fasta, variants_per_part=1, **common))
+        inputs, part, what = {"vcf": str(vcf)}, "chrom=chrB/part-000000000-000000001.parquet", "chrB variants 0-0"
+    elif kind == "mutagenesis":
+        bed = tmp_path / "regions.bed"
+        bed.write_text("chrA\t1000\t1001\nchrB\t20000\t20001\n")
+        mutagenesis(MutagenesisConfig(fasta=test_fasta, regions=str(bed), **common))
+        part, what = "chrom=chrB/part-r000001-00000.parquet", "region chrB:20000-20001"
+    else:
+        tsv = tmp_path / "edits.tsv"
+        tsv.write_text(EDITS_TSV)
+        edits(EditsConfig(fasta=test_fasta, edits=str(tsv), edits_per_part=1, **common))
+        part, what = "chrom=chrB/part-000000000-000000001.parquet", "chrB edits 0-0"
+    assert validate(out, fasta=test_fasta, inputs=inputs).ok  # the unchanged genome validates clean
+    report = validate(out, fasta=hard, inputs=inputs)
+    assert report.problems == [f"part {part}: the bases of {what} in {hard} differ from those it was predicted "
+                               "from (another masking or build of the genome?)"]
+    if kind == "variants":  # the windows are the VCF's: without it, one line says what is not checked
+        assert validate(out, fasta=hard).problems == [
+            "--fasta compares the bases under a variant table's parts only with --vcf too (the windows are "
+            "centred on its rows); pass the VCF it was scored from"]
+
+
 # --- one driver per atlas ---------------------------------------------------------------------------
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from enformer_batch.lease import Lease
-    from enformer_batch.store import AtlasStore
-    lease = Lease(AtlasStore(sys.argv[1]), timeout_s=float(sys.argv[2])).acquire()
+    from enformer_batch.store import OutputStore
+    lease = Lease(OutputStore(sys.argv[1]), timeout_s=float(sys.argv[2])).acquire()
     print("held", flush=True)
     time.sleep(600)
     """
@@ -299,7 +369,7 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_lease(ray_cluster,
     assert not (out / LEASE).exists()  # released at the end
 
 
-def foreign_lease(store: AtlasStore, heartbeat_age_s: float, timeout_s: float = 60.0) -> None:
+def foreign_lease(store: OutputStore, heartbeat_age_s: float, timeout_s: float = 60.0) -> None:
     """A lease as a driver on another node writes it."""
     now = time.time()
     state = LeaseState(owner="other", host="node-b.internal", pid=4242, pid_start=None, acquired=now - 3600,
@@ -310,7 +380,7 @@ def foreign_lease(store: AtlasStore, heartbeat_age_s: float, timeout_s: float = 
 
 
 def test_a_lease_from_another_node_is_taken_over_only_when_stale(tmp_path):
-    store = AtlasStore(str(tmp_path / "atlas"))
+    store = OutputStore(str(tmp_path / "atlas"))
     foreign_lease(store, heartbeat_age_s=5)
     with pytest.raises(LeaseHeld, match=r"pid 4242 on host node-b.internal.*last heartbeat [5-9] s ago"):
         Lease(store, timeout_s=60).acquire()
@@ -328,7 +398,7 @@ def test_a_lease_from_another_node_is_taken_over_only_when_stale(tmp_path):
 
 
 def test_a_driver_whose_lease_was_taken_over_stops_writing_the_manifest(tmp_path):
-    first_store, second_store = AtlasStore(str(tmp_path / "atlas")), AtlasStore(str(tmp_path / "atlas"))
+    first_store, second_store = OutputStore(str(tmp_path / "atlas")), OutputStore(str(tmp_path / "atlas"))
     # The first driver stops renewing (a long pause, a partitioned node) and its lease goes stale.
     first = Lease(first_store, timeout_s=0.3, heartbeat_s=3600, log=lambda m: None).acquire()
     time.sleep(0.4)
@@ -345,15 +415,15 @@ def test_a_driver_whose_lease_was_taken_over_stops_writing_the_manifest(tmp_path
 
 def test_a_store_without_conditional_writes_gets_the_best_effort_lease(tmp_path):
     url = f"memory://lease-{tmp_path.name}/atlas"  # fsspec's in-memory store: neither link() nor If-Match
-    first = Lease(AtlasStore(url), timeout_s=60, settle_s=0.05).acquire()
+    first = Lease(OutputStore(url), timeout_s=60, settle_s=0.05).acquire()
     try:
         with pytest.raises(LeaseHeld, match=f"--out {url} is in use by another predict"):
-            Lease(AtlasStore(url), timeout_s=60, settle_s=0.05).acquire()
+            Lease(OutputStore(url), timeout_s=60, settle_s=0.05).acquire()
         first.renew()
         assert first._lost is None
     finally:
         first.release()
-    assert not AtlasStore(url).exists(LEASE)
+    assert not OutputStore(url).exists(LEASE)
 
 
 # --- late writes ------------------------------------------------------------------------------------
@@ -361,8 +431,8 @@ def test_a_store_without_conditional_writes_gets_the_best_effort_lease(tmp_path)
 LATE_WRITER = textwrap.dedent(
     """
     import sys
-    from enformer_batch.store import AtlasStore
-    store, path, data = AtlasStore(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
+    from enformer_batch.store import OutputStore
+    store, path, data = OutputStore(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
     print("ready", flush=True)
     sys.stdin.readline()  # frozen here, like a replica on a partitioned node, until the test lets it go
     store.publish(path, data)
@@ -437,9 +507,9 @@ def test_a_late_write_during_the_run_keeps_it_from_completing(ray_cluster, test_
 CRASHING_WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from enformer_batch.store import AtlasStore
+    from enformer_batch.store import OutputStore
     os.replace = lambda *a: time.sleep(600)   # killed between writing the temporary file and renaming it
-    AtlasStore(sys.argv[1]).publish(sys.argv[2], b"x" * 100_000)
+    OutputStore(sys.argv[1]).publish(sys.argv[2], b"x" * 100_000)
     """
 )
 

@@ -14,7 +14,7 @@ import pytest
 from enformer_batch import PredictConfig, predict, validate
 from enformer_batch.demo import DemoChrom, write_demo_genome
 from enformer_batch.kinds.atlas import bin_runs, tally_bins
-from enformer_batch.store import MANIFEST, AtlasStore, serialise_table
+from enformer_batch.store import MANIFEST, OutputStore, serialise_table
 
 # 256 float16 tracks, 4 windows per part: parts of ~1.8 MB whose footers are a few % of them (5,313-track
 # parts of 16 windows are ~100x larger for a ~10x larger footer; benchmarks/validate.py measures those).
@@ -35,7 +35,7 @@ def fresh_copy(atlas, dest):
     """A copy of the atlas whose manifest records the copy's version tokens, as a resume on it would."""
     shutil.copytree(atlas, dest)
     manifest = json.loads((dest / MANIFEST).read_text())
-    present = AtlasStore(str(dest)).part_tokens()
+    present = OutputStore(str(dest)).part_tokens()
     for part in manifest["parts"]:
         part["token"] = present[part["path"]][1]
     (dest / MANIFEST).write_text(json.dumps(manifest))
@@ -49,7 +49,7 @@ def recommit(out, path, table) -> None:
     data = serialise_table(table)
     (out / path).write_bytes(data)
     manifest = json.loads((out / MANIFEST).read_text())
-    token = AtlasStore(str(out)).part_tokens()[path][1]
+    token = OutputStore(str(out)).part_tokens()[path][1]
     for part in manifest["parts"]:
         if part["path"] == path:
             part.update(rows=table.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), token=token)

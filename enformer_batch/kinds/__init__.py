@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from ..engine import Part, RunOptions, RunSummary
-from ..store import AtlasStore, PartRecord
+from ..store import OutputStore, PartRecord
 from . import atlas, attribution, edits, genes, mutagenesis, variants
 from .base import Coverage
 
@@ -51,7 +51,7 @@ class Kind(Protocol):
     def schema(self, identity: Mapping) -> pa.Schema:
         """The schema of every part of the run."""
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> Coverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> Coverage:
         """``validate``'s coverage check of a finished output of this kind."""
 
 

@@ -29,7 +29,7 @@ from ..genome import N_CODE, FastaSource, read_codes
 from ..integrity import comparable_identity
 from ..regions import read_bed
 from ..settings import InferenceSettings, ModelInfo, NonFiniteOutput
-from ..store import AtlasStore, PartRecord, bins_table, track_schema
+from ..store import OutputStore, PartRecord, bins_table, track_schema
 from ..windows import (
     DEFAULT_ROWS_PER_PART,
     BinRanges,
@@ -43,7 +43,7 @@ from ..windows import (
     windows_per_part_for_rows,
 )
 from .arguments import add_model_arguments, run_options, str_list
-from .base import ChromCoverage, FastaJob
+from .base import ChromCoverage, FastaJob, codes_problems
 
 if TYPE_CHECKING:
     from ..inference import Predictor
@@ -379,7 +379,7 @@ class BinCoverage:
 
     unit = "bins"
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         self.identity = identity
         self.lengths: dict[str, int] = identity["fasta"]["chromosomes"]
         self.geometry = Geometry(**identity["geometry"])
@@ -394,6 +394,9 @@ class BinCoverage:
 
     def planned_paths(self) -> dict:
         return {self.store.part_relpath(part.chrom, part.name): part for part in self.plan}
+
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        return planned
 
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> BinChecker:
         lengths = {c: self.lengths[c] for c in self.identity["chromosomes"]}
@@ -450,16 +453,8 @@ class BinChecker:
         return problems, bin_runs(start // self.bin_size)
 
     def check_codes(self, path: str, part, recorded: str) -> list[str]:
-        from ..integrity import part_codes_digest
-
-        try:
-            digest = part_codes_digest(_atlas_reader(self.fasta, self.storage_options, self.input_length), part)
-        except Exception as e:  # e.g. a chromosome the FASTA lacks: reported by the driver
-            digest = f"unreadable ({e})"
-        if digest == recorded:
-            return []
-        return [f"part {path}: the bases of {part.chrom} windows {part.first}-{part.end - 1} in "
-                f"{self.fasta} differ from those it was predicted from (another masking or build of the genome?)"]
+        return codes_problems(_atlas_reader(self.fasta, self.storage_options, self.input_length), self.fasta,
+                              path, part, recorded, f"{part.chrom} windows {part.first}-{part.end - 1}")
 
 
 def bin_runs(bins: np.ndarray) -> np.ndarray:
@@ -560,7 +555,7 @@ class AtlasKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return track_schema([t["name"] for t in identity["tracks"]], identity["dtype"])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> BinCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> BinCoverage:
         return BinCoverage(identity, store)
 
 

@@ -38,7 +38,7 @@ from ..attribution import (
 from ..engine import RunError, RunOptions, RunSummary, run_job
 from ..genome import N_CODE, FastaSource, read_codes
 from ..settings import InferenceSettings, ModelInfo, NonFiniteOutput
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
 from .base import ChromCoverage, FastaJob
@@ -251,7 +251,7 @@ class AttributionCoverage:
 
     unit = "rows"
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         self.store = store
         self.plan = plan_parts(identity)
         self.coverage: dict[str, ChromCoverage] = {}
@@ -349,7 +349,7 @@ class AttributionKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return ATTRIBUTION_SCHEMA
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> AttributionCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> AttributionCoverage:
         return AttributionCoverage(identity, store)
 
 

@@ -55,7 +55,8 @@ class FastaJob:
         raise NotImplementedError
 
     def feed(self, parts: Any) -> Iterable[Any]:
-        """The parts the run computes: the planned ones, or (variants) the planned ones filled while streaming."""
+        """The parts the run computes, re-iterable (a resume iterates them to check the genome first): the
+        planned ones, or (variants) the planned ones filled while streaming, re-streamed on each iteration."""
         return parts
 
     def notes(self) -> tuple[str, ...]:
@@ -107,7 +108,7 @@ class Checker(Protocol):
 
     schema: pa.Schema
     columns: tuple[str, ...]  # read from each part: key columns only, never the values
-    fasta: str | None  # a genome to compare the parts' base codes with (atlases); None: not checked
+    fasta: str | None  # a genome to compare the parts' base codes with; None: not checked
 
     def summarise(self, path: str, planned: Any, table: pa.Table) -> tuple[list[str], Any]:
         """Problems of the part's key columns, and a small summary the driver merges (``Coverage.merge``)."""
@@ -127,6 +128,11 @@ class Coverage(Protocol):
     def planned_paths(self) -> Mapping[str, Any]:
         """Every part the run planned, by path (from the kind's ``parts(identity)``)."""
 
+    def with_inputs(self, planned: Mapping[str, Any], inputs: Mapping[str, str], storage_options,
+                    ) -> Mapping[str, Any]:
+        """The planned parts as ``check_codes`` reads them under ``--fasta``: as planned, or (variants) filled
+        with their rows from ``--vcf``."""
+
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> Checker: ...
 
     def merge(self, path: str, planned: Any, summary: Any) -> None:
@@ -135,3 +141,19 @@ class Coverage(Protocol):
     def finish(self, complete: bool, inputs: Mapping[str, str], storage_options,
                ) -> tuple[list[ChromCoverage], list[str]]:
         """The report's lines and the problems left once every part is merged (``complete``: the run says so)."""
+
+
+def codes_problems(mode: Mode, fasta: str, path: str, part: Any, recorded: str, what: str) -> list[str]:
+    """``validate --fasta``'s check of one part: its codes re-read by ``mode`` (the kind's reader stage on
+    ``fasta``) and digested as the run digested them (``integrity.part_codes_digest``, as a resume does);
+    ``what``: the part's inputs in words, for the report."""
+    from ..integrity import part_codes_digest
+
+    try:
+        digest = part_codes_digest(mode, part)
+    except Exception as e:  # noqa: BLE001 - e.g. a chromosome the FASTA lacks: reported by the driver
+        digest = f"unreadable ({e})"
+    if digest == recorded:
+        return []
+    return [f"part {path}: the bases of {what} in {fasta} differ from those it was predicted from (another "
+            "masking or build of the genome?)"]

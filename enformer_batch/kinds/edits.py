@@ -11,6 +11,7 @@ core's (``kinds.scoring``), orchestration the engine's.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ..engine import RunOptions, RunSummary, run_job
 from ..genome import FastaSource
 from ..regions import read_text_lines
 from ..settings import InferenceSettings, ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..vcf import VariantRow
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
@@ -170,6 +171,12 @@ class EditMode:
         return codes_digest(inputs.windows)
 
 
+@functools.lru_cache(maxsize=4)
+def edit_reader(fasta: str, storage_options: tuple, input_length: int) -> EditMode:
+    """The edits reader stage on ``fasta``, once per task process: what ``validate --fasta`` re-reads with."""
+    return EditMode(FastaSource(fasta, dict(storage_options)), input_length, ())
+
+
 @dataclass(frozen=True)
 class EditsConfig(RunOptions):
     """Sequence edits from an EDITS.tsv (see ``RunOptions`` for the model and replica settings)."""
@@ -251,9 +258,10 @@ def edit_predictions(fasta: str, edits_url: str, name: str, settings: InferenceS
 class EditCoverage(RowCoverage):
     """Edit tables: the manifest lists every edit, so each is checked to appear exactly once."""
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity), identity["rows_by_chrom"],
-                         keys=("name", "start", "end", "sequence"))
+                         keys=("name", "start", "end", "sequence"),
+                         reader=functools.partial(edit_reader, input_length=identity["geometry"]["input_length"]))
 
     def wants_keys(self, inputs: Mapping[str, str]) -> bool:
         return True  # the manifest lists every edit
@@ -298,7 +306,7 @@ class EditsKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return scores_schema(EDIT_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> EditCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> EditCoverage:
         return EditCoverage(identity, store)
 
 

@@ -35,7 +35,7 @@ from ..gene_scores import (
 )
 from ..genome import FastaSource, read_codes
 from ..settings import ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_gene_arguments, add_model_arguments, run_options
 from .base import FastaJob
@@ -262,7 +262,7 @@ class GeneTableCoverage(RowCoverage):
     """``predict-genes`` tables: each part holds its planned genes; with ``--genes``, every gene of the annotation
     on the FASTA's chromosomes exactly once."""
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
                          identity["genes"]["genes_by_chrom"], keys=("gene_id", "gene_strand"))
 
@@ -322,7 +322,7 @@ class GenesKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return gene_table_schema([t["name"] for t in identity["tracks"]])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> GeneTableCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> GeneTableCoverage:
         return GeneTableCoverage(identity, store)
 
 

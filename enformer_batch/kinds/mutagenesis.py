@@ -12,6 +12,7 @@ the scoring core's (``kinds.scoring``), orchestration the engine's.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -25,10 +26,10 @@ from ..engine import RunOptions, RunSummary, run_job
 from ..genome import N_CODE, FastaSource, read_codes
 from ..regions import parse_region, read_bed_records
 from ..settings import ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
-from .base import ChromCoverage, FastaJob
+from .base import ChromCoverage, FastaJob, codes_problems
 from .scoring import (
     VariantInputs,
     VariantResult,
@@ -192,6 +193,12 @@ class MutagenesisMode:
         return codes_digest(inputs[1].windows)
 
 
+@functools.lru_cache(maxsize=4)
+def mutagenesis_reader(fasta: str, storage_options: tuple, input_length: int) -> MutagenesisMode:
+    """The mutagenesis reader stage on ``fasta``, once per task process: what ``validate --fasta`` re-reads with."""
+    return MutagenesisMode(FastaSource(fasta, dict(storage_options)), input_length, ())
+
+
 @dataclass(frozen=True)
 class MutagenesisConfig(RunOptions):
     """Saturation mutagenesis of regions (see ``RunOptions`` for the model and replica settings)."""
@@ -245,8 +252,9 @@ class MutagenesisCoverage:
 
     unit = "rows"
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         self.store = store
+        self.input_length: int = identity["geometry"]["input_length"]
         self.plan = plan_parts(identity)
         self.schema = KIND.schema(identity)
         self.coverage: dict[str, ChromCoverage] = {}
@@ -260,8 +268,12 @@ class MutagenesisCoverage:
     def planned_paths(self) -> dict:
         return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
 
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        return planned
+
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> MutagenesisChecker:
-        return MutagenesisChecker(self.schema)
+        return MutagenesisChecker(self.schema, fasta, tuple(sorted(dict(storage_options or {}).items())),
+                                  self.input_length)
 
     def merge(self, path: str, part: MutagenesisPart, rows: int) -> None:
         cov = self.coverage[part.chrom]
@@ -278,8 +290,10 @@ class MutagenesisChecker:
     """Checks a mutagenesis part whole in its task (every position, each other base once); sends back its rows."""
 
     schema: pa.Schema
+    fasta: str | None = None  # compare the bases under each part with this genome's (None: not checked)
+    storage_options: tuple = ()
+    input_length: int = 0
     columns: tuple[str, ...] = ("region", "pos", "ref", "alt")
-    fasta: None = None
 
     def summarise(self, path: str, part: MutagenesisPart, table: pa.Table) -> tuple[list[str], int]:
         rows = list(zip(*(table.column(c).to_pylist() for c in self.columns)))
@@ -301,7 +315,8 @@ class MutagenesisChecker:
         return problems, len(rows)
 
     def check_codes(self, path: str, part: MutagenesisPart, recorded: str) -> list[str]:
-        return []  # checked against its own reference bases (ref column), not the genome
+        return codes_problems(mutagenesis_reader(self.fasta, self.storage_options, self.input_length), self.fasta,
+                              path, part, recorded, f"region {part.region.label}")
 
 
 # --- the kind -------------------------------------------------------------------------------------
@@ -340,7 +355,7 @@ class MutagenesisKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return scores_schema(MUTAGENESIS_FIELDS, identity["scores"], [t["name"] for t in identity["tracks"]])
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> MutagenesisCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> MutagenesisCoverage:
         return MutagenesisCoverage(identity, store)
 
 

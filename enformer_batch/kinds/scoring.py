@@ -27,7 +27,7 @@ from ..genome import N_CODE, FastaSource, encode, read_codes
 from ..vcf import VariantRow
 from ..windows import Geometry
 from .arguments import str_list
-from .base import ChromCoverage
+from .base import ChromCoverage, codes_problems
 
 SCORES = ("sad", "logsad", "l2", "center")
 STATUSES = ("ok", "n_at_variant", "ref_mismatch", "symbolic", "unknown_chrom")
@@ -361,8 +361,9 @@ class RowCoverage:
     unit = "rows"
 
     def __init__(self, identity: Mapping, store: Any, planned: Sequence[RowRange], schema: pa.Schema,
-                 rows_by_chrom: Mapping[str, int], keys: tuple[str, ...]):
+                 rows_by_chrom: Mapping[str, int], keys: tuple[str, ...], reader: Callable[[str, tuple], Any]):
         self.identity = identity
+        self.reader = reader  # the kind's reader stage on a FASTA, for --fasta (picklable: shipped to tasks)
         self.store = store
         self.planned = planned
         self.schema = schema
@@ -379,9 +380,16 @@ class RowCoverage:
     def planned_paths(self) -> dict:
         return {self.store.part_relpath(p.chrom, p.name): p for p in self.planned}
 
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        return planned
+
     def wants_keys(self, inputs: Mapping[str, str]) -> bool:
         """Whether parts send back their rows' keys (only when there is something to compare them with)."""
         raise NotImplementedError
+
+    def checks_codes(self, inputs: Mapping[str, str]) -> bool:
+        """Whether ``--fasta`` can compare the bases under the parts (their inputs are known)."""
+        return True
 
     def expected(self, inputs: Mapping[str, str], storage_options) -> Counter | None:
         raise NotImplementedError
@@ -389,7 +397,8 @@ class RowCoverage:
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> RowChecker:
         keys = self.keys if self.wants_keys(inputs) else ()
         return RowChecker(self.schema, ("status", *keys) if "status" in self.schema.names else keys, keys,
-                          frozenset(STATUSES))
+                          frozenset(STATUSES), fasta if fasta is not None and self.checks_codes(inputs) else None,
+                          tuple(sorted(dict(storage_options or {}).items())), self.reader)
 
     def merge(self, path: str, planned: RowRange, summary: tuple[int, list | None]) -> None:
         rows, keys = summary
@@ -403,10 +412,10 @@ class RowCoverage:
         lines = [ChromCoverage(chrom, self.identity["fasta"]["chromosomes"].get(chrom, 0), rows, self.rows[chrom], 0,
                                self.parts[chrom]) for chrom, rows in self.rows_by_chrom.items()]
         want = self.expected(inputs, storage_options)
-        return lines, [] if want is None else self.compare(want)
+        return lines, self.input_problems + ([] if want is None else self.compare(want))
 
     def compare(self, want: Counter) -> list[str]:
-        problems = list(self.input_problems)
+        problems = []
         missing, extra = want - self.found, self.found - want
         for what, rows in (("missing", missing), ("not in the input, or more often than in it", extra)):
             if rows:
@@ -423,7 +432,9 @@ class RowChecker:
     columns: tuple[str, ...]  # read from the part: the status and the keys, never the scores
     keys: tuple[str, ...]  # identify an input row; empty when nothing is compared with the input
     statuses: frozenset = frozenset()
-    fasta: None = None
+    fasta: str | None = None  # compare the bases under each part with this genome's (None: not checked)
+    storage_options: tuple = ()
+    reader: Callable[[str, tuple], Any] | None = None  # the kind's reader stage on (fasta, storage_options)
 
     def summarise(self, path: str, planned: RowRange, table: pa.Table) -> tuple[list[str], tuple]:
         problems = []
@@ -437,7 +448,9 @@ class RowChecker:
         return problems, (table.num_rows, keys)
 
     def check_codes(self, path: str, planned: RowRange, recorded: str) -> list[str]:
-        return []  # scored tables are checked against their input rows, not the genome
+        mode = self.reader(self.fasta, self.storage_options)
+        return codes_problems(mode, self.fasta, path, planned, recorded,
+                              f"{planned.chrom} {mode.unit}s {planned.first}-{planned.end - 1}")
 
 
 def add_scores_argument(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,10 @@
 
 Owns what is particular to variants, per the contract (docs/contract.md, "Variants and sequence edits"): the
 request and its run identity; parts of consecutive rows of one output chromosome, planned from the row counts
-of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one; the output table; the
-``--strict`` REF check; and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once).
+of a first pass over the VCF (``plan_parts``) and filled by a second, streaming one (``StreamedParts``; a resume
+streams once more to re-read the genome under committed parts); the output table; the ``--strict`` REF check;
+and the coverage ``validate`` runs (with ``--vcf``: every input row exactly once; with ``--fasta`` too, the
+bases under every part).
 Statuses, shared reference windows and scores are the scoring core's (``kinds.scoring``); orchestration,
 resume and commit the engine's. With ``--genes`` (docs/contract.md, "Genes"), each part carries the genes near
 its rows, each window gets its genes' bin masks on the host, gene scores are reduced on the device
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,7 +44,7 @@ from ..gene_scores import (
 )
 from ..genome import FastaSource
 from ..settings import ModelInfo
-from ..store import AtlasStore, PartRecord, codes_digest
+from ..store import OutputStore, PartRecord, codes_digest
 from ..vcf import ChromMatcher, VariantRow, VcfDigest, read_rows, scan
 from ..windows import Geometry
 from .arguments import add_gene_arguments, add_model_arguments, run_options, str_list
@@ -160,6 +163,24 @@ def stream_parts(
         raise RunError(f"{url} changed while the run was reading it; re-run to start from its new content")
 
 
+@dataclass(frozen=True)
+class StreamedParts:
+    """The planned parts filled from the VCF, re-streamed each time they are iterated (``stream_parts``).
+
+    What a variant run's plan holds: a resume iterates it once to check the genome under its committed parts,
+    then again to compute the rest; neither holds more than a few parts' rows.
+    """
+
+    url: str
+    planned: Sequence[VariantPart]
+    lengths: Mapping[str, int]
+    digest: VcfDigest
+    storage_options: Mapping[str, str] | None = None
+
+    def __iter__(self) -> Iterator[VariantPart]:
+        return stream_parts(self.url, self.planned, self.lengths, self.digest, self.storage_options)
+
+
 VARIANT_FIELDS = (
     pa.field("pos", pa.int64(), nullable=False), pa.field("id", pa.string()),
     pa.field("ref", pa.string(), nullable=False), pa.field("alt", pa.string(), nullable=False),
@@ -248,6 +269,12 @@ class VariantMode:
         return codes_digest(inputs.windows)
 
 
+@functools.lru_cache(maxsize=4)
+def variant_reader(fasta: str, storage_options: tuple, input_length: int, group_bp: int) -> VariantMode:
+    """The variant reader stage on ``fasta``, once per task process: what ``validate --fasta`` re-reads with."""
+    return VariantMode(FastaSource(fasta, dict(storage_options)), input_length, (), group_bp)
+
+
 # --- the job --------------------------------------------------------------------------------------
 
 
@@ -298,11 +325,11 @@ class VariantJob(FastaJob):
     def totals(self, identity: Mapping, parts: list[VariantPart]) -> dict:
         return {"parts": len(parts), "units": self.digest.rows, "rows": self.digest.rows}
 
-    def feed(self, parts: list[VariantPart]) -> Iterator[VariantPart]:
-        filled = stream_parts(self.options.vcf, parts, self.lengths, self.digest, self.options.storage_options)
+    def feed(self, parts: list[VariantPart]) -> Iterable[VariantPart]:
+        streamed = StreamedParts(self.options.vcf, parts, self.lengths, self.digest, self.options.storage_options)
         if self.annotation is None:
-            return filled
-        return with_genes(filled, self.annotation, self.mode.geometry, self.options.tss_flank)
+            return streamed
+        return GenesNear(streamed, self.annotation, self.mode.geometry, self.options.tss_flank)
 
     def notes(self) -> tuple[str, ...]:
         digest, notes = self.digest, []
@@ -316,6 +343,20 @@ class VariantJob(FastaJob):
         if self.annotation is not None:
             notes += self.annotation.summary()
         return tuple(notes)
+
+
+@dataclass(frozen=True)
+class GenesNear:
+    """Streamed parts, each with the genes near its rows, re-streamed each time they are iterated (as
+    ``StreamedParts``: a resume iterates the plan twice)."""
+
+    parts: Iterable[VariantPart]
+    annotation: Annotation
+    geometry: Geometry
+    tss_flank: int
+
+    def __iter__(self) -> Iterator[VariantPart]:
+        return with_genes(self.parts, self.annotation, self.geometry, self.tss_flank)
 
 
 def with_genes(parts: Iterable[VariantPart], annotation: Annotation, geometry: Geometry, tss_flank: int,
@@ -370,9 +411,12 @@ class VariantCoverage(RowCoverage):
     recomputed from the annotation (one null-gene row when it has none or was not scored).
     """
 
-    def __init__(self, identity: Mapping, store: AtlasStore):
+    def __init__(self, identity: Mapping, store: OutputStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
-                         identity["vcf"]["rows_by_chrom"], keys=("pos", "id", "ref", "alt"))
+                         identity["vcf"]["rows_by_chrom"], keys=("pos", "id", "ref", "alt"),
+                         reader=functools.partial(variant_reader, input_length=identity["geometry"]["input_length"],
+                                                  group_bp=identity["group_bp"]))
+        self.rows_read = False  # whether with_inputs filled the parts with their rows (their windows are known)
         self.genes: Mapping | None = identity.get("genes")
         self.not_scored: set = set()  # with genes: alleles the table says were not scored
         self.alleles: Counter = Counter()  # with genes: each allele of the table once
@@ -399,6 +443,29 @@ class VariantCoverage(RowCoverage):
         elif "genes" in inputs and "vcf" not in inputs:
             problems.append("--genes checks a variant table's genes together with --vcf (the alleles they are of)")
         return lines, problems
+
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        """The parts with their rows from ``--vcf`` (held until the check ends, as ``expected`` holds every
+        row's key); as planned without one, or when it is not the VCF the table was scored from."""
+        vcf = inputs.get("vcf")
+        if vcf is None:
+            self.input_problems.append("--fasta compares the bases under a variant table's parts only with --vcf "
+                                       "too (the windows are centred on its rows); pass the VCF it was scored from")
+            return planned
+        by_part = {(p.chrom, p.first): path for path, p in planned.items()}
+        digest = VcfDigest(sha256=self.identity["vcf"]["sha256"])
+        filled = dict(planned)
+        try:
+            for part in stream_parts(vcf, list(planned.values()), self.identity["fasta"]["chromosomes"], digest,
+                                     storage_options):
+                filled[by_part[part.chrom, part.first]] = part
+        except RunError:  # another VCF: ``expected`` reports it; its rows say nothing of the windows
+            return planned
+        self.rows_read = True
+        return filled
+
+    def checks_codes(self, inputs: Mapping[str, str]) -> bool:
+        return self.rows_read
 
     def expected(self, inputs: Mapping[str, str], storage_options) -> Counter | None:
         """Every input row, from the VCF (None without one); a different VCF is a problem of its own."""
@@ -539,7 +606,7 @@ class VariantsKind:
     def schema(self, identity: Mapping) -> pa.Schema:
         return variant_schema(identity["scores"], [t["name"] for t in identity["tracks"]], "genes" in identity)
 
-    def coverage(self, identity: Mapping, store: AtlasStore) -> VariantCoverage:
+    def coverage(self, identity: Mapping, store: OutputStore) -> VariantCoverage:
         return VariantCoverage(identity, store)
 
 
