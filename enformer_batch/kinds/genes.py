@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ def fill_parts(planned: Iterable[GenePart], annotation: Annotation) -> Iterator[
         yield dataclasses.replace(part, genes=annotation.on(part.chrom).subset(np.arange(part.first, part.end)))
 
 
+@dataclass(frozen=True)
+class GenesFilled:
+    """The planned parts, each filled with its genes whenever iterated (a resume iterates the plan twice)."""
+
+    parts: list[GenePart]
+    annotation: Annotation
+
+    def __iter__(self) -> Iterator[GenePart]:
+        return fill_parts(self.parts, self.annotation)
+
+
 def gene_parts(annotation: Annotation, lengths: Mapping[str, int], per_part: int) -> list[GenePart]:
     """Every part with its genes (for computing genes outside a run)."""
     planned = [GenePart(chrom, first, end, lengths[chrom]) for chrom, first, end in
@@ -129,6 +141,11 @@ class GeneResult:
     centres: np.ndarray
     exon_fraction: np.ndarray
     sequences: int
+
+
+def gene_reader(fasta: str, storage_options: tuple, geometry: Geometry, tss_flank: int) -> GeneMode:
+    """The kind's reader stage on a FASTA (``validate --fasta`` re-reads the bases under each part with it)."""
+    return GeneMode(FastaSource(fasta, dict(storage_options)), geometry, tss_flank)
 
 
 def read_gene_inputs(fasta_source: FastaSource, part: GenePart, geometry: Geometry, tss_flank: int) -> GeneInputs:
@@ -239,8 +256,8 @@ class GenesJob(FastaJob):
     def totals(self, identity: Mapping, parts: list[GenePart]) -> dict:
         return {"parts": len(parts), "units": self.annotation.genes}
 
-    def feed(self, parts: list[GenePart]) -> Iterator[GenePart]:
-        return fill_parts(parts, self.annotation)
+    def feed(self, parts: list[GenePart]) -> GenesFilled:
+        return GenesFilled(parts, self.annotation)
 
     def notes(self) -> tuple[str, ...]:
         return tuple(self.annotation.summary())
@@ -264,7 +281,27 @@ class GeneTableCoverage(RowCoverage):
 
     def __init__(self, identity: Mapping, store: OutputStore):
         super().__init__(identity, store, plan_parts(identity), KIND.schema(identity),
-                         identity["genes"]["genes_by_chrom"], keys=("gene_id", "gene_strand"))
+                         identity["genes"]["genes_by_chrom"], keys=("gene_id", "gene_strand"),
+                         reader=functools.partial(gene_reader, geometry=Geometry(**identity["geometry"]),
+                                                  tss_flank=int(identity["genes"]["tss_flank"])))
+        self.genes_read = False  # whether with_inputs filled the parts with their genes (their windows are known)
+
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        """The parts with their genes from ``--genes`` (``--fasta`` then compares the bases under each gene's
+        window); as planned without it."""
+        url = inputs.get("genes")
+        if url is None:
+            return planned
+        recorded = self.identity["genes"]
+        annotation = read_annotation(url, self.identity["fasta"]["chromosomes"], recorded["gene_types"],
+                                     storage_options)
+        if annotation.sha256 != recorded["sha256"]:
+            return planned  # ``expected`` reports it
+        self.genes_read = True
+        return {path: next(fill_parts([part], annotation)) for path, part in planned.items()}
+
+    def checks_codes(self, inputs: Mapping[str, str]) -> bool:
+        return self.genes_read
 
     def wants_keys(self, inputs: Mapping[str, str]) -> bool:
         return "genes" in inputs
