@@ -41,7 +41,7 @@ from ..settings import InferenceSettings, ModelInfo, NonFiniteOutput
 from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
-from .base import ChromCoverage, FastaJob
+from .base import ChromCoverage, FastaJob, codes_problems
 from .mutagenesis import MAX_REGION_BP, Region, parse_regions
 
 if TYPE_CHECKING:
@@ -253,6 +253,7 @@ class AttributionCoverage:
 
     def __init__(self, identity: Mapping, store: OutputStore):
         self.store = store
+        self.geometry = Geometry(**identity["geometry"])
         self.plan = plan_parts(identity)
         self.coverage: dict[str, ChromCoverage] = {}
         for part in self.plan:
@@ -265,8 +266,13 @@ class AttributionCoverage:
     def planned_paths(self) -> dict:
         return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
 
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        return planned
+
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> AttributionChecker:
-        return AttributionChecker(ATTRIBUTION_SCHEMA)
+        return AttributionChecker(ATTRIBUTION_SCHEMA, fasta=fasta,
+                                  storage_options=tuple(sorted(dict(storage_options or {}).items())),
+                                  geometry=self.geometry)
 
     def merge(self, path: str, part: AttributionPart, rows: int) -> None:
         cov = self.coverage[part.chrom]
@@ -284,7 +290,9 @@ class AttributionChecker:
 
     schema: pa.Schema
     columns: tuple[str, ...] = ("region", "pos", "ref")
-    fasta: None = None
+    fasta: str | None = None  # compare the bases under each part with this genome's (None: not checked)
+    storage_options: tuple = ()
+    geometry: Geometry | None = None
 
     def summarise(self, path: str, part: AttributionPart, table: pa.Table) -> tuple[list[str], int]:
         got = Counter(zip(table.column("region").to_pylist(), table.column("pos").to_pylist()))
@@ -300,7 +308,9 @@ class AttributionChecker:
         return problems, table.num_rows
 
     def check_codes(self, path: str, part: AttributionPart, recorded: str) -> list[str]:
-        return []  # checked against its own reference bases (ref column), not the genome
+        reader = AttributionMode(FastaSource(self.fasta, dict(self.storage_options)), self.geometry, "center", False)
+        labels = ", ".join(r.label for r in part.regions[:3]) + (", ..." if len(part.regions) > 3 else "")
+        return codes_problems(reader, self.fasta, path, part, recorded, f"regions {labels}")
 
 
 # --- the kind -------------------------------------------------------------------------------------------------
