@@ -26,25 +26,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from ..attribution import (
-    CHECKPOINT_MODES,
-    Attribution,
-    Attributor,
-    attribution_precision,
-    center_bins,
-    region_bins,
-    region_rows,
-)
 from ..engine import RunError, RunOptions, RunSummary, run_job
 from ..genome import N_CODE, FastaSource, read_codes
-from ..settings import InferenceSettings, ModelInfo, NonFiniteOutput
+from ..settings import CHECKPOINT_MODES, InferenceSettings, ModelInfo, NonFiniteOutput, attribution_precision
 from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
 from .base import ChromCoverage, FastaJob, codes_problems
 from .mutagenesis import MAX_REGION_BP, Region, parse_regions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the driver never imports torch: the gradient code loads on replicas only
+    from ..attribution import Attribution, Attributor
     from ..inference import Predictor
 
 BASES = "ACGT"
@@ -121,6 +113,8 @@ def attributor_for(predictor: Predictor, checkpoint: str) -> Attributor:
     with _ATTRIBUTORS_LOCK:
         attributor = _ATTRIBUTORS.get(predictor)
         if attributor is None:
+            from ..attribution import Attributor
+
             attributor = _ATTRIBUTORS[predictor] = Attributor(
                 predictor, checkpoint=checkpoint, batch_size=predictor.settings.batch_size,
                 memory_share=predictor.memory_share)
@@ -154,6 +148,8 @@ class AttributionMode:
 
     def infer(self, predictor: Predictor, part: AttributionPart, codes: np.ndarray) -> AttributionResult:
         g = self.geometry
+        from ..attribution import center_bins, region_bins, region_rows
+
         rows = [region_rows(g, r.start, r.end, r.centre) for r in part.regions]
         if self.target == "center":
             bins = np.stack([center_bins(g)] * len(part.regions))
