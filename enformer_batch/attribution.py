@@ -32,7 +32,13 @@ from torch import Tensor
 
 from .genome import N_CODE
 from .inference import Predictor
-from .settings import CPU_BATCH_SIZE, GPU_MAX_AUTO_BATCH, NonFiniteOutput
+from .settings import (  # noqa: F401 - CHECKPOINT_MODES, attribution_precision: torch-free, for the driver
+    CHECKPOINT_MODES,
+    CPU_BATCH_SIZE,
+    GPU_MAX_AUTO_BATCH,
+    NonFiniteOutput,
+    attribution_precision,
+)
 from .windows import Geometry
 
 __all__ = [
@@ -47,7 +53,6 @@ __all__ = [
     "target_values",
 ]
 
-CHECKPOINT_MODES = ("auto", "on", "off")
 # Batch sizes are planned for regions this wide (the mutagenesis window's limit, docs/contract.md); wider rows only
 # widen the focused crop (see ``Attributor``), a few percent of an Enformer window's activations.
 PLANNED_REGION_BP = 10_000
@@ -55,11 +60,6 @@ PLANNED_REGION_BP = 10_000
 # activations they flow through) and the forward's transients. On the demo model (CPU) a batch of 4 peaked 109 MiB
 # above a plain forward's peak against 158 MiB counted; not yet measured on a GPU.
 BACKWARD_MARGIN = 1.5
-
-
-def attribution_precision(precision: str) -> str:
-    """The precision an attribution runs at: ``auto`` → fp32 (gradients in bf16 lose most of their digits)."""
-    return "fp32" if precision == "auto" else precision
 
 
 # --- the target's bins and the region's rows ---------------------------------------------------------------

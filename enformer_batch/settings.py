@@ -115,3 +115,12 @@ def auto_batch_size(
     per_window = family_for_config(config).activation_bytes(config, act, input_length)
     budget = int(free_bytes * fraction)
     return int(max(1, min(max_batch, budget // per_window)))
+
+
+# Attribution's options, here so that the driver and the command line read them without torch.
+CHECKPOINT_MODES = ("auto", "on", "off")
+
+
+def attribution_precision(precision: str) -> str:
+    """The precision an attribution runs at: ``auto`` → fp32 (gradients in bf16 lose most of their digits)."""
+    return "fp32" if precision == "auto" else precision

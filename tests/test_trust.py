@@ -28,6 +28,7 @@ from enformer_batch.genome import FastaSource, GenomeError
 from enformer_batch.inference import InferenceSettings, NonFiniteOutput, Predictor
 from enformer_batch.integrity import GenomeMismatch, WeightsMismatch
 from enformer_batch.kinds.atlas import read_part
+from enformer_batch.kinds.attribution import AttributionConfig, attribute
 from enformer_batch.kinds.edits import EditsConfig, edits
 from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
 from enformer_batch.kinds.variants import VariantConfig, score_variants
@@ -295,7 +296,7 @@ def test_a_variant_table_resumed_on_a_hard_masked_genome_is_refused_naming_the_p
 EDITS_TSV = "swapA\tchrA\t1000\t1001\tG\nswapB\tchrB\t20000\t20002\tGG\n"
 
 
-@pytest.mark.parametrize("kind", ["variants", "mutagenesis", "edits"])
+@pytest.mark.parametrize("kind", ["variants", "mutagenesis", "edits", "attribution"])
 def test_validate_fasta_names_the_parts_of_every_kind_whose_bases_differ(ray_cluster, test_fasta, tmp_path, kind):
     genome = parse_fasta(test_fasta)
     hard = masked_copy(test_fasta, tmp_path / "hard", "chrB", 50_000, 50_010, "hard")
@@ -314,6 +315,11 @@ def test_validate_fasta_names_the_parts_of_every_kind_whose_bases_differ(ray_clu
         bed.write_text("chrA\t1000\t1001\nchrB\t20000\t20001\n")
         mutagenesis(MutagenesisConfig(fasta=test_fasta, regions=str(bed), **common))
         part, what = "chrom=chrB/part-r000001-00000.parquet", "region chrB:20000-20001"
+    elif kind == "attribution":
+        bed = tmp_path / "regions.bed"
+        bed.write_text("chrA\t1000\t1004\nchrB\t20000\t20004\n")
+        attribute(AttributionConfig(fasta=test_fasta, regions=str(bed), **common))
+        part, what = "chrom=chrB/part-r000001-000002.parquet", "regions chrB:20000-20004"
     else:
         tsv = tmp_path / "edits.tsv"
         tsv.write_text(EDITS_TSV)

@@ -26,25 +26,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from ..attribution import (
-    CHECKPOINT_MODES,
-    Attribution,
-    Attributor,
-    attribution_precision,
-    center_bins,
-    region_bins,
-    region_rows,
-)
 from ..engine import RunError, RunOptions, RunSummary, run_job
 from ..genome import N_CODE, FastaSource, read_codes
-from ..settings import InferenceSettings, ModelInfo, NonFiniteOutput
+from ..settings import CHECKPOINT_MODES, InferenceSettings, ModelInfo, NonFiniteOutput, attribution_precision
 from ..store import OutputStore, PartRecord, codes_digest
 from ..windows import Geometry
 from .arguments import add_model_arguments, run_options
-from .base import ChromCoverage, FastaJob
+from .base import ChromCoverage, FastaJob, codes_problems
 from .mutagenesis import MAX_REGION_BP, Region, parse_regions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the driver never imports torch: the gradient code loads on replicas only
+    from ..attribution import Attribution, Attributor
     from ..inference import Predictor
 
 BASES = "ACGT"
@@ -121,6 +113,8 @@ def attributor_for(predictor: Predictor, checkpoint: str) -> Attributor:
     with _ATTRIBUTORS_LOCK:
         attributor = _ATTRIBUTORS.get(predictor)
         if attributor is None:
+            from ..attribution import Attributor
+
             attributor = _ATTRIBUTORS[predictor] = Attributor(
                 predictor, checkpoint=checkpoint, batch_size=predictor.settings.batch_size,
                 memory_share=predictor.memory_share)
@@ -154,6 +148,8 @@ class AttributionMode:
 
     def infer(self, predictor: Predictor, part: AttributionPart, codes: np.ndarray) -> AttributionResult:
         g = self.geometry
+        from ..attribution import center_bins, region_bins, region_rows
+
         rows = [region_rows(g, r.start, r.end, r.centre) for r in part.regions]
         if self.target == "center":
             bins = np.stack([center_bins(g)] * len(part.regions))
@@ -253,6 +249,7 @@ class AttributionCoverage:
 
     def __init__(self, identity: Mapping, store: OutputStore):
         self.store = store
+        self.geometry = Geometry(**identity["geometry"])
         self.plan = plan_parts(identity)
         self.coverage: dict[str, ChromCoverage] = {}
         for part in self.plan:
@@ -265,8 +262,13 @@ class AttributionCoverage:
     def planned_paths(self) -> dict:
         return {self.store.part_relpath(p.chrom, p.name): p for p in self.plan}
 
+    def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
+        return planned
+
     def checker(self, inputs: Mapping[str, str], fasta: str | None, storage_options) -> AttributionChecker:
-        return AttributionChecker(ATTRIBUTION_SCHEMA)
+        return AttributionChecker(ATTRIBUTION_SCHEMA, fasta=fasta,
+                                  storage_options=tuple(sorted(dict(storage_options or {}).items())),
+                                  geometry=self.geometry)
 
     def merge(self, path: str, part: AttributionPart, rows: int) -> None:
         cov = self.coverage[part.chrom]
@@ -284,7 +286,9 @@ class AttributionChecker:
 
     schema: pa.Schema
     columns: tuple[str, ...] = ("region", "pos", "ref")
-    fasta: None = None
+    fasta: str | None = None  # compare the bases under each part with this genome's (None: not checked)
+    storage_options: tuple = ()
+    geometry: Geometry | None = None
 
     def summarise(self, path: str, part: AttributionPart, table: pa.Table) -> tuple[list[str], int]:
         got = Counter(zip(table.column("region").to_pylist(), table.column("pos").to_pylist()))
@@ -300,7 +304,9 @@ class AttributionChecker:
         return problems, table.num_rows
 
     def check_codes(self, path: str, part: AttributionPart, recorded: str) -> list[str]:
-        return []  # checked against its own reference bases (ref column), not the genome
+        reader = AttributionMode(FastaSource(self.fasta, dict(self.storage_options)), self.geometry, "center", False)
+        labels = ", ".join(r.label for r in part.regions[:3]) + (", ..." if len(part.regions) > 3 else "")
+        return codes_problems(reader, self.fasta, path, part, recorded, f"regions {labels}")
 
 
 # --- the kind -------------------------------------------------------------------------------------------------
