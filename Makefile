@@ -37,7 +37,7 @@ demo: install
 # Real genome and VCFs (GRCh37 chr20, 1000 Genomes) from Debian's registry; tests that need them say so if
 # they cannot be had.
 real-data:
-	bash tools/fetch_real_data.sh .real-data || true
+	PYTHON=$(PY) bash tools/fetch_real_data.sh .real-data || true
 
 # The serve page's browser test (tests/test_serve.py) drives Debian's chromium and chromium-driver: installed
 # here where this runs as root (CI); elsewhere it says how, and the test is skipped (never on CI).

@@ -17,14 +17,15 @@ from .kinds import KINDS, Kind  # noqa: E402
 from .kinds.atlas import AtlasConfig, PredictConfig, predict  # noqa: E402
 from .kinds.attribution import AttributionConfig, attribute  # noqa: E402
 from .kinds.edits import EditsConfig, edits  # noqa: E402
+from .kinds.genes import GenesConfig, predict_genes  # noqa: E402
 from .kinds.mutagenesis import MutagenesisConfig, mutagenesis  # noqa: E402
 from .kinds.variants import VariantConfig, score_variants  # noqa: E402
 from .validate import ValidationReport, validate  # noqa: E402
 from .version import __version__  # noqa: E402 - one definition, importable from any layer
 
 __all__ = [
-    "KINDS", "Atlas", "AtlasConfig", "AttributionConfig", "EditsConfig", "Kind", "MutagenesisConfig",
+    "KINDS", "Atlas", "AtlasConfig", "AttributionConfig", "EditsConfig", "GenesConfig", "Kind", "MutagenesisConfig",
     "PredictConfig", "RunSummary", "ValidationReport", "VariantConfig", "attribute", "edits", "mutagenesis",
-    "open_atlas", "predict", "score_variants", "validate",
+    "open_atlas", "predict", "predict_genes", "score_variants", "validate",
     "__version__",
 ]

@@ -3,8 +3,9 @@
 Commands:
 
 * job kinds, one per ``enformer_batch.kinds.KINDS`` entry, their arguments from the kind: ``predict`` (a genome
-  atlas), ``score-variants`` (a VCF's alleles), ``mutagenesis`` (every SNV of regions), ``edits`` (an
-  EDITS.tsv), ``attribute`` (input × gradient over regions);
+  atlas), ``score-variants`` (a VCF's alleles; with ``--genes``, per gene in range), ``mutagenesis`` (every SNV
+  of regions), ``edits`` (an EDITS.tsv), ``attribute`` (input × gradient over regions), ``predict-genes`` (each
+  gene's expression from the reference);
 * checking and reading outputs: ``validate`` (any kind), ``query``, ``export-bigwig``, ``plot`` (atlases),
   ``plot-mutagenesis`` (a mutagenesis table), ``plot-edit`` (one edit, computed here), ``export-attributions``
   (TF-MoDISco arrays, a bigWig) and ``plot-attribution`` (a sequence logo) of an attribution output;

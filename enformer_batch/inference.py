@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .augment import autocast_context, predict_augmented
+from .gene_scores import track_strands
 from .genome import N_CODE, onehot_table
 from .integrity import check_weights
 from .loader import load_model
@@ -140,6 +141,8 @@ class Predictor:
         indices = select_tracks(settings.tracks, heads[settings.head], table)
         names = track_names(indices, table)
         descriptions = tuple(table.descriptions[i] if table is not None else None for i in indices)
+        strand_column = table.column("strand") if table is not None else None
+        strands = track_strands(names, None if strand_column is None else [strand_column[i] for i in indices])
         self.info = ModelInfo(
             model_id=loaded.model_id,
             weights_sha256=loaded.weights_sha256,
@@ -155,6 +158,7 @@ class Predictor:
             precision=self.precision,
             batch_size=self.batch_size,
             device=device_label(self.device),
+            track_strands=strands,
         )
         pairs = table.strand_pairs() if table is not None else None
         self._strand_pairs = None if pairs is None else torch.tensor(pairs, dtype=torch.long, device=self.device)

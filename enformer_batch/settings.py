@@ -88,6 +88,8 @@ class ModelInfo:
     batch_size: int = CPU_BATCH_SIZE  # as resolved on the replica's device
     device: str = "cpu"  # what the replica predicts on, e.g. "cuda (NVIDIA H100 80GB HBM3)"
     compiled: bool = False  # torch.compile'd (values differ from eager in the last bits only)
+    # Per selected track: "+", "-" or "" (unstranded), from the track table (gene_scores.track_strands).
+    track_strands: tuple[str, ...] = ()
 
 
 def auto_batch_size(

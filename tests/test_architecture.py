@@ -28,7 +28,7 @@ PACKAGE = "enformer_batch"
 LAYERS: dict[str, int] = {
     # plain building blocks: no model, no storage protocol
     "retry": 0, "genome": 0, "windows": 0, "tracks": 0, "vcf": 0, "augment": 0, "demo": 0, "regions": 0,
-    "version": 0, "units": 0,
+    "version": 0, "units": 0, "annotation": 0, "gene_scores": 0,
     # model families: what a checkpoint is, how it loads, how it is run
     "families": 1, "settings": 1, "model": 1, "borzoi": 1, "loader": 1, "simulated": 1, "integrity": 1,
     "inference": 2, "attribution": 2,  # the predictor and its gradients (no Ray)

@@ -14,7 +14,7 @@ from enformer_batch.store import MANIFEST, PartRecord, manifest_parts, records_f
 
 
 def test_every_kind_is_registered_under_its_name_with_its_own_command():
-    assert list(KINDS) == ["atlas", "variants", "mutagenesis", "edits", "attribution"]
+    assert list(KINDS) == ["atlas", "variants", "mutagenesis", "edits", "attribution", "genes"]
     assert all(kind.name == name for name, kind in KINDS.items())
     assert len({kind.command for kind in KINDS.values()}) == len(KINDS)
 
@@ -25,14 +25,15 @@ def test_every_kind_is_registered_under_its_name_with_its_own_command():
     ({"identity": {"stride": 114_688}}, "atlas"),  # atlases before kinds were recorded: no mode at all
     ({"identity": {"mode": "variants"}}, "variants"),
     ({"identity": {"mode": "mutagenesis"}}, "mutagenesis"),
+    ({"kind": "genes", "identity": {"mode": "genes"}}, "genes"),
 ])
 def test_the_kind_of_a_manifest_is_recorded_or_implied_by_its_identity(manifest, name):
     assert kind_of(manifest) is KINDS[name]
 
 
 def test_an_unknown_kind_is_a_one_line_error():
-    with pytest.raises(ValueError, match="kind 'genes' is not one this enformer-batch knows"):
-        kind_of({"kind": "genes", "identity": {}})
+    with pytest.raises(ValueError, match="kind 'spliced' is not one this enformer-batch knows"):
+        kind_of({"kind": "spliced", "identity": {}})
 
 
 def test_part_records_keep_the_manifests_unit_keys_and_read_either():

@@ -1,5 +1,5 @@
-"""Job kinds: each kind of run (atlas, variants, mutagenesis, edits, attribution) owns its whole contract in one
-module.
+"""Job kinds: each kind of run (atlas, variants, mutagenesis, edits, attribution, genes) owns its whole contract in
+one module.
 
 A kind says what its options are (a ``RunOptions`` subclass and its command-line arguments), how it plans
 parts from a run identity (``parts``: one function the run and ``validate`` share), the schema of its parts,
@@ -21,14 +21,14 @@ import pyarrow as pa
 
 from ..engine import Part, RunOptions, RunSummary
 from ..store import OutputStore, PartRecord
-from . import atlas, attribution, edits, mutagenesis, variants
+from . import atlas, attribution, edits, genes, mutagenesis, variants
 from .base import Coverage
 
 
 class Kind(Protocol):
     """One kind of job, everything about it: options, plan, schema, coverage, command line."""
 
-    name: str  # recorded in the manifest ("kind"): atlas, variants, mutagenesis, edits
+    name: str  # recorded in the manifest ("kind"): atlas, variants, mutagenesis, edits, genes
     command: str  # the ``enformer-batch`` command that runs it
     config: type[RunOptions]  # its options
     help: str  # its line in ``enformer-batch --help``
@@ -56,7 +56,7 @@ class Kind(Protocol):
 
 
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (atlas.KIND, variants.KIND, mutagenesis.KIND, edits.KIND, attribution.KIND)
+    k.name: k for k in (atlas.KIND, variants.KIND, mutagenesis.KIND, edits.KIND, attribution.KIND, genes.KIND)
 }
 
 

@@ -90,3 +90,15 @@ def run_options(args: argparse.Namespace) -> dict:
         writers_per_worker=args.writers_per_worker, unsquash=args.unsquash, overwrite=args.overwrite,
         storage_options=dict(args.storage_option), progress=not args.no_progress,
     )
+
+
+def add_gene_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--tss-flank`` and ``--gene-types`` (``score-variants --genes``, ``predict-genes``)."""
+    from ..gene_scores import DEFAULT_TSS_FLANK
+
+    parser.add_argument("--tss-flank", type=int, default=DEFAULT_TSS_FLANK, metavar="BINS",
+                        help=f"{prefix}output bins each side of a TSS's bin that count as TSS bins "
+                        f"(default {DEFAULT_TSS_FLANK}: three bins per TSS)")
+    parser.add_argument("--gene-types", type=str_list, default=None, metavar="LIST",
+                        help=f"{prefix}keep only genes of these gene_type/gene_biotype values, e.g. "
+                        "protein_coding,lncRNA")

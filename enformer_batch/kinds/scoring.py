@@ -31,6 +31,7 @@ from .base import ChromCoverage, codes_problems
 
 SCORES = ("sad", "logsad", "l2", "center")
 STATUSES = ("ok", "n_at_variant", "ref_mismatch", "symbolic", "unknown_chrom")
+GENE_STATUSES = (*STATUSES, "no_gene")  # score-variants --genes: a scored allele with no gene in range
 SCORED = ("ok", "n_at_variant")
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class VariantInputs:
     ref_len: np.ndarray  # int64 [scored]
     alt_codes: np.ndarray  # uint8, concatenated
     alt_start: np.ndarray  # int64 [scored + 1]
+    gene_windows: list | None = None  # score-variants --genes: per window, its genes in range and their masks
 
 
 def group_centres(positions: Sequence[int], group_bp: int) -> list[int]:
@@ -224,6 +226,11 @@ class VariantResult:
     rows: np.ndarray  # row index of each scored allele
     scores: np.ndarray  # float32 [scored, n_scores, n_tracks]
     sequences: int
+    # score-variants --genes: each scored allele's gene scores [G, gene scores, tracks] (None: no gene in range),
+    # the windows' genes and which window each scored allele was predicted in.
+    genes: list[np.ndarray | None] | None = None
+    gene_windows: list | None = None
+    group: np.ndarray | None = None
 
 
 def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str],
@@ -292,8 +299,9 @@ def score_part(predictor: Predictor, inputs: VariantInputs, scores: Sequence[str
                     alts.append((k, g, j))
             if alts:
                 ks = [k for k, _, _ in alts]
-                ref = torch.stack([refs[g] for _, g, _ in alts])
-                out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
+                if scores:  # none when only gene scores are asked for (they reduce in ``predictions``)
+                    ref = torch.stack([refs[g] for _, g, _ in alts])
+                    out[[j for _, _, j in alts]] = variant_scores(ref, y[ks], scores)
                 if predictions is not None:
                     for k, g, j in alts:
                         predictions(j, refs[g], y[k])
