@@ -13,6 +13,9 @@
 set -euo pipefail
 dest=$(mkdir -p "${1:-.real-data}" && cd "${1:-.real-data}" && pwd)
 py=${PYTHON:-python3}
+# The steps below cd into a scratch folder: a relative interpreter path (make passes .venv/bin/python) must not
+# break them.
+case "$py" in */*) py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py") ;; esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 have() { for f in "$@"; do [ -s "$dest/$f" ] || return 1; done; }
