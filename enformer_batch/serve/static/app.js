@@ -1,4 +1,5 @@
-// The enformer-batch serve page: a region's tracks, edits scored on the server, a mutagenesis heat map.
+// The enformer-batch serve page: a region's tracks, edits scored on the server, a mutagenesis heat map and, with
+// --genes, a gene look-up and each edit's effect on the genes in range.
 // Plain browser JavaScript; plots with the vendored uPlot. Every number shown comes from the JSON API.
 "use strict";
 
@@ -8,7 +9,7 @@ const SEQUENCE_SHOWN = 120; // bases drawn in the sequence strip
 const token = new URLSearchParams(location.search).get("token");
 
 const state = {
-  info: null, region: null, sequence: null, edits: [], lastEdit: null, selection: null,
+  info: null, region: null, sequence: null, edits: [], lastEdit: null, selection: null, gene: null,
   regionPlot: null, editPlot: null, diffPlot: null,
 };
 window.serveState = state; // for tests and the curious
@@ -95,13 +96,15 @@ function linePlot(el, old, title, xs, series, extra = {}) {
 
 function drawRegion(answer) {
   const tracks = Object.keys(answer.values);
+  const g = state.gene; // the picked gene's TSS, marked while it is in view
+  const marks = g && g.chrom === answer.chrom && g.tss >= answer.start && g.tss < answer.end ? [g.tss] : null;
   const stepped = uPlot.paths.stepped({ align: 1 });
   const series = tracks.map((t, i) => ({
     values: answer.values[t], style: { label: t, stroke: COLOURS[i % COLOURS.length], width: 1.5, paths: stepped },
   }));
   state.regionPlot = linePlot($("region-plot"), state.regionPlot,
     `${answer.chrom}:${answer.start.toLocaleString()}-${answer.end.toLocaleString()} (${answer.bin_size}-bp bins)`,
-    answer.bins, series);
+    answer.bins, series, marks ? { marks } : {});
   $("region-source").textContent = answer.source === "atlas" ? "from the atlas" : "predicted now (no atlas)";
 }
 
@@ -168,6 +171,48 @@ function drawScores(answer) {
       }
     }
   }
+  table.dataset.edit = answer.name;
+}
+
+// The gene effects of an edit: one row per gene in range, one column per track for the chosen gene score, rows by
+// their largest |value| (nulls last: a gene in range through its TSS flank alone has no exon bins, so no SED).
+function drawGenes(answer) {
+  const table = $("gene-effects");
+  table.innerHTML = "";
+  const score = $("gene-score").value;
+  if (!answer.genes) {
+    $("gene-status").textContent = answer.genes === null ? `not scored (status ${answer.status})` : "";
+    table.dataset.edit = answer.name; table.dataset.genes = "0";
+    return;
+  }
+  const tracks = [...new Set(Object.keys(answer.scores).map((k) => k.slice(k.indexOf(":") + 1)))];
+  const largest = (g) => Math.max(-1, ...tracks.map((t) => g.scores[`${score}:${t}`]).filter((v) => v !== null &&
+    v !== undefined).map(Math.abs));
+  const genes = [...answer.genes].sort((a, b) => largest(b) - largest(a));
+  const head = table.createTHead().insertRow();
+  ["gene", "strand", "TSS dist", ...tracks].forEach((s) => {
+    const th = document.createElement("th"); th.textContent = s; head.append(th);
+  });
+  const body = table.createTBody();
+  for (const g of genes) {
+    const row = body.insertRow();
+    row.dataset.gene = g.gene_id;
+    const name = row.insertCell();
+    name.textContent = g.gene_name; name.title = g.gene_id;
+    row.insertCell().textContent = g.strand;
+    row.insertCell().textContent = g.tss_distance.toLocaleString();
+    for (const t of tracks) {
+      const key = `${score}:${t}`, v = g.scores[key], cell = row.insertCell();
+      cell.dataset.key = key;
+      cell.dataset.value = v === null || v === undefined ? "" : String(v);
+      cell.textContent = fmt(v);
+      if (v > 0) cell.className = "pos"; else if (v < 0) cell.className = "neg";
+    }
+  }
+  $("gene-status").textContent = genes.length ? `${genes.length} gene${genes.length > 1 ? "s" : ""} in range · ` +
+    `${answer.name} · TSS dist: the edit minus the nearest TSS, in the gene's orientation`
+    : "no gene in range of this edit's window";
+  table.dataset.genes = String(genes.length);
   table.dataset.edit = answer.name;
 }
 
@@ -284,13 +329,45 @@ async function showRegion() {
     state.region = r;
     const tracks = selectedTracks().join(",");
     const q = `region=${encodeURIComponent(`${r.chrom}:${r.start}-${r.end}`)}&tracks=${encodeURIComponent(tracks)}`;
-    // The strip stays on the last edit while it is in the region (a redraw for other tracks keeps it in view).
-    const e = state.lastEdit;
-    const focus = e && e.chrom === r.chrom && e.start >= r.start && e.start < r.end ? e.start
+    // The strip stays on the last edit while it is in the region (a redraw for other tracks keeps it in view),
+    // else on the picked gene's TSS.
+    const e = state.lastEdit, g = state.gene;
+    const inside = (chrom, q) => chrom === r.chrom && q >= r.start && q < r.end;
+    const focus = e && inside(e.chrom, e.start) ? e.start : g && inside(g.chrom, g.tss) ? g.tss
       : Math.floor((r.start + r.end) / 2);
     const [view] = await Promise.all([api(`/api/atlas?${q}`), loadSequence(r.chrom, focus)]);
     drawRegion(view);
     if (!$("edit-chrom").value) $("edit-chrom").value = r.chrom;
+  } catch (error) { showError(error); }
+}
+
+// The region around a gene: the gene and some flank; one longer than the view allows is shown around its TSS.
+function geneRegion(g) {
+  const limit = state.info.limits.atlas_bp, length = state.info.chromosomes[g.chrom];
+  const pad = Math.max(2048, Math.round((g.end - g.start) / 10));
+  let lo = g.start - pad, hi = g.end + pad;
+  if (hi - lo > limit) { lo = g.tss - Math.floor(limit / 2); hi = lo + limit; }
+  if (lo < 0) { hi -= lo; lo = 0; }
+  if (hi > length) { lo = Math.max(0, lo - (hi - length)); hi = length; }
+  return `${g.chrom}:${lo}-${hi}`;
+}
+
+async function pickGene() {
+  showError(null);
+  const name = $("gene-name").value.trim();
+  if (!name) return;
+  try {
+    const answer = await api(`/api/gene?name=${encodeURIComponent(name)}`);
+    const g = answer.genes[0];
+    state.gene = g;
+    const others = answer.matches > 1 ? ` · ${answer.matches - 1} more of that name, e.g. on ` +
+      answer.genes.slice(1, 3).map((x) => x.chrom).join(", ") : "";
+    $("gene-info").textContent = `${g.gene_name} (${g.gene_id}) ${g.chrom}:${g.start.toLocaleString()}-` +
+      `${g.end.toLocaleString()} ${g.strand} · TSS ${g.tss.toLocaleString()}${others}`;
+    $("region").value = geneRegion(g);
+    $("edit-chrom").value = g.chrom;
+    await showRegion();
+    document.getElementById("gene-form").dataset.gene = g.gene_id;
   } catch (error) { showError(error); }
 }
 
@@ -324,6 +401,7 @@ async function scoreEdit(fields, remember) {
     state.lastEdit = answer;
     if (answer.bins) drawEdit(answer);
     drawScores(answer);
+    if (state.info.genes) drawGenes(answer);
     if (remember) rememberEdit(answer);
     const seq = state.sequence;
     if (!seq || seq.chrom !== answer.chrom || answer.start < seq.start || answer.start >= seq.end) {
@@ -410,6 +488,17 @@ async function start() {
     $("mut-track").append(opt);
   });
   info.scores.forEach((s) => { const o = document.createElement("option"); o.value = o.textContent = s; $("mut-score").append(o); });
+  if (info.genes) {
+    $("gene-form").hidden = false;
+    $("gene-section").hidden = false;
+    $("gene-name").title = `${info.genes.genes.toLocaleString()} genes from ${info.genes.annotation}`;
+    info.genes.scores.forEach((s) => {
+      const o = document.createElement("option"); o.value = o.textContent = s; $("gene-score").append(o);
+    });
+    $("gene-score").value = "logsed";
+    $("gene-score").addEventListener("change", () => { if (state.lastEdit) drawGenes(state.lastEdit); });
+    $("gene-form").addEventListener("submit", (e) => { e.preventDefault(); pickGene(); });
+  }
   const params = new URLSearchParams(location.search);
   let region = params.get("region");
   if (!region) {
