@@ -174,46 +174,63 @@ function drawScores(answer) {
   table.dataset.edit = answer.name;
 }
 
-// The gene effects of an edit: one row per gene in range, one column per track for the chosen gene score, rows by
-// their largest |value| (nulls last: a gene in range through its TSS flank alone has no exon bins, so no SED).
+// The gene effects of an edit on one track (picked among the edit's tracks): one row per gene in range, largest
+// |value| first, nulls last (a gene in range through its TSS flank alone has no exon bins, so no SED; a track of
+// the other strand is null too).
 function drawGenes(answer) {
   const table = $("gene-effects");
   table.innerHTML = "";
-  const score = $("gene-score").value;
+  table.dataset.edit = answer.name;
   if (!answer.genes) {
     $("gene-status").textContent = answer.genes === null ? `not scored (status ${answer.status})` : "";
-    table.dataset.edit = answer.name; table.dataset.genes = "0";
+    table.dataset.genes = "0";
     return;
   }
   const tracks = [...new Set(Object.keys(answer.scores).map((k) => k.slice(k.indexOf(":") + 1)))];
-  const largest = (g) => Math.max(-1, ...tracks.map((t) => g.scores[`${score}:${t}`]).filter((v) => v !== null &&
-    v !== undefined).map(Math.abs));
-  const genes = [...answer.genes].sort((a, b) => largest(b) - largest(a));
+  const picker = $("gene-track"), kept = picker.value;
+  if ([...picker.options].map((o) => o.value).join() !== tracks.join()) {
+    picker.innerHTML = "";
+    tracks.forEach((t) => { const o = document.createElement("option"); o.value = o.textContent = t; picker.append(o); });
+    picker.value = tracks.includes(kept) ? kept : tracks[0];
+  }
+  const key = `${$("gene-score").value}:${picker.value}`;
+  const value = (g) => (g.scores[key] === undefined ? null : g.scores[key]);
+  const genes = [...answer.genes].sort((a, b) => (value(b) === null ? -1 : Math.abs(value(b))) -
+                                                 (value(a) === null ? -1 : Math.abs(value(a))));
+  const max = Math.max(1e-30, ...genes.map(value).filter((v) => v !== null).map(Math.abs));
   const head = table.createTHead().insertRow();
-  ["gene", "strand", "TSS dist", ...tracks].forEach((s) => {
-    const th = document.createElement("th"); th.textContent = s; head.append(th);
+  [["gene", "name and strand; the gene_id on hover"],
+   ["TSS dist", "the edit's start minus the gene's nearest TSS, in the gene's orientation (+: downstream)"],
+   [key, "as score-variants --genes writes it for this allele"], ["", ""]].forEach(([text, title]) => {
+    const th = document.createElement("th"); th.textContent = text; th.title = title; head.append(th);
   });
   const body = table.createTBody();
   for (const g of genes) {
     const row = body.insertRow();
     row.dataset.gene = g.gene_id;
     const name = row.insertCell();
-    name.textContent = g.gene_name; name.title = g.gene_id;
-    row.insertCell().textContent = g.strand;
+    const strand = document.createElement("span");
+    strand.className = "dim";
+    strand.textContent = g.strand === "+" ? " +" : " −";
+    name.append(g.gene_name, strand);
+    name.title = g.gene_id;
     row.insertCell().textContent = g.tss_distance.toLocaleString();
-    for (const t of tracks) {
-      const key = `${score}:${t}`, v = g.scores[key], cell = row.insertCell();
-      cell.dataset.key = key;
-      cell.dataset.value = v === null || v === undefined ? "" : String(v);
-      cell.textContent = fmt(v);
-      if (v > 0) cell.className = "pos"; else if (v < 0) cell.className = "neg";
-    }
+    const v = value(g), cell = row.insertCell();
+    cell.dataset.key = key;
+    cell.dataset.value = v === null ? "" : String(v);
+    cell.textContent = fmt(v);
+    if (v > 0) cell.className = "pos"; else if (v < 0) cell.className = "neg";
+    const bar = document.createElement("i"); // |value| against the largest in the table
+    bar.className = "bar " + (v < 0 ? "neg" : "pos");
+    bar.style.width = v === null ? "0" : `${(100 * Math.abs(v) / max).toFixed(1)}%`;
+    const barCell = row.insertCell();
+    barCell.className = "bar-cell";
+    barCell.append(bar);
   }
-  $("gene-status").textContent = genes.length ? `${genes.length} gene${genes.length > 1 ? "s" : ""} in range · ` +
-    `${answer.name} · TSS dist: the edit minus the nearest TSS, in the gene's orientation`
-    : "no gene in range of this edit's window";
+  $("gene-status").textContent = genes.length ? `${genes.length} gene${genes.length > 1 ? "s" : ""} in range of ` +
+    answer.name : `no gene in range of ${answer.name}'s window`;
   table.dataset.genes = String(genes.length);
-  table.dataset.edit = answer.name;
+  table.dataset.key = key;
 }
 
 function drawHeat(answer, track, score) {
@@ -496,7 +513,9 @@ async function start() {
       const o = document.createElement("option"); o.value = o.textContent = s; $("gene-score").append(o);
     });
     $("gene-score").value = "logsed";
-    $("gene-score").addEventListener("change", () => { if (state.lastEdit) drawGenes(state.lastEdit); });
+    const redraw = () => { if (state.lastEdit) drawGenes(state.lastEdit); };
+    $("gene-score").addEventListener("change", redraw);
+    $("gene-track").addEventListener("change", redraw);
     $("gene-form").addEventListener("submit", (e) => { e.preventDefault(); pickGene(); });
   }
   const params = new URLSearchParams(location.search);
