@@ -197,6 +197,18 @@ def test_without_genes_there_are_no_gene_effects(test_fasta):
         assert status == 400 and "--genes" in answer["error"]
 
 
+def test_gene_options_are_checked_before_the_model_loads(test_fasta, tmp_path, capsys):
+    from enformer_batch.cli import EXIT_BAD_INPUT, main
+
+    assert main(["serve", test_fasta, "--tss-flank", "2"]) == EXIT_BAD_INPUT
+    assert "--tss-flank and --gene-types need --genes GTF" in capsys.readouterr().err
+    bad = tmp_path / "bad.gtf"
+    bad.write_text('chrA\tt\texon\t10\t5\t.\t+\t.\tgene_id "G"; transcript_id "T";\n')
+    assert main(["serve", test_fasta, "--genes", str(bad)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"{bad} line 1: exon start..end must satisfy" in err and len(err.strip().splitlines()) == 1
+
+
 def test_edits_waiting_at_one_position_go_together_with_the_same_scores(server):
     replicas = server.app.replicas
     edits_at = [Edit(0, base, "chrA", 1500, 1501, base) for base in "ACG"]
@@ -334,8 +346,9 @@ def test_off_the_default_loopback_the_token_is_required(test_fasta):
         assert call(s, f"/api/health?token={token}")[0] == 200  # the page's link carries it
 
 
-def test_the_command_prints_its_token_and_serves(test_fasta):
-    """``enformer-batch serve --host`` off the default loopback, no --token: one is made up, printed, required."""
+def test_the_command_prints_its_token_and_serves(test_fasta, genes_gtf):
+    """``enformer-batch serve --host`` off the default loopback, no --token: one is made up, printed, required; the
+    gene models of --genes are counted at start."""
     import re
     import subprocess
     import sys
@@ -343,7 +356,7 @@ def test_the_command_prints_its_token_and_serves(test_fasta):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     process = subprocess.Popen([sys.executable, "-m", "enformer_batch.cli", "serve", test_fasta, "--model",
-                                "sim:rate=1000,tracks=2", "--host", "127.0.0.2", "--port", "0"],
+                                "sim:rate=1000,tracks=2", "--host", "127.0.0.2", "--port", "0", "--genes", genes_gtf],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = []
@@ -354,6 +367,7 @@ def test_the_command_prints_its_token_and_serves(test_fasta):
         text = "".join(lines)
         if "Cannot assign requested address" in text:  # pragma: no cover - a loopback of 127.0.0.1 only
             pytest.skip("cannot bind 127.0.0.2")
+        assert "serve: annotation genes.gtf: 6 genes on 2 chromosome(s) from 11 exon lines" in text, text
         token = re.search(r"token (\S+) \(send", text).group(1)
         url = re.search(r"open (http://127\.0\.0\.2:\d+/)\?token=(\S+)", text)
         assert url and url.group(2) == token, text
