@@ -366,7 +366,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     """``serve``: interactive experiments (enformer_batch.serve), its arguments from the module."""
     from .serve import add_arguments
 
-    add_arguments(sub.add_parser("serve", help="web page and JSON API: edits and mutagenesis on warm model replicas",
+    add_arguments(sub.add_parser("serve", help="web page and JSON API: edits, mutagenesis and gene effects on warm "
+                                 "model replicas",
                                  description="Serve a page and a JSON API (see the README, 'Interactive experiments: "
                                  "serve') on 127.0.0.1 unless --host says otherwise."))
 

@@ -1,5 +1,5 @@
-"""``enformer-batch serve``: the JSON API against the batch commands, its bounds and access rules, and the page in a
-real (headless) browser."""
+"""``enformer-batch serve``: the JSON API against the batch commands (gene effects against ``score-variants
+--genes``), its bounds and access rules, and the page in a real (headless) browser."""
 
 from __future__ import annotations
 
@@ -15,10 +15,15 @@ import urllib.request
 import numpy as np
 import pytest
 
+from enformer_batch.gene_scores import GENE_SCORES
 from enformer_batch.kinds.edits import Edit, EditsConfig, edits
 from enformer_batch.kinds.mutagenesis import MutagenesisConfig, mutagenesis
 from enformer_batch.kinds.scoring import SCORES
+from enformer_batch.kinds.variants import VariantConfig, score_variants
 from enformer_batch.serve.server import MAX_BODY_BYTES, ServeOptions, Server
+
+from .reference import parse_fasta
+from .test_genes import gtf_text
 
 # One of each kind an EDITS.tsv row can be: SNV, deletion, insertion, replacement (chrA is sequence up to 60 kb).
 EDITS = [
@@ -28,6 +33,16 @@ EDITS = [
     ("swap", "chrB", 100, 110, "GGGGGGGGGG"),
 ]
 MUTAGENESIS_REGION = ("chrA", 1200, 1202)
+# Gene models the test server is started with (gene_id: name, type, chrom, strand, transcripts of 1-based exons).
+GENES = {
+    "G1": ("ONE", "protein_coding", "chrA", "+", {"t1a": [(19_001, 19_500), (25_001, 25_300)],
+                                                  "t1b": [(19_401, 19_600), (25_101, 25_400)]}),
+    "G2.3": ("TWO", "lncRNA", "chrA", "-", {"t2": [(33_001, 34_000), (36_001, 36_200)]}),
+    "G3": ("NEAR", "protein_coding", "chrA", "-", {"t3": [(401, 900), (1_001, 1_500)]}),  # on the SNV
+    "G4": ("FAR", "protein_coding", "chrA", "+", {"t4": [(250_001, 250_400)]}),  # out of every edit's range
+    "G5": ("FIVE", "protein_coding", "chrB", "+", {"t5": [(2_001, 2_300)]}),
+    "G6": ("FIVE", "protein_coding", "chrA", "+", {"t6": [(120_001, 120_300)]}),  # the name again, elsewhere
+}
 
 
 def call(server: Server, path: str, body=None, *, headers: dict | None = None, raw: bytes | None = None,
@@ -45,12 +60,20 @@ def call(server: Server, path: str, body=None, *, headers: dict | None = None, r
 
 
 @pytest.fixture(scope="module")
-def server(test_fasta):
-    """A demo-model server on a free loopback port; one torch thread, as the batch runs compared with it use."""
+def genes_gtf(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("serve-genes") / "genes.gtf"
+    path.write_text(gtf_text(GENES))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def server(test_fasta, genes_gtf):
+    """A demo-model server with gene models on a free loopback port; one torch thread, as the batch runs compared
+    with it use."""
     import torch
 
     threads = torch.get_num_threads()
-    with Server(ServeOptions(fasta=test_fasta, port=0, threads=1)) as s:
+    with Server(ServeOptions(fasta=test_fasta, port=0, threads=1, genes=genes_gtf)) as s:
         yield s
     torch.set_num_threads(threads)
 
@@ -98,6 +121,92 @@ def test_edit_and_mutagenesis_scores_equal_the_batch_commands(ray_cluster, serve
     assert answer["ref"] == batch["ref"].tolist() and len(answer["pos"]) == 3 * (end - start)
     for column, values in answer["scores"].items():
         assert np.array_equal(np.array(values, np.float32), batch[column].to_numpy(np.float32)), column
+
+
+def test_gene_effects_equal_score_variants_genes(ray_cluster, server, test_fasta, genes_gtf, tmp_path):
+    """An edit's gene effects are the rows ``score-variants --genes`` writes for the same allele (an SNV and a
+    10-base replacement, each the VCF row of the EDITS.tsv row: ``pos = start + 1``, REF the FASTA's bases)."""
+    import duckdb
+
+    genome = parse_fasta(test_fasta)
+    rows = [EDITS[0], EDITS[3]]
+    vcf = tmp_path / "edits.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "".join(
+        f"{chrom}\t{start + 1}\t{name}\t{genome[chrom][start:end]}\t{seq}\t.\t.\t.\n"
+        for name, chrom, start, end, seq in rows))
+    out = tmp_path / "variants"
+    score_variants(VariantConfig(vcf=str(vcf), fasta=test_fasta, genes=genes_gtf, scores=GENE_SCORES, out=str(out),
+                                 threads_per_worker=1, progress=False))
+    batch = duckdb.sql(f"select * from read_parquet('{out}/*/*.parquet', hive_partitioning=true)").df()
+    names = server.app.track_names
+    columns = [f"{s}:{t}" for s in GENE_SCORES for t in names]
+    for row in rows:
+        status, answer = call(server, "/api/edit", edit_body(row, predictions=False))
+        assert status == 200 and answer["status"] == "ok", answer
+        want = batch[batch["id"] == row[0]]
+        assert len(answer["genes"]) == len(want) > 0 and (want["status"] == "ok").all()
+        assert [(g["gene_id"], g["gene_name"], g["strand"], g["tss_distance"]) for g in answer["genes"]] == \
+            list(zip(want["gene_id"], want["gene_name"], want["gene_strand"], want["tss_distance"]))
+        for gene, (_, expected) in zip(answer["genes"], want.iterrows()):
+            assert list(gene["scores"]) == columns
+            got = np.array([np.nan if v is None else v for v in gene["scores"].values()], np.float64)
+            np.testing.assert_allclose(got, expected[columns].to_numpy(np.float64), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{row[0]} {gene['gene_id']}")
+    snv = {g["gene_id"]: g for g in call(server, "/api/edit", edit_body(EDITS[0], predictions=False))[1]["genes"]}
+    assert sorted(snv) == ["G1", "G2.3", "G3"]  # FAR is out of range, FIVE on chrB
+    assert snv["G3"]["scores"][f"logsed:{names[0]}"] is not None  # the SNV's own bin is one of NEAR's exon bins
+    # A subset of gene scores and tracks, as for the edit's own scores.
+    status, answer = call(server, "/api/edit", edit_body(EDITS[0], predictions=False, tracks=names[:2],
+                                                         gene_scores=["logsed"]))
+    assert status == 200 and list(answer["genes"][0]["scores"]) == [f"logsed:{n}" for n in names[:2]]
+
+
+def test_gene_lookup_and_bad_gene_requests(server):
+    status, answer = call(server, "/api/gene?name=one")  # case-insensitive, by name
+    assert status == 200 and answer["matches"] == 1, answer
+    assert answer["genes"] == [{"gene_id": "G1", "gene_name": "ONE", "gene_type": "protein_coding", "chrom": "chrA",
+                                "start": 19_000, "end": 25_400, "strand": "+", "tss": 19_000,
+                                "tss_all": [19_000, 19_400]}]
+    status, answer = call(server, "/api/gene?name=G2")  # a versioned gene_id, also without its version
+    assert status == 200 and answer["genes"][0]["gene_name"] == "TWO" and answer["genes"][0]["tss"] == 36_199
+    status, answer = call(server, "/api/gene?name=FIVE")  # one name, two genes: the FASTA's chromosome order
+    assert status == 200 and [(g["gene_id"], g["chrom"]) for g in answer["genes"]] == [("G6", "chrA"), ("G5", "chrB")]
+    status, tracks = call(server, "/api/tracks")
+    assert tracks["genes"] == {"annotation": "genes.gtf", "genes": 6, "tss_flank": 1, "scores": list(GENE_SCORES)}
+    for path, body, code, message in [
+        ("/api/gene?name=NOPE", None, 404, "no gene named 'NOPE'"),
+        ("/api/gene", None, 400, "give name="),
+        ("/api/gene?name=" + "x" * 201, None, 400, "give name="),
+        ("/api/gene?name=ONE", {}, 405, "not allowed"),
+        ("/api/edit", edit_body(EDITS[0], gene_scores=["sad"]), 400, "'gene_scores' takes"),
+    ]:
+        status, answer = call(server, path, body)
+        assert status == code and message in answer["error"], (path, status, answer)
+    status, answer = call(server, "/api/gene?name=TWO")  # still serving
+    assert status == 200 and answer["genes"][0]["gene_id"] == "G2.3"
+
+
+def test_without_genes_there_are_no_gene_effects(test_fasta):
+    with Server(ServeOptions(fasta=test_fasta, model="sim:rate=1000,tracks=2", port=0)) as s:
+        status, answer = call(s, "/api/edit", edit_body(EDITS[0]))
+        assert status == 200 and "genes" not in answer
+        assert call(s, "/api/tracks")[1]["genes"] is None
+        status, answer = call(s, "/api/gene?name=ONE")
+        assert status == 400 and "--genes" in answer["error"]
+        status, answer = call(s, "/api/edit", edit_body(EDITS[0], gene_scores=["logsed"]))
+        assert status == 400 and "--genes" in answer["error"]
+
+
+def test_gene_options_are_checked_before_the_model_loads(test_fasta, tmp_path, capsys):
+    from enformer_batch.cli import EXIT_BAD_INPUT, main
+
+    assert main(["serve", test_fasta, "--tss-flank", "2"]) == EXIT_BAD_INPUT
+    assert "--tss-flank and --gene-types need --genes GTF" in capsys.readouterr().err
+    bad = tmp_path / "bad.gtf"
+    bad.write_text('chrA\tt\texon\t10\t5\t.\t+\t.\tgene_id "G"; transcript_id "T";\n')
+    assert main(["serve", test_fasta, "--genes", str(bad)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"{bad} line 1: exon start..end must satisfy" in err and len(err.strip().splitlines()) == 1
 
 
 def test_edits_waiting_at_one_position_go_together_with_the_same_scores(server):
@@ -237,8 +346,9 @@ def test_off_the_default_loopback_the_token_is_required(test_fasta):
         assert call(s, f"/api/health?token={token}")[0] == 200  # the page's link carries it
 
 
-def test_the_command_prints_its_token_and_serves(test_fasta):
-    """``enformer-batch serve --host`` off the default loopback, no --token: one is made up, printed, required."""
+def test_the_command_prints_its_token_and_serves(test_fasta, genes_gtf):
+    """``enformer-batch serve --host`` off the default loopback, no --token: one is made up, printed, required; the
+    gene models of --genes are counted at start."""
     import re
     import subprocess
     import sys
@@ -246,7 +356,7 @@ def test_the_command_prints_its_token_and_serves(test_fasta):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     process = subprocess.Popen([sys.executable, "-m", "enformer_batch.cli", "serve", test_fasta, "--model",
-                                "sim:rate=1000,tracks=2", "--host", "127.0.0.2", "--port", "0"],
+                                "sim:rate=1000,tracks=2", "--host", "127.0.0.2", "--port", "0", "--genes", genes_gtf],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = []
@@ -257,6 +367,7 @@ def test_the_command_prints_its_token_and_serves(test_fasta):
         text = "".join(lines)
         if "Cannot assign requested address" in text:  # pragma: no cover - a loopback of 127.0.0.1 only
             pytest.skip("cannot bind 127.0.0.2")
+        assert "serve: annotation genes.gtf: 6 genes on 2 chromosome(s) from 11 exon lines" in text, text
         token = re.search(r"token (\S+) \(send", text).group(1)
         url = re.search(r"open (http://127\.0\.0\.2:\d+/)\?token=(\S+)", text)
         assert url and url.group(2) == token, text
@@ -302,7 +413,7 @@ def browser_or_skip(user_data_dir):
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1500,1200", "--force-device-scale-factor=1",
+                 "--disable-dev-shm-usage", "--window-size=1500,1300", "--force-device-scale-factor=1",
                  f"--user-data-dir={user_data_dir}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -311,7 +422,7 @@ def browser_or_skip(user_data_dir):
 def test_the_page_in_a_real_browser(server, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     user_data = tmp_path / "chromium-profile"
     user_data.mkdir()
@@ -368,6 +479,38 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         tsv = driver.execute_script("return window.serveEditsTsv()")
         rows = [line.split("\t") for line in tsv.splitlines() if not line.startswith("#")]
         assert rows[0] == ["del40", "chrA", "1200", "1240", ""] and rows[1][0].startswith("snv_chrA_1211_")
+
+        # A gene by name: the region around it, the strip on its TSS; a base clicked there, and the gene-effects
+        # table holds the API's values for the genes in range, largest |logSED| first.
+        driver.find_element(By.ID, "gene-name").send_keys("one")
+        driver.find_element(By.ID, "gene-submit").click()
+        wait.until(lambda d: d.find_element(By.ID, "gene-form").get_attribute("data-gene") == "G1")
+        assert driver.find_element(By.ID, "region").get_attribute("value") == "chrA:16952-27448"
+        assert driver.execute_script("return window.serveState.regionPlot.data[0][0]") == 16_896
+        driver.find_element(By.CSS_SELECTOR, '#sequence span[data-pos="19005"]').click()
+        wait.until(lambda d: (d.find_element(By.ID, "gene-effects").get_attribute("data-edit") or "").startswith(
+            "snv_chrA_19006_"))
+        edit = driver.execute_script("const e = window.serveState.lastEdit; return [e.chrom, e.start, e.end, "
+                                     "e.sequence, Object.keys(e.scores)]")
+        tracks = sorted({key.split(":", 1)[1] for key in edit[4]})
+        status, answer = call(server, "/api/edit", {"chrom": edit[0], "start": edit[1], "end": edit[2],
+                                                    "sequence": edit[3], "tracks": tracks, "predictions": False})
+        assert status == 200 and edit[:3] == ["chrA", 19_005, 19_006]
+        assert {g["gene_id"] for g in answer["genes"]} == {"G1", "G2.3", "G3"}
+
+        def gene_table(track: str) -> None:
+            """The table shows logSED on ``track``: the API's value for every gene in range, largest |value| first."""
+            wait.until(lambda d: d.find_element(By.ID, "gene-effects").get_attribute("data-key") == f"logsed:{track}")
+            rows = driver.find_elements(By.CSS_SELECTOR, "#gene-effects tbody tr")
+            shown = [(tr.get_attribute("data-gene"), tr.find_element(By.CSS_SELECTOR, "td[data-key]")) for tr in rows]
+            want = {g["gene_id"]: g["scores"][f"logsed:{track}"] for g in answer["genes"]}
+            got = {gene: float(td.get_attribute("data-value")) for gene, td in shown}
+            assert got == want, track  # the API's float64 to the bit
+            assert [abs(want[gene]) for gene, _ in shown] == sorted((abs(v) for v in want.values()), reverse=True)
+
+        gene_table("DEMO0000001")  # the first of the edit's tracks
+        Select(driver.find_element(By.ID, "gene-track")).select_by_value("DEMO0000003")
+        gene_table("DEMO0000003")
         png = driver.get_screenshot_as_png()
     finally:
         driver.quit()

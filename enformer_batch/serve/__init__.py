@@ -22,7 +22,10 @@ batch commands are for: the page downloads its edits as an EDITS.tsv for ``enfor
 
 Scores come from the batch commands' own code (``EditMode.read``, ``MutagenesisMode``, ``score_part``), so an
 answer equals what ``edits`` (or ``mutagenesis``) writes for the same row with the same model and options.
-Gene effects (``--genes``) are not offered yet: they come with the genes work (issue #21).
+With ``--genes GTF`` the gene models are read once at start (``annotation.read_annotation``: per chromosome, only
+exons and TSSs) and an edit's answer gains the effect on each gene in range of its window, computed as
+``score-variants --genes`` computes it (``gene_scores.window_genes``, ``GeneReducer``), so the numbers equal that
+command's for the same allele; ``/api/gene`` finds a gene by name for the page.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import TYPE_CHECKING
+
+from ..kinds.arguments import add_gene_arguments
 
 if TYPE_CHECKING:
     from .server import ServeOptions
@@ -62,17 +67,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                         help="fsspec storage option for the FASTA, model and atlas URLs (repeatable)")
+    parser.add_argument("--genes", default=None, metavar="GTF", help="gene models (GTF or GFF3, plain or gzip, path "
+                        "or URL): edits answer their effect on each gene in range, as score-variants --genes "
+                        "scores it, and the page finds genes by name")
+    add_gene_arguments(parser, "with --genes: ")
     parser.add_argument("--verbose", action="store_true", help="log every request")
-    parser.epilog = "Gene effects (--genes GTF) are not offered yet: they come with the genes work (issue #21)."
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    from ..annotation import parse_gene_types
+    from ..gene_scores import DEFAULT_TSS_FLANK, check_tss_flank
     from .server import ServeOptions
 
     try:
         shifts = tuple(int(x) for x in str(args.shifts).split(",") if x.strip())
     except ValueError:
         raise ValueError(f"--shifts takes comma-separated integers, got {args.shifts!r}") from None
+    if args.genes is None and (args.gene_types is not None or args.tss_flank != DEFAULT_TSS_FLANK):
+        raise ValueError("--tss-flank and --gene-types need --genes GTF")
+    check_tss_flank(args.tss_flank)
     pairs = [s.partition("=") for s in args.storage_option]
     if any(not sep or not key for key, sep, _ in pairs):
         raise ValueError("--storage-option takes KEY=VALUE")
@@ -80,7 +93,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         fasta=args.fasta, model=args.model, head=args.head, tracks=args.tracks, atlas=args.atlas, host=args.host,
         port=args.port, token=args.token, batch_size=args.batch_size, precision=args.precision, rc=args.rc,
         shifts=shifts or (0,), queue_length=args.queue, threads=args.threads,
-        storage_options={k: v for k, _, v in pairs},
+        storage_options={k: v for k, _, v in pairs}, genes=args.genes, tss_flank=args.tss_flank,
+        gene_types=parse_gene_types(args.gene_types),
     )
 
 
@@ -92,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     app = server.app
     print(f"enformer-batch serve: {app.info.model_id} on {app.info.device} x{len(app.replicas.predictors)}, "
           f"{len(app.track_names)} tracks, {'atlas ' + app.options.atlas if app.atlas else 'no atlas'}", flush=True)
+    for note in app.annotation.summary() if app.annotation is not None else ():
+        print(f"enformer-batch serve: {note}", flush=True)
     url = server.url
     if app.options.token:
         print(f"enformer-batch serve: token {app.options.token} (send 'Authorization: Bearer <token>')", flush=True)

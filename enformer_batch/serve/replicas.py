@@ -3,7 +3,9 @@
 Scoring goes through the batch commands' own code (``EditMode.read`` and ``MutagenesisMode.read`` build the
 inputs, ``score_part`` predicts and reduces them), so an answer equals what ``edits`` or ``mutagenesis`` writes for
 the same row; ``score_part``'s ``predictions`` hook hands over the reference and alternate tracks the scores came
-from, for the page to plot.
+from, for the page to plot. With gene models, the same hook feeds ``score-variants --genes``' own reducer
+(``GeneReducer``, over ``window_genes``' bin masks), so an edit's gene scores are that command's for the same
+allele.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..annotation import Annotation
+from ..engine import RunError
+from ..gene_scores import DEFAULT_TSS_FLANK, GENE_SCORES, GeneReducer, WindowGenes, window_genes, window_origin
 from ..genome import FastaSource, read_codes
 from ..kinds.edits import Edit, EditMode, EditPart
 from ..kinds.mutagenesis import MutagenesisMode, MutagenesisPart, Region
@@ -38,6 +43,10 @@ class EditAnswer:
     ref: np.ndarray | None  # float32 [output_bins, tracks]
     alt: np.ndarray | None
     first_bp: int  # where the first output bin starts
+    # With gene models: the genes in range of the edit's window and their scores, float32 [G, len(GENE_SCORES),
+    # tracks] (None: not scored, or no gene in range); which of them are null is ``gene_validity``'s to say.
+    genes: WindowGenes | None = None
+    gene_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -60,15 +69,19 @@ class Replicas:
     """Model replicas on ``devices``, kept warm, answering edits, mutagenesis and window predictions.
 
     ``submit_*`` returns a ``Future`` or raises ``QueueFull`` when ``queue_length`` requests already wait.
+    ``genes``: gene models; each edit is then also scored on the genes in range of its window (``tss_flank`` as
+    ``score-variants --tss-flank``).
     """
 
     def __init__(self, settings: InferenceSettings, fasta: FastaSource, devices: Sequence[str | None] = (None,),
-                 queue_length: int = 16):
+                 queue_length: int = 16, genes: Annotation | None = None, tss_flank: int = DEFAULT_TSS_FLANK):
         from ..inference import Predictor
 
         if queue_length < 1:
             raise ValueError(f"--queue must be at least 1, got {queue_length}")
         self.fasta = fasta
+        self.genes = genes
+        self.tss_flank = tss_flank
         self.lengths = fasta.lengths()
         self.predictors = [Predictor(settings, device=d) for d in devices]
         self.info: ModelInfo = self.predictors[0].info
@@ -205,12 +218,17 @@ class Replicas:
             part = EditPart(chrom, 0, len(members), self.lengths[chrom], tuple(edits[i] for i in members))
             inputs: VariantInputs = mode.read(part)
             kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            windows = self._gene_windows(geometry, part, inputs) if self.genes is not None else None
+            reducer = GeneReducer(windows, inputs.group, GENE_SCORES, predictor.device) if windows else None
 
-            def keep(j: int, ref, alt, kept=kept) -> None:
+            def keep(j: int, ref, alt, kept=kept, reducer=reducer) -> None:
+                if reducer is not None:  # on the device, before the copies to the host
+                    reducer(j, ref, alt)
                 kept[j] = (ref.float().cpu().numpy(), alt.float().cpu().numpy())
 
             result = score_part(predictor, inputs, SCORES, predictions=keep)
             check_finite(result, f"{chrom} edits")
+            gene_values = reducer.collect(len(inputs.rows)) if reducer is not None else None
             scored = {int(row): j for j, row in enumerate(result.rows)}
             for k, i in enumerate(members):
                 e = edits[i]
@@ -218,10 +236,27 @@ class Replicas:
                 j = scored.get(k)
                 if j is None:
                     answers[i] = EditAnswer(result.statuses[k], None, None, None, first_bp)
-                else:
-                    ref, alt = kept[j]
-                    answers[i] = EditAnswer(result.statuses[k], result.scores[j], ref, alt, first_bp)
+                    continue
+                ref, alt = kept[j]
+                answer = EditAnswer(result.statuses[k], result.scores[j], ref, alt, first_bp)
+                if windows is not None and gene_values is not None:
+                    answer.genes = windows[int(inputs.group[j])]
+                    answer.gene_scores = gene_values[j]
+                    if answer.gene_scores is not None and not np.isfinite(answer.gene_scores).all():
+                        raise RunError(f"{chrom} edits: the model returned NaN or infinity for a gene score")
+                answers[i] = answer
         return answers  # type: ignore[return-value]
+
+    def _gene_windows(self, geometry, part: EditPart, inputs: VariantInputs) -> list[WindowGenes]:
+        """Each reference window's genes in range and their bin masks, as ``VariantMode.read`` builds them for
+        ``score-variants --genes`` (an edit's window is the variant window of ``pos = start + 1``)."""
+        half = geometry.input_length // 2
+        centres: dict[int, int] = {}
+        for j, i in enumerate(inputs.rows):
+            centres[int(inputs.group[j])] = half + part.edits[int(i)].start - int(inputs.offset[j])
+        genes = self.genes.on(part.chrom)  # type: ignore[union-attr]
+        return [window_genes(genes, window_origin(centres[g], geometry), geometry, self.tss_flank)
+                for g in range(len(inputs.windows))]
 
     def _mutagenesis(self, predictor, region: Region) -> MutagenesisAnswer:
         """Every SNV of a region, as one part of the batch ``mutagenesis`` command (its positions_per_part is

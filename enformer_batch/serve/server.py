@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from ..annotation import Annotation, read_annotation
+from ..gene_scores import DEFAULT_TSS_FLANK, GENE_SCORES, gene_validity, track_strands
 from ..genome import FastaSource
 from ..kinds.edits import Edit
 from ..kinds.mutagenesis import Region
@@ -36,6 +38,7 @@ MAX_MUTAGENESIS_BP = 200
 MAX_SEQUENCE_BP = 2_000  # /api/sequence
 MAX_ATLAS_BP = 1_000_000  # /api/atlas from an atlas; predicted on the fly: the model's output span
 MAX_PLOT_TRACKS = 32  # tracks whose per-bin values one answer carries
+MAX_GENE_MATCHES = 20  # genes one /api/gene answer lists (a name is rarely on more than two chromosomes)
 REQUEST_TIMEOUT_S = 600.0
 
 # The page and what it loads: the only files a request can reach (name -> content type).
@@ -93,6 +96,9 @@ class ServeOptions:
     queue_length: int = 16
     threads: int | None = None  # torch threads (CPU); None: torch's default
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    genes: str | None = None  # GTF/GFF3: gene effects of edits and the gene look-up (docs/contract.md, "Genes")
+    tss_flank: int = DEFAULT_TSS_FLANK
+    gene_types: tuple[str, ...] | None = None
 
     def settings(self) -> InferenceSettings:
         """The inference settings a batch ``edits`` run with the same options uses (float32, as its scores)."""
@@ -121,16 +127,24 @@ class App:
 
             torch.set_num_threads(options.threads)
         self.fasta = FastaSource(options.fasta, dict(options.storage_options))
+        # The gene models before the weights: a bad annotation line stops the start at once.
+        self.annotation: Annotation | None = None
+        self.gene_index: dict[str, list[tuple[str, int]]] = {}
+        if options.genes:
+            self.annotation = read_annotation(options.genes, self.fasta.lengths(), options.gene_types,
+                                              dict(options.storage_options))
+            self.gene_index = _gene_index(self.annotation)
         self.atlas = None
         if options.atlas:
             from ..atlas import open_atlas
 
             self.atlas = open_atlas(options.atlas, dict(options.storage_options))
         self.replicas = Replicas(options.settings(), self.fasta, options.devices or default_devices(),
-                                 options.queue_length)
+                                 options.queue_length, self.annotation, options.tss_flank)
         self.info = self.replicas.info
         self.lengths = self.replicas.lengths
         self.track_names = list(self.info.track_names)
+        self.track_strands = self.info.track_strands or track_strands(self.track_names)
         self._static = {name: (resources.files(__package__) / "static" / name).read_bytes() for name in STATIC_FILES}
 
     # --- checking requests ------------------------------------------------------------------------
@@ -184,6 +198,14 @@ class App:
                            "fewer with 'tracks', or ask for scores only with \"predictions\": false)")
         return chosen
 
+    def _gene_scores(self, value: Any) -> list[str]:
+        if value is None:
+            return list(GENE_SCORES)
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, list) or not names or any(n not in GENE_SCORES for n in names):
+            raise ApiError(400, f"'gene_scores' takes a non-empty subset of {', '.join(GENE_SCORES)}; got {value!r}")
+        return list(dict.fromkeys(names))
+
     def _scores(self, value: Any) -> list[str]:
         if value is None:
             return ["sad"]
@@ -220,6 +242,7 @@ class App:
             ("GET", "/api/tracks"): self.tracks,
             ("GET", "/api/sequence"): self.sequence,
             ("GET", "/api/atlas"): self.atlas_view,
+            ("GET", "/api/gene"): self.gene,
             ("POST", "/api/edit"): self.edit,
             ("POST", "/api/mutagenesis"): self.mutagenesis,
         }
@@ -239,6 +262,9 @@ class App:
             "model": self.info.model_id, "head": self.info.head, "family": self.info.family,
             "tracks": [{"name": n, "description": d} for n, d in zip(self.track_names, self.info.track_descriptions)],
             "scores": list(SCORES), "chromosomes": self.lengths, "atlas": self.atlas is not None,
+            "genes": None if self.annotation is None else {
+                "annotation": self.annotation.name, "genes": self.annotation.genes,
+                "tss_flank": self.options.tss_flank, "scores": list(GENE_SCORES)},
             "geometry": {"input_length": g.input_length, "bin_size": g.bin_size, "output_bins": g.output_bins,
                          "output_span": g.output_span},
             "limits": {"edit_bp": MAX_EDIT_BP, "mutagenesis_bp": MAX_MUTAGENESIS_BP, "sequence_bp": MAX_SEQUENCE_BP,
@@ -291,21 +317,68 @@ class App:
         if not isinstance(want_predictions, bool):
             raise ApiError(400, "'predictions' must be true or false")
         chosen = self._tracks(body.get("tracks"), MAX_PLOT_TRACKS if want_predictions else None)
+        gene_scores = None
+        if self.annotation is not None:
+            gene_scores = self._gene_scores(body.get("gene_scores"))
+        elif body.get("gene_scores") is not None:
+            raise ApiError(400, "'gene_scores' needs gene models: start the server with --genes GTF")
         answer: EditAnswer = self._result(self.replicas.submit_edit(edit))
         out: dict[str, Any] = {"status": answer.status, "name": edit.name, "chrom": edit.chrom, "start": edit.start,
                                "end": edit.end, "sequence": edit.sequence}
         names = [self.track_names[i] for i in chosen]
         if answer.scores is None:
             out["scores"] = {f"{s}:{n}": None for s in scores for n in names}
+            if gene_scores is not None:
+                out["genes"] = None  # not scored
             return out
         out["scores"] = {f"{s}:{n}": float(answer.scores[SCORES.index(s), i]) for s in scores
                          for n, i in zip(names, chosen)}
+        if gene_scores is not None:
+            out["genes"] = self._gene_effects(edit, answer, gene_scores, names, chosen)
         if want_predictions:
             size = self.info.geometry.bin_size
             out["bins"] = [answer.first_bp + b * size for b in range(answer.ref.shape[0])]
             out["ref"] = {n: _floats(answer.ref[:, i]) for n, i in zip(names, chosen)}
             out["alt"] = {n: _floats(answer.alt[:, i]) for n, i in zip(names, chosen)}
         return out
+
+    def _gene_effects(self, edit: Edit, answer: EditAnswer, scores: list[str], names: list[str],
+                      chosen: list[int]) -> list[dict]:
+        """The genes in range of the edit's window, in ``score-variants --genes`` row order, each with its scores
+        (null where that command writes null: an empty bin set, or a track of the other strand)."""
+        window = answer.genes
+        if window is None or not len(window) or answer.gene_scores is None:
+            return []  # score-variants --genes writes this allele one row with status no_gene
+        valid = gene_validity(window, self.track_strands, GENE_SCORES)
+        rows = []
+        for g, gene in enumerate(window.genes):
+            values = {}
+            for s in scores:
+                k = GENE_SCORES.index(s)
+                for n, i in zip(names, chosen):
+                    values[f"{s}:{n}"] = float(answer.gene_scores[g, k, i]) if valid[g, k, i] else None
+            rows.append({"gene_id": gene.gene_id, "gene_name": gene.gene_name, "strand": gene.strand,
+                         "tss_distance": gene.tss_distance(edit.start), "scores": values})
+        return rows
+
+    def gene(self, query: Mapping[str, str]) -> dict:
+        """A gene by name or gene_id (case-insensitive; a versioned id also without its ``.N``): where it is, for
+        the page to show the region around it."""
+        if self.annotation is None:
+            raise ApiError(400, "this server has no gene models: start it with --genes GTF")
+        name = (query.get("name") or "").strip()
+        if not name or len(name) > 200:
+            raise ApiError(400, "give name=GENE (a gene_name or gene_id of the annotation)")
+        found = self.gene_index.get(name.casefold())
+        if not found:
+            raise ApiError(404, f"no gene named {name!r} in {self.annotation.name}")
+        genes = []
+        for chrom, i in found[:MAX_GENE_MATCHES]:
+            gene = self.annotation.on(chrom).gene(i)
+            genes.append({"gene_id": gene.gene_id, "gene_name": gene.gene_name, "gene_type": gene.gene_type,
+                          "chrom": chrom, "start": gene.start, "end": gene.end, "strand": gene.strand,
+                          "tss": gene.first_tss, "tss_all": [int(t) for t in gene.tss]})
+        return {"name": name, "genes": genes, "matches": len(found)}
 
     def mutagenesis(self, body: Any) -> dict:
         body = _object(body)
@@ -366,6 +439,18 @@ def _object(body: Any) -> Mapping:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body
+
+
+def _gene_index(annotation: Annotation) -> dict[str, list[tuple[str, int]]]:
+    """casefolded gene_name, gene_id and unversioned gene_id → (chromosome, index) of each gene so called, in the
+    FASTA's chromosome order, then by start."""
+    index: dict[str, list[tuple[str, int]]] = {}
+    for chrom, genes in annotation.chroms.items():
+        for i, (gene_id, gene_name) in enumerate(zip(genes.gene_ids, genes.gene_names)):
+            keys = {gene_id.casefold(), gene_name.casefold(), gene_id.split(".")[0].casefold()}
+            for key in keys:
+                index.setdefault(key, []).append((chrom, i))
+    return index
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -1,4 +1,5 @@
-// The enformer-batch serve page: a region's tracks, edits scored on the server, a mutagenesis heat map.
+// The enformer-batch serve page: a region's tracks, edits scored on the server, a mutagenesis heat map and, with
+// --genes, a gene look-up and each edit's effect on the genes in range.
 // Plain browser JavaScript; plots with the vendored uPlot. Every number shown comes from the JSON API.
 "use strict";
 
@@ -8,7 +9,7 @@ const SEQUENCE_SHOWN = 120; // bases drawn in the sequence strip
 const token = new URLSearchParams(location.search).get("token");
 
 const state = {
-  info: null, region: null, sequence: null, edits: [], lastEdit: null, selection: null,
+  info: null, region: null, sequence: null, edits: [], lastEdit: null, selection: null, gene: null,
   regionPlot: null, editPlot: null, diffPlot: null,
 };
 window.serveState = state; // for tests and the curious
@@ -95,13 +96,15 @@ function linePlot(el, old, title, xs, series, extra = {}) {
 
 function drawRegion(answer) {
   const tracks = Object.keys(answer.values);
+  const g = state.gene; // the picked gene's TSS, marked while it is in view
+  const marks = g && g.chrom === answer.chrom && g.tss >= answer.start && g.tss < answer.end ? [g.tss] : null;
   const stepped = uPlot.paths.stepped({ align: 1 });
   const series = tracks.map((t, i) => ({
     values: answer.values[t], style: { label: t, stroke: COLOURS[i % COLOURS.length], width: 1.5, paths: stepped },
   }));
   state.regionPlot = linePlot($("region-plot"), state.regionPlot,
     `${answer.chrom}:${answer.start.toLocaleString()}-${answer.end.toLocaleString()} (${answer.bin_size}-bp bins)`,
-    answer.bins, series);
+    answer.bins, series, marks ? { marks } : {});
   $("region-source").textContent = answer.source === "atlas" ? "from the atlas" : "predicted now (no atlas)";
 }
 
@@ -169,6 +172,65 @@ function drawScores(answer) {
     }
   }
   table.dataset.edit = answer.name;
+}
+
+// The gene effects of an edit on one track (picked among the edit's tracks): one row per gene in range, largest
+// |value| first, nulls last (a gene in range through its TSS flank alone has no exon bins, so no SED; a track of
+// the other strand is null too).
+function drawGenes(answer) {
+  const table = $("gene-effects");
+  table.innerHTML = "";
+  table.dataset.edit = answer.name;
+  if (!answer.genes) {
+    $("gene-status").textContent = answer.genes === null ? `not scored (status ${answer.status})` : "";
+    table.dataset.genes = "0";
+    return;
+  }
+  const tracks = [...new Set(Object.keys(answer.scores).map((k) => k.slice(k.indexOf(":") + 1)))];
+  const picker = $("gene-track"), kept = picker.value;
+  if ([...picker.options].map((o) => o.value).join() !== tracks.join()) {
+    picker.innerHTML = "";
+    tracks.forEach((t) => { const o = document.createElement("option"); o.value = o.textContent = t; picker.append(o); });
+    picker.value = tracks.includes(kept) ? kept : tracks[0];
+  }
+  const key = `${$("gene-score").value}:${picker.value}`;
+  const value = (g) => (g.scores[key] === undefined ? null : g.scores[key]);
+  const genes = [...answer.genes].sort((a, b) => (value(b) === null ? -1 : Math.abs(value(b))) -
+                                                 (value(a) === null ? -1 : Math.abs(value(a))));
+  const max = Math.max(1e-30, ...genes.map(value).filter((v) => v !== null).map(Math.abs));
+  const head = table.createTHead().insertRow();
+  [["gene", "name and strand; the gene_id on hover"],
+   ["TSS dist", "the edit's start minus the gene's nearest TSS, in the gene's orientation (+: downstream)"],
+   [key, "as score-variants --genes writes it for this allele"], ["", ""]].forEach(([text, title]) => {
+    const th = document.createElement("th"); th.textContent = text; th.title = title; head.append(th);
+  });
+  const body = table.createTBody();
+  for (const g of genes) {
+    const row = body.insertRow();
+    row.dataset.gene = g.gene_id;
+    const name = row.insertCell();
+    const strand = document.createElement("span");
+    strand.className = "dim";
+    strand.textContent = g.strand === "+" ? " +" : " −";
+    name.append(g.gene_name, strand);
+    name.title = g.gene_id;
+    row.insertCell().textContent = g.tss_distance.toLocaleString();
+    const v = value(g), cell = row.insertCell();
+    cell.dataset.key = key;
+    cell.dataset.value = v === null ? "" : String(v);
+    cell.textContent = fmt(v);
+    if (v > 0) cell.className = "pos"; else if (v < 0) cell.className = "neg";
+    const bar = document.createElement("i"); // |value| against the largest in the table
+    bar.className = "bar " + (v < 0 ? "neg" : "pos");
+    bar.style.width = v === null ? "0" : `${(100 * Math.abs(v) / max).toFixed(1)}%`;
+    const barCell = row.insertCell();
+    barCell.className = "bar-cell";
+    barCell.append(bar);
+  }
+  $("gene-status").textContent = genes.length ? `${genes.length} gene${genes.length > 1 ? "s" : ""} in range of ` +
+    answer.name : `no gene in range of ${answer.name}'s window`;
+  table.dataset.genes = String(genes.length);
+  table.dataset.key = key;
 }
 
 function drawHeat(answer, track, score) {
@@ -284,13 +346,45 @@ async function showRegion() {
     state.region = r;
     const tracks = selectedTracks().join(",");
     const q = `region=${encodeURIComponent(`${r.chrom}:${r.start}-${r.end}`)}&tracks=${encodeURIComponent(tracks)}`;
-    // The strip stays on the last edit while it is in the region (a redraw for other tracks keeps it in view).
-    const e = state.lastEdit;
-    const focus = e && e.chrom === r.chrom && e.start >= r.start && e.start < r.end ? e.start
+    // The strip stays on the last edit while it is in the region (a redraw for other tracks keeps it in view),
+    // else on the picked gene's TSS.
+    const e = state.lastEdit, g = state.gene;
+    const inside = (chrom, q) => chrom === r.chrom && q >= r.start && q < r.end;
+    const focus = e && inside(e.chrom, e.start) ? e.start : g && inside(g.chrom, g.tss) ? g.tss
       : Math.floor((r.start + r.end) / 2);
     const [view] = await Promise.all([api(`/api/atlas?${q}`), loadSequence(r.chrom, focus)]);
     drawRegion(view);
     if (!$("edit-chrom").value) $("edit-chrom").value = r.chrom;
+  } catch (error) { showError(error); }
+}
+
+// The region around a gene: the gene and some flank; one longer than the view allows is shown around its TSS.
+function geneRegion(g) {
+  const limit = state.info.limits.atlas_bp, length = state.info.chromosomes[g.chrom];
+  const pad = Math.max(2048, Math.round((g.end - g.start) / 10));
+  let lo = g.start - pad, hi = g.end + pad;
+  if (hi - lo > limit) { lo = g.tss - Math.floor(limit / 2); hi = lo + limit; }
+  if (lo < 0) { hi -= lo; lo = 0; }
+  if (hi > length) { lo = Math.max(0, lo - (hi - length)); hi = length; }
+  return `${g.chrom}:${lo}-${hi}`;
+}
+
+async function pickGene() {
+  showError(null);
+  const name = $("gene-name").value.trim();
+  if (!name) return;
+  try {
+    const answer = await api(`/api/gene?name=${encodeURIComponent(name)}`);
+    const g = answer.genes[0];
+    state.gene = g;
+    const others = answer.matches > 1 ? ` · ${answer.matches - 1} more of that name, e.g. on ` +
+      answer.genes.slice(1, 3).map((x) => x.chrom).join(", ") : "";
+    $("gene-info").textContent = `${g.gene_name} (${g.gene_id}) ${g.chrom}:${g.start.toLocaleString()}-` +
+      `${g.end.toLocaleString()} ${g.strand} · TSS ${g.tss.toLocaleString()}${others}`;
+    $("region").value = geneRegion(g);
+    $("edit-chrom").value = g.chrom;
+    await showRegion();
+    document.getElementById("gene-form").dataset.gene = g.gene_id;
   } catch (error) { showError(error); }
 }
 
@@ -324,6 +418,7 @@ async function scoreEdit(fields, remember) {
     state.lastEdit = answer;
     if (answer.bins) drawEdit(answer);
     drawScores(answer);
+    if (state.info.genes) drawGenes(answer);
     if (remember) rememberEdit(answer);
     const seq = state.sequence;
     if (!seq || seq.chrom !== answer.chrom || answer.start < seq.start || answer.start >= seq.end) {
@@ -410,6 +505,19 @@ async function start() {
     $("mut-track").append(opt);
   });
   info.scores.forEach((s) => { const o = document.createElement("option"); o.value = o.textContent = s; $("mut-score").append(o); });
+  if (info.genes) {
+    $("gene-form").hidden = false;
+    $("gene-section").hidden = false;
+    $("gene-name").title = `${info.genes.genes.toLocaleString()} genes from ${info.genes.annotation}`;
+    info.genes.scores.forEach((s) => {
+      const o = document.createElement("option"); o.value = o.textContent = s; $("gene-score").append(o);
+    });
+    $("gene-score").value = "logsed";
+    const redraw = () => { if (state.lastEdit) drawGenes(state.lastEdit); };
+    $("gene-score").addEventListener("change", redraw);
+    $("gene-track").addEventListener("change", redraw);
+    $("gene-form").addEventListener("submit", (e) => { e.preventDefault(); pickGene(); });
+  }
   const params = new URLSearchParams(location.search);
   let region = params.get("region");
   if (!region) {
