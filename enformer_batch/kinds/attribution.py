@@ -328,8 +328,8 @@ class AttributionJob(FastaJob):
             if not gene_bins(geometry, gene, r.centre).any():
                 o = window_origin(r.centre, geometry)
                 raise ValueError(f"--target gene:{name}: no exon of {gene.gene_id} ({r.chrom}:{gene.start}-{gene.end})"
-                                 f" lies in the output of region {r.label}'s window ({r.chrom}:{o}-"
-                                 f"{o + geometry.output_span})")
+                                 f" lies in the output of region {r.label}'s window, [{o}, {o + geometry.output_span})"
+                                 f" on {r.chrom}")
 
     def totals(self, identity: Mapping, parts: list[AttributionPart]) -> dict:
         return {"parts": len(parts), "units": len(self.regions),
