@@ -280,6 +280,16 @@ def test_gene_target_errors_are_one_line(gene_run, test_fasta, tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert code == 2 and err == f"enformer-batch: error: {message}", err
 
+    # A gene strand none of the selected tracks is on (nor unstranded): refused before any gradient.
+    from enformer_batch.kinds.attribution import KIND, AttributionJob
+
+    job = AttributionJob(AttributionConfig(out=str(tmp_path / "bad"), **{**options, "regions": bed}), KIND)
+    job.prepare()
+    with pytest.raises(ValueError, match=r"^--target gene:GENEX: ENSGX1 is on the - strand and none of the selected "
+                                         r"tracks \(T0\+, T1\+\) is on it or unstranded$"):
+        job.check_gene_target(ENFORMER, ("+", "+"), ("T0+", "T1+"))
+    job.check_gene_target(ENFORMER, ("+", ""), ("T0+", "T1"))
+
 
 def test_gene_names_filter_the_annotation_and_place_the_target(tmp_path):
     """read_annotation(gene_names=...) keeps only genes named so (gene_id or gene_name), in GTF and GFF3 alike,
