@@ -224,6 +224,11 @@ def test_gene_target_rows_are_the_attributors_on_the_genes_strand(gene_run, test
     # The logo's title names the gene, and the tracks its target averages.
     assert describe_target(identity, "chrA") == ("ln(1 + Σ over the exon bins of GENEX (ENSGX1, - strand) of the "
                                                  "mean of DEMO0000002, DEMO0000006)")
+    from enformer_batch.cli import main
+
+    png = out.parent / "gene-logo.png"
+    assert main(["plot-attribution", str(out), "--region", "chrB:4000-4300", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
     # The chrA region recomputed on one device from the contract: the merged exons' bins in its window, the mean
     # over the − and unstranded tracks.

@@ -88,8 +88,9 @@ def gene_bins(geometry: Geometry, gene: Gene, centre: int) -> np.ndarray:
 
 def find_target_genes(annotation: Annotation, name: str, regions: list[Region]) -> dict[str, Gene]:
     """The gene ``name`` on each chromosome of ``regions`` (gene_id matches first, else gene_name matches), from
-    an annotation read for that name; raises ValueError in one line for a gene it cannot place."""
-    found = list(annotation)
+    an annotation (read for that name with ``read_annotation(gene_names=[name])``, or whole); raises ValueError in
+    one line for a gene it cannot place."""
+    found = [g for g in annotation if name in (g.gene_id, g.gene_name)]
     by_id = [g for g in found if g.gene_id == name]
     found = by_id or found
     if not found:
