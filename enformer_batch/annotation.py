@@ -271,6 +271,10 @@ class _Builder:
         self.gene_name: list[str] = []
         self.gene_type: list[str | None] = []
         self.skipped: set[tuple[str, str, int]] = set()  # genes left out by --gene-types
+        # Only genes with one of these gene_ids or gene_names are kept (None: all); the others are dropped as
+        # they are met, so reading a whole GENCODE for one gene keeps one gene's exons.
+        self.names: frozenset[str] | None = None
+        self.unnamed: set[tuple[str, str, int]] = set()  # genes left out by ``names``
         self.typed = False  # some gene carries a type (gene_type, gene_biotype, biotype)
 
     def gene(self, chrom: str, gene_id: str, strand: int, name: str, gene_type: str | None) -> int:
@@ -375,14 +379,18 @@ def _gtf_exon(b: _Builder, fields: list[str], url: str, number: int, types: froz
     key = (chrom, gene_id, strand)
     g = b.gene_index.get(key)
     if g is None:  # a new gene: its name and type, once
-        if key in b.skipped:
+        if key in b.skipped or key in b.unnamed:
             return
         gene_type = _gtf_value(attrs, "gene_type") or _gtf_value(attrs, "gene_biotype")
         b.typed = b.typed or gene_type is not None
         if types is not None and gene_type not in types:
             b.skipped.add(key)
             return
-        g = b.gene(chrom, gene_id, strand, _gtf_value(attrs, "gene_name") or gene_id, gene_type)
+        name = _gtf_value(attrs, "gene_name") or gene_id
+        if b.names is not None and gene_id not in b.names and name not in b.names:
+            b.unnamed.add(key)
+            return
+        g = b.gene(chrom, gene_id, strand, name, gene_type)
     per_chrom = b.tx_index.get(chrom)
     t = per_chrom.get(tid) if per_chrom is not None else None
     if t is None or b.tx_strand[t] != strand or b.tx_gene[t] != g:
@@ -423,13 +431,15 @@ def read_annotation(
     gene_types: Iterable[str] | None = None,
     storage_options: Mapping[str, str] | None = None,
     format: str | None = None,
+    gene_names: Iterable[str] | None = None,
 ) -> Annotation:
     """Stream ``url`` once and return its genes on the FASTA's chromosomes (``lengths``; None keeps every name).
 
     ``format``: ``gtf`` or ``gff3``; by default from the name (``.gtf``, ``.gff3``/``.gff``, before ``.gz``),
     else from a ``##gff-version 3`` line, else GTF. ``gene_types`` keeps only genes whose ``gene_type`` /
-    ``gene_biotype`` (GFF3 also ``biotype``) is listed. Raises AnnotationError naming the line for a malformed
-    line, and for an annotation without exons.
+    ``gene_biotype`` (GFF3 also ``biotype``) is listed; ``gene_names`` only genes whose gene_id or name is
+    listed (every line is still read, checked and hashed). Raises AnnotationError naming the line for a
+    malformed line, and for an annotation without exons.
     """
     if format is not None and format not in FORMATS:
         raise ValueError(f"annotation format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -438,6 +448,7 @@ def read_annotation(
         raise ValueError("--gene-types needs at least one type (e.g. protein_coding,lncRNA)")
     fmt = format or _format_from_name(url)
     b = _Builder()
+    b.names = frozenset(gene_names) if gene_names is not None else None
     features: dict[str, _Feature] = {}  # GFF3: id -> feature that may parent a transcript
     sha = hashlib.sha256()
     number = exon_lines = 0
@@ -526,6 +537,8 @@ def _resolve_gff3(url: str, b: _Builder, features: dict[str, _Feature], types: f
         if types is not None and node.gene_type not in types:
             b.skipped.add((chrom, gene_id, strand))
             continue
+        if b.names is not None and gene_id not in b.names and (node.name or gene_id) not in b.names:
+            continue  # its transcript keeps no gene: its exons are dropped with the left-out genes'
         b.tx_gene[t] = b.gene(chrom, gene_id, strand, node.name or gene_id, node.gene_type)
 
 

@@ -5,7 +5,8 @@ For a window's one-hot input ``x`` and a set of output bins ``B``, the target is
 the replicate ensemble's mean, averaged over the test-time augmentation passes (``--rc``, ``--shifts``) exactly as
 ``augment.predict_augmented`` averages it for an atlas. ``G = ∂f/∂x`` is one backward pass through that averaged
 prediction, and per input position ``attr = Σ_c x·G`` (input × gradient) and ``hyp_c = G − mean_c G`` (the
-hypothetical contributions TF-MoDISco reads).
+hypothetical contributions TF-MoDISco reads). ``tracks`` are the selected ones; for a gene target, those of the
+gene's strand and the unstranded ones (the strand rule of docs/contract.md, "Genes").
 
 Efficiency: a window's target depends only on its own input (eval-mode BatchNorm), so the gradient of the sum of a
 batch's targets is every window's gradient at once: one batched backward per batch. Only the region's rows of
@@ -100,10 +101,16 @@ def region_rows(geometry: Geometry, start: int, end: int, midpoint: int) -> tupl
 # --- the arithmetic ------------------------------------------------------------------------------------------
 
 
-def target_values(pred: Tensor, bins: Tensor, log: bool) -> Tensor:
+def target_values(pred: Tensor, bins: Tensor, log: bool, tracks: Tensor | None = None) -> Tensor:
     """Per window ``Σ_{b∈B} mean_t ŷ[b, t]`` (``ln(1 + …)`` with ``log``): ``pred [n, bins, T]``, ``bins [n, bins]``
-    bool → ``[n]``."""
-    per_bin = pred.float().mean(dim=-1)
+    bool → ``[n]``. ``tracks [n, T]`` bool: the mean runs over these tracks only (a gene target: the tracks of the
+    gene's strand and the unstranded ones); None: over all."""
+    pred = pred.float()
+    if tracks is None:
+        per_bin = pred.mean(dim=-1)
+    else:
+        weights = tracks.to(pred.dtype)
+        per_bin = (pred * weights[:, None, :]).sum(dim=-1) / weights.sum(dim=-1, keepdim=True)
     total = (per_bin * bins.to(per_bin.dtype)).sum(dim=-1)
     return torch.log1p(total) if log else total
 
@@ -244,43 +251,50 @@ class Attributor:
         return forward
 
     def gradients_on_device(self, codes: Tensor, bins: Tensor, rows: Sequence[tuple[int, int]], log: bool,
-                            ) -> tuple[Tensor, Tensor, Tensor]:
+                            tracks: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(x, G, f)`` for integer codes ``[n, L]`` on the device: the one-hot input, ``∂f/∂x`` ``[n, L, 4]``
         (fp32; exact on each window's ``rows``, see ``focus``) and the targets ``[n]``, each window's gradient from
-        one batched backward (``f`` summed)."""
+        one batched backward (``f`` summed); ``tracks`` as for ``target_values``."""
         with torch.enable_grad():
             x = self.predictor.onehot_rows(codes).float().requires_grad_(True)
             pred = self.predictor.predict_onehot(x, self._forward(rows))
-            f = target_values(pred, bins, log)
+            f = target_values(pred, bins, log, tracks)
             (grad,) = torch.autograd.grad(f.sum(), x)
         return x.detach(), grad, f.detach()
 
     def attribute(self, codes: np.ndarray, bins: np.ndarray, rows: Sequence[tuple[int, int]], log: bool = False,
-                  ) -> list[Attribution]:
+                  tracks: np.ndarray | None = None) -> list[Attribution]:
         """Attributions of windows ``codes [n, L]`` (uint8), targets ``bins [n, output_bins]`` (bool), each
-        window's region rows ``rows[k] = (lo, hi)`` (input indices); batches of ``batch_size``.
+        window's region rows ``rows[k] = (lo, hi)`` (input indices); batches of ``batch_size``. ``tracks
+        [n, selected tracks]`` (bool): the tracks each window's target averages (None: all; a gene target's are
+        those of the gene's strand and the unstranded ones).
 
         Raises ``NonFiniteOutput`` naming the windows whose target or gradient is NaN or infinite.
         """
         n = codes.shape[0]
         if bins.shape != (n, self.geometry.output_bins) or len(rows) != n:
             raise ValueError(f"{n} windows need bins [{n}, {self.geometry.output_bins}] and {n} row ranges")
+        n_tracks = len(self.predictor.info.track_indices)
+        if tracks is not None and (tracks.shape != (n, n_tracks) or not tracks.any(axis=1).all()):
+            raise ValueError(f"{n} windows need tracks [{n}, {n_tracks}], at least one track each")
         out: list[Attribution] = []
         for first in range(0, n, self.batch_size):
             last = min(n, first + self.batch_size)
             try:
                 with self._lock:
-                    out += self._attribute_batch(codes[first:last], bins[first:last], rows[first:last], log)
+                    out += self._attribute_batch(codes[first:last], bins[first:last], rows[first:last], log,
+                                                 None if tracks is None else tracks[first:last])
             except NonFiniteOutput as e:
                 raise NonFiniteOutput([first + k for k in e.window_indices]) from None
         return out
 
     def _attribute_batch(self, codes: np.ndarray, bins: np.ndarray, rows: Sequence[tuple[int, int]], log: bool,
-                         ) -> list[Attribution]:
+                         tracks: np.ndarray | None) -> list[Attribution]:
         # np.require copies only arrays torch cannot wrap (read-only ones, as Ray hands a task's inputs over).
         x_codes = torch.from_numpy(np.require(codes, requirements=["C", "W"])).to(self.device)
         mask = torch.from_numpy(np.require(bins, requirements=["C", "W"])).to(self.device)
-        x, grad, f = self.gradients_on_device(x_codes, mask, rows, log)
+        track_mask = None if tracks is None else torch.from_numpy(np.array(tracks, bool)).to(self.device)
+        x, grad, f = self.gradients_on_device(x_codes, mask, rows, log, track_mask)
         # Only the regions' rows leave the device, gathered into one copy.
         index = torch.cat([torch.arange(lo, hi, device=self.device) + k * x.shape[1]
                            for k, (lo, hi) in enumerate(rows)])

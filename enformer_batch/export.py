@@ -413,13 +413,24 @@ def export_attribution_bigwig(url: str, out_dir: str, storage_options: Mapping[s
     return path
 
 
-def describe_target(identity: Mapping) -> str:
-    """The target of an attribution run in words, e.g. ``ln(1 + Σ region bins mean(tracks DNASE:x, …))``."""
-    names = [t.get("name", "?") for t in identity.get("tracks", [])]
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+def describe_target(identity: Mapping, chrom: str | None = None) -> str:
+    """The target of an attribution run in words, e.g. ``ln(1 + Σ region bins mean(tracks DNASE:x, …))``; for a
+    gene target the gene on ``chrom`` (its name, gene_id and strand) and only the tracks its target averages (its
+    strand's and the unstranded ones)."""
+    tracks = identity.get("tracks", [])
+    names = [t.get("name", "?") for t in tracks]
     target = identity.get("target", "center")
-    bins = {"center": "the centre bin", "region": "the region's bins"}.get(target, f"the exon bins of {target[5:]}"
-                                                                           if target.startswith("gene:") else target)
+    bins = {"center": "the centre bin", "region": "the region's bins"}.get(target, target)
+    if target.startswith("gene:"):
+        genes = identity.get("genes") or {}
+        gene = next((g for g in genes.get("target", []) if g.get("chrom") == chrom), None)
+        if gene is None:
+            bins = f"the exon bins of {target[5:]}"
+        else:
+            bins = f"the exon bins of {gene['gene_name']} ({gene['gene_id']}, {gene['strand']} strand)"
+            strands = genes.get("track_strands") or [""] * len(names)
+            names = [n for n, s in zip(names, strands) if s in ("", gene["strand"])]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     inner = f"Σ over {bins} of the mean of {shown}"
     return f"ln(1 + {inner})" if identity.get("log") else inner
 
@@ -480,7 +491,7 @@ def plot_attribution(url: str, region: str, out: str, *, width_px: int = 1400, h
     identity = manifest["identity"]
     model = identity.get("model", {})
     model_name = model.get("id") if isinstance(model, Mapping) else model
-    fig.suptitle(f"attribution of {describe_target(identity)} — {label}", fontsize=9)
+    fig.suptitle(f"attribution of {describe_target(identity, label.rsplit(':', 1)[0])} — {label}", fontsize=9)
     ax.set_title(f"model {model_name}" if model_name else "", fontsize=7, color="0.35")
     fig.subplots_adjust(left=0.07, right=0.99, top=0.85, bottom=0.16)
     fig.savefig(out, dpi=dpi, format="png")

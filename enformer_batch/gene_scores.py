@@ -54,6 +54,14 @@ def track_strands(identifiers: Sequence[str], strand_column: Sequence[str] | Non
     return tuple(name[-1] if name[-1:] in ("+", "-") else "" for name in identifiers)
 
 
+def tracks_on_strand(gene_strand: str, strands: Sequence[str]) -> np.ndarray:
+    """bool [tracks]: the tracks a gene of ``gene_strand`` (``+``/``-``) is scored on: its own strand's and the
+    unstranded ones (``strands`` as ``track_strands`` gives them)."""
+    if gene_strand not in ("+", "-"):
+        raise ValueError(f"a gene's strand is + or -, got {gene_strand!r}")
+    return np.asarray([s in ("", gene_strand) for s in strands], bool)
+
+
 def window_origin(centre: int, geometry: Geometry) -> int:
     """Genome position of the first output base of a window whose input index ``input_length // 2`` is ``centre``
     (for a variant, ``p − (output_bins // 2) * bin_size``: its first base opens bin ``output_bins // 2``)."""

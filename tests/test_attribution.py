@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from enformer_batch.annotation import Gene
 from enformer_batch.attribution import (
     Attributor,
     attribution_precision,
@@ -22,8 +23,10 @@ from enformer_batch.attribution import (
     region_rows,
 )
 from enformer_batch.families import demo_checkpoint
+from enformer_batch.gene_scores import tracks_on_strand
 from enformer_batch.genome import N_CODE
 from enformer_batch.inference import Predictor
+from enformer_batch.kinds.attribution import gene_bins
 from enformer_batch.loader import load_model
 from enformer_batch.model import canonical_state_dict
 from enformer_batch.settings import InferenceSettings
@@ -35,15 +38,18 @@ GEOMETRY = Geometry(input_length=INPUT, bin_size=128, output_bins=896)
 SELECTED = "0,2,5"  # a subset: with strand pairs 0<->1, 2<->3 the reverse strand reads other tracks
 
 
-def _checkpoint(root: Path, name: str, noise_seed: int | None = None) -> str:
+def _checkpoint(root: Path, name: str, noise_seed: int | None = None, stranded: bool = False) -> str:
     """The demo checkpoint with a strand-paired track table (0<->1, 2<->3, the rest unstranded), optionally with
-    perturbed weights (a second ensemble member)."""
+    perturbed weights (a second ensemble member) and a ``strand`` column (``stranded``: tracks 0, 2 on +, 1, 3 on
+    -, the rest unstranded)."""
     out = root / name
     shutil.copytree(demo_checkpoint("demo"), out)
     lines = (out / "targets_human.txt").read_text().splitlines()
     pairs = {0: 1, 1: 0, 2: 3, 3: 2}
-    rows = [lines[0] + "\tstrand_pair"]
-    rows += [f"{line}\t{pairs.get(i, i)}" for i, line in enumerate(lines[1:])]
+    strands = {0: "+", 1: "-", 2: "+", 3: "-"}
+    rows = [lines[0] + "\tstrand_pair" + ("\tstrand" if stranded else "")]
+    rows += [f"{line}\t{pairs.get(i, i)}" + (f"\t{strands.get(i, '.')}" if stranded else "")
+             for i, line in enumerate(lines[1:])]
     (out / "targets_human.txt").write_text("\n".join(rows) + "\n")
     if noise_seed is not None:
         from safetensors.torch import save_file
@@ -139,11 +145,11 @@ def _oracle(forwards, codes: np.ndarray, tracks: list[int], bins: np.ndarray, lo
 
 
 def _ours(sources: list[str], codes: np.ndarray, bins: np.ndarray, rows, log: bool, rc: bool = False,
-          shifts: tuple[int, ...] = (0,), **kw):
-    settings = InferenceSettings(model=",".join(sources), tracks=SELECTED, precision=attribution_precision("auto"),
+          shifts: tuple[int, ...] = (0,), tracks: str = SELECTED, track_mask: np.ndarray | None = None, **kw):
+    settings = InferenceSettings(model=",".join(sources), tracks=tracks, precision=attribution_precision("auto"),
                                  rc=rc, shifts=shifts, dtype="float32", compile="off")
     attributor = Attributor(Predictor(settings, device="cpu"), **kw)
-    return attributor, attributor.attribute(codes, bins, rows, log=log)
+    return attributor, attributor.attribute(codes, bins, rows, log=log, tracks=track_mask)
 
 
 def _assert_matches(got, x: np.ndarray, grad: np.ndarray, lo: int, hi: int) -> None:
@@ -221,6 +227,65 @@ def test_borzoi_region_target_with_log_and_strand_pairs():
     assert attributor.geometry == geometry
     pairs = [1, 0, 3, 2, 5, 4, 7, 6, 8, 9, 10, 11]
     x, grad = _oracle([_borzoi_pytorch()], codes[0], [0, 2, 5], bins, True, True, (0,), pairs)
+    _assert_matches(got[0], x, grad, lo, hi)
+
+
+def _gene(chrom: str, strand: str, exons: list[tuple[int, int]]) -> Gene:
+    return Gene(chrom, "ENSGT0001.1", "GENET", strand, None, np.asarray(exons, np.int64),
+                np.asarray([exons[0][0] if strand == "+" else exons[-1][1] - 1], np.int64))
+
+
+def _exon_bins_by_hand(geometry: Geometry, exons: list[tuple[int, int]], mid: int) -> np.ndarray:
+    """B_g from the contract's words: the bins [o + b·size, o + (b+1)·size) sharing a base with an exon."""
+    o, size = mid - (geometry.output_bins // 2) * geometry.bin_size, geometry.bin_size
+    return np.array([any(o + b * size < e and s < o + (b + 1) * size for s, e in exons)
+                     for b in range(geometry.output_bins)])
+
+
+def test_gene_target_on_its_strands_tracks_with_log_and_reverse_complement(tmp_path):
+    """--target gene:NAME: the exon bins of a − gene, averaged over the selected tracks of its strand and the
+    unstranded ones (tracks 0 +, 1 −, 5 unstranded selected: 1 and 5 count), through --rc and --log."""
+    stranded = _checkpoint(tmp_path, "s", stranded=True)
+    mid = 80_150
+    region = (80_000, 80_300)
+    lo, hi = region_rows(GEOMETRY, *region, mid)
+    # An exon inside the region, one across a bin edge, one reaching past the output's left end (o = 22,806).
+    exons = [(10_000, 23_000), (80_100, 80_200), (90_050, 90_400)]
+    gene = _gene("chrT", "-", exons)
+    bins = gene_bins(GEOMETRY, gene, mid)
+    assert np.array_equal(bins, _exon_bins_by_hand(GEOMETRY, exons, mid))
+    assert np.flatnonzero(bins).tolist() == [0, 1, 447, 448, 525, 526, 527, 528]
+    settings = InferenceSettings(model=stranded, tracks="0,1,5", precision="fp32", dtype="float32", compile="off")
+    strands = Predictor(settings, device="cpu").info.track_strands
+    assert strands == ("+", "-", "")
+    on_strand = tracks_on_strand(gene.strand, strands)
+    assert on_strand.tolist() == [False, True, True]
+    codes = _codes(6)[None]
+    _, got = _ours([stranded], codes, bins[None], [(lo, hi)], log=True, rc=True, tracks="0,1,5",
+                   track_mask=on_strand[None])
+    pairs = [1, 0, 3, 2] + list(range(4, 12))
+    x, grad = _oracle([_enformer_pytorch(stranded)], codes[0], [1, 5], bins, True, True, (0,), pairs)
+    _assert_matches(got[0], x, grad, lo, hi)
+
+
+def test_borzoi_gene_target_on_stranded_tracks():
+    """Borzoi's own stranded tracks (identifiers ending in +/-): a + gene averages DEMOB01+ and the unstranded
+    DEMOB05, not DEMOB01-."""
+    geometry = Geometry(input_length=524_288, bin_size=32, output_bins=6144)
+    region = (300_000, 300_400)
+    mid = sum(region) // 2
+    lo, hi = region_rows(geometry, *region, mid)
+    exons = [(299_990, 300_050), (300_700, 301_000)]
+    gene = _gene("chrT", "+", exons)
+    bins = gene_bins(geometry, gene, mid)
+    assert np.array_equal(bins, _exon_bins_by_hand(geometry, exons, mid)) and bins.sum() == 3 + 10
+    on_strand = tracks_on_strand("+", ("+", "-", ""))
+    g = np.random.default_rng(8)
+    codes = g.integers(0, 4, geometry.input_length).astype(np.uint8)[None]
+    attributor, got = _ours(["demo-borzoi"], codes, bins[None], [(lo, hi)], log=True, tracks="0,1,8",
+                            track_mask=on_strand[None])
+    assert attributor.predictor.info.track_strands == ("+", "-", "")
+    x, grad = _oracle([_borzoi_pytorch()], codes[0], [0, 8], bins, True, False, (0,), list(range(12)))
     _assert_matches(got[0], x, grad, lo, hi)
 
 

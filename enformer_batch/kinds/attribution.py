@@ -1,16 +1,23 @@
 """The attribution kind: which bases of each region drive the model's prediction, as a batch job.
 
-Owns, per the contract (docs/contract.md, "Attribution"): the target (``center``, ``region``), the run identity,
-parts, output table and the coverage ``validate`` runs. Regions are read as for mutagenesis (``chr:start-end`` or a
-BED, each at most ``MAX_REGION_BP``); each gets one window centred on its midpoint ``m = (s + e) // 2`` (the
-mutagenesis window) and one row per position: ``region``, ``pos`` (1-based), ``ref``, ``attr`` (input × gradient)
-and ``hyp_a..hyp_t`` (hypothetical contributions), float32. The gradients are ``attribution.Attributor``'s: one
-batched backward per batch of windows through the replica ensemble and the augmentation passes, in fp32 unless
-``--precision`` says otherwise.
+Owns, per the contract (docs/contract.md, "Attribution"): the target (``center``, ``region``, ``gene:NAME``), the
+run identity, parts, output table and the coverage ``validate`` runs. Regions are read as for mutagenesis
+(``chr:start-end`` or a BED, each at most ``MAX_REGION_BP``); each gets one window centred on its midpoint
+``m = (s + e) // 2`` (the mutagenesis window) and one row per position: ``region``, ``pos`` (1-based), ``ref``,
+``attr`` (input × gradient) and ``hyp_a..hyp_t`` (hypothetical contributions), float32. The gradients are
+``attribution.Attributor``'s: one batched backward per batch of windows through the replica ensemble and the
+augmentation passes, in fp32 unless ``--precision`` says otherwise.
 
 A part holds whole regions (consecutive in the input, of one chromosome, at most ``regions_per_part``): a
 region's gradient comes from one backward over its whole window, so splitting a region would repeat it. Progress
 counts regions.
+
+A gene target (``--target gene:NAME --genes GTF``) is the gene's exon bins ``B_g`` in each region's window, the
+mean taken over the selected tracks of the gene's strand and the unstranded ones (docs/contract.md, "Genes"). The
+driver streams the annotation once keeping only genes whose gene_id or gene_name is NAME, resolves the gene on
+each region's chromosome and refuses, in one line, a gene it cannot place; the replicas get the resolved genes
+(one per chromosome) with the mode. The run identity records the annotation's sha256, so a resume against a
+changed annotation is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from ..annotation import Annotation, Gene, read_annotation
 from ..engine import RunError, RunOptions, RunSummary, run_job
+from ..gene_scores import exon_bins, track_strands, tracks_on_strand, window_origin
 from ..genome import N_CODE, FastaSource, read_codes
 from ..settings import CHECKPOINT_MODES, InferenceSettings, ModelInfo, NonFiniteOutput, attribution_precision
 from ..store import OutputStore, PartRecord, codes_digest
@@ -40,7 +49,8 @@ if TYPE_CHECKING:  # the driver never imports torch: the gradient code loads on 
     from ..inference import Predictor
 
 BASES = "ACGT"
-TARGETS = ("center", "region")
+TARGETS = ("center", "region")  # and gene:NAME
+GENE_PREFIX = "gene:"
 HYP_COLUMNS = ("hyp_a", "hyp_c", "hyp_g", "hyp_t")
 ATTRIBUTION_SCHEMA = pa.schema(
     [pa.field("region", pa.string(), nullable=False), pa.field("pos", pa.int64(), nullable=False),
@@ -49,13 +59,59 @@ ATTRIBUTION_SCHEMA = pa.schema(
 )
 
 
-def check_target(target: str) -> None:
-    """``--target``: ``center`` or ``region`` (one line otherwise)."""
-    if target.startswith("gene:"):
-        raise ValueError(f"--target {target}: gene targets need gene annotations (--genes), which this version does "
-                         "not read yet; use center or region")
+def target_gene(target: str) -> str | None:
+    """The NAME of ``--target gene:NAME`` (a gene_id or gene_name), None for other targets."""
+    return target[len(GENE_PREFIX):] if target.startswith(GENE_PREFIX) else None
+
+
+def check_target(target: str, genes: str | None = None) -> None:
+    """``--target``: ``center``, ``region`` or ``gene:NAME`` with ``--genes`` (one line otherwise)."""
+    name = target_gene(target)
+    if name is not None:
+        if not name.strip() or name != name.strip():
+            raise ValueError(f"--target {target!r}: give a gene_id or gene_name after 'gene:', e.g. gene:GATA1")
+        if genes is None:
+            raise ValueError(f"--target {target} needs --genes GTF: the gene models its exons come from")
+        return
     if target not in TARGETS:
-        raise ValueError(f"--target must be {' or '.join(TARGETS)}, got {target!r}")
+        raise ValueError(f"--target must be center, region or gene:NAME, got {target!r}")
+    if genes is not None:
+        raise ValueError(f"--genes is read only for --target gene:NAME (the target here is {target}); drop --genes "
+                         "or name a gene")
+
+
+def gene_bins(geometry: Geometry, gene: Gene, centre: int) -> np.ndarray:
+    """``[output_bins]`` bool: the target ``gene:NAME``, the gene's exon bins ``B_g`` in the window centred on
+    ``centre`` (the bins sharing at least one base with its exons)."""
+    return exon_bins(gene, window_origin(centre, geometry), geometry.bin_size, geometry.output_bins)
+
+
+def find_target_genes(annotation: Annotation, name: str, regions: list[Region]) -> dict[str, Gene]:
+    """The gene ``name`` on each chromosome of ``regions`` (gene_id matches first, else gene_name matches), from
+    an annotation (read for that name with ``read_annotation(gene_names=[name])``, or whole); raises ValueError in
+    one line for a gene it cannot place."""
+    found = [g for g in annotation if name in (g.gene_id, g.gene_name)]
+    by_id = [g for g in found if g.gene_id == name]
+    found = by_id or found
+    if not found:
+        lacking = f" (only on {', '.join(annotation.unknown)}, which the FASTA lacks)" if annotation.unknown else ""
+        raise ValueError(f"--target gene:{name}: no gene in {annotation.name} has gene_id or gene_name "
+                         f"{name!r}{lacking}")
+    chosen: dict[str, Gene] = {}
+    for region in regions:
+        if region.chrom in chosen:
+            continue
+        here = [g for g in found if g.chrom == region.chrom]
+        if not here:
+            where = ", ".join(sorted({f"{g.chrom} ({g.strand})" for g in found}))
+            raise ValueError(f"--target gene:{name}: region {region.label} is on {region.chrom}, but {name} is on "
+                             f"{where}")
+        if len(here) > 1:
+            ids = ", ".join(f"{g.gene_id} ({g.strand})" for g in here)
+            raise ValueError(f"--target gene:{name} names {len(here)} genes on {region.chrom}: {ids}; name one by "
+                             "its gene_id")
+        chosen[region.chrom] = here[0]
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -135,6 +191,7 @@ class AttributionMode:
     log: bool
     checkpoint: str = "auto"
     unit: str = "region"
+    genes: tuple[Gene, ...] = ()  # a gene target's gene on each chromosome of the regions
 
     def read(self, part: AttributionPart) -> np.ndarray:
         """The windows ``[regions, input_length]`` (uint8 codes), each centred on its region's midpoint."""
@@ -151,12 +208,19 @@ class AttributionMode:
         from ..attribution import center_bins, region_bins, region_rows
 
         rows = [region_rows(g, r.start, r.end, r.centre) for r in part.regions]
+        tracks = None
         if self.target == "center":
             bins = np.stack([center_bins(g)] * len(part.regions))
-        else:
+        elif self.target == "region":
             bins = np.stack([region_bins(g, r.start, r.end, r.centre) for r in part.regions])
+        else:  # gene:NAME; a part's regions share a chromosome, so one gene
+            gene = next(x for x in self.genes if x.chrom == part.chrom)
+            bins = np.stack([gene_bins(g, gene, r.centre) for r in part.regions])
+            info = predictor.info
+            on_strand = tracks_on_strand(gene.strand, info.track_strands or track_strands(info.track_names))
+            tracks = np.stack([on_strand] * len(part.regions))
         try:
-            got = attributor_for(predictor, self.checkpoint).attribute(codes, bins, rows, log=self.log)
+            got = attributor_for(predictor, self.checkpoint).attribute(codes, bins, rows, log=self.log, tracks=tracks)
         except NonFiniteOutput as e:
             bad = ", ".join(part.regions[k].label for k in e.window_indices[:3])
             raise RunError(f"the model's target or its gradient is NaN or infinite for region(s) {bad}") from None
@@ -189,8 +253,9 @@ class AttributionConfig(RunOptions):
 
     fasta: str
     regions: str  # chr:start-end, or a BED path or URL
-    target: str = "center"
+    target: str = "center"  # center, region, or gene:NAME (a gene_id or gene_name of ``genes``)
     log: bool = False
+    genes: str | None = None  # GTF/GFF3 path or URL: the gene models of a gene:NAME target
     checkpoint: str = "auto"  # activation checkpointing per augmentation pass (attribution.Attributor)
     max_region_bp: int = MAX_REGION_BP
     regions_per_part: int = 64
@@ -202,7 +267,7 @@ class AttributionConfig(RunOptions):
 
     def check(self) -> None:
         super().check()
-        check_target(self.target)
+        check_target(self.target, self.genes)
         if self.checkpoint not in CHECKPOINT_MODES:
             raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINT_MODES)}, got {self.checkpoint!r}")
         if self.regions_per_part < 1:
@@ -211,27 +276,71 @@ class AttributionConfig(RunOptions):
 
 class AttributionJob(FastaJob):
     options: AttributionConfig
+    annotation: Annotation | None = None  # a gene target's annotation, read for that gene only
+    target_genes: Mapping[str, Gene] = {}  # chromosome -> the target gene there (a gene target only)
 
     def make_mode(self, geometry: Geometry) -> AttributionMode:
         o = self.options
-        return AttributionMode(self.fasta, geometry, o.target, o.log, o.checkpoint)
+        return AttributionMode(self.fasta, geometry, o.target, o.log, o.checkpoint,
+                               genes=tuple(self.target_genes.values()))
 
     def read_inputs(self) -> None:
-        self.regions = parse_regions(self.options.regions, self.lengths, self.options.storage_options,
-                                     self.options.max_region_bp)
+        """The regions; for a gene target, the annotation streamed once for that gene, placed on each region's
+        chromosome (before Ray starts: an unknown or misplaced gene costs no model load)."""
+        o = self.options
+        self.regions = parse_regions(o.regions, self.lengths, o.storage_options, o.max_region_bp)
+        name = target_gene(o.target)
+        if name is not None:
+            self.annotation = read_annotation(o.genes, self.lengths, storage_options=o.storage_options,
+                                              gene_names=[name])
+            self.target_genes = find_target_genes(self.annotation, name, self.regions)
 
     def identity_fields(self, info: ModelInfo, previous: Mapping | None) -> dict:
-        return {
+        fields = {
             "mode": "attribution",
             "regions": [[r.chrom, r.start, r.end] for r in self.regions],
             "target": self.options.target,
             "log": self.options.log,
             "regions_per_part": self.options.regions_per_part,
         }
+        if self.annotation is not None:  # only for gene targets: other runs keep the identity they always had
+            strands = info.track_strands or track_strands(info.track_names)
+            self.check_gene_target(info.geometry, strands, info.track_names)
+            a = self.annotation
+            fields["genes"] = {
+                "name": a.name, "sha256": a.sha256, "format": a.format,
+                "target": [{"chrom": g.chrom, "gene_id": g.gene_id, "gene_name": g.gene_name, "strand": g.strand}
+                           for g in self.target_genes.values()],
+                "track_strands": list(strands),
+            }
+        return fields
+
+    def check_gene_target(self, geometry: Geometry, strands: tuple[str, ...], names: tuple[str, ...]) -> None:
+        """One line for a gene target that is empty somewhere: a region whose window's output misses every exon of
+        the gene, or a gene strand none of the selected tracks is on (nor unstranded)."""
+        name = target_gene(self.options.target)
+        for gene in self.target_genes.values():
+            if not tracks_on_strand(gene.strand, strands).any():
+                raise ValueError(f"--target gene:{name}: {gene.gene_id} is on the {gene.strand} strand and none of "
+                                 f"the selected tracks ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}) "
+                                 "is on it or unstranded")
+        for r in self.regions:
+            gene = self.target_genes[r.chrom]
+            if not gene_bins(geometry, gene, r.centre).any():
+                o = window_origin(r.centre, geometry)
+                raise ValueError(f"--target gene:{name}: no exon of {gene.gene_id} ({r.chrom}:{gene.start}-{gene.end})"
+                                 f" lies in the output of region {r.label}'s window, [{o}, {o + geometry.output_span})"
+                                 f" on {r.chrom}")
 
     def totals(self, identity: Mapping, parts: list[AttributionPart]) -> dict:
         return {"parts": len(parts), "units": len(self.regions),
                 "positions": sum(r.end - r.start for r in self.regions)}
+
+    def notes(self) -> tuple[str, ...]:
+        if self.annotation is None:
+            return ()
+        genes = ", ".join(f"{g.gene_id} ({g.gene_name}) on {g.chrom} ({g.strand})" for g in self.target_genes.values())
+        return (f"target gene from {self.annotation.name}: {genes}",)
 
 
 def attribute(config: AttributionConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
@@ -321,10 +430,11 @@ class AttributionKind:
     help = "which bases drive a prediction: input x gradient and hypothetical contributions over regions"
     description = (
         f"For each region [s, e) (at most {MAX_REGION_BP:,} bp), one model input centred on m = (s + e) // 2; the "
-        "target f = sum over bins B of the mean over --tracks of the prediction (B: the centre bin, or with "
-        "--target region the bins overlapping the region; --log: ln(1 + f)), differentiated through --rc/--shifts "
-        "and replicate ensembles. Rows: region, pos (1-based), ref, attr (input x gradient), hyp_a..hyp_t "
-        "(gradient minus its mean over the four bases: TF-MoDISco's hypothetical contributions), float32. "
+        "target f = sum over bins B of the mean over --tracks of the prediction (B: the centre bin, with "
+        "--target region the bins overlapping the region, with --target gene:NAME --genes GTF the gene's exon bins, "
+        "averaged over the tracks of its strand and the unstranded ones; --log: ln(1 + f)), differentiated through "
+        "--rc/--shifts and replicate ensembles. Rows: region, pos (1-based), ref, attr (input x gradient), "
+        "hyp_a..hyp_t (gradient minus its mean over the four bases: TF-MoDISco's hypothetical contributions), float32. "
         "--precision auto means fp32 here. Re-running resumes; export with export-attributions."
     )
     validate_inputs: Mapping[str, str] = {}
@@ -334,7 +444,10 @@ class AttributionKind:
         parser.add_argument("regions", help="chr:start-end (0-based half-open, commas allowed) or a BED file/URL")
         add_model_arguments(parser)
         parser.add_argument("--target", default="center", help="center: the centre output bin; region: the bins "
-                            "overlapping the region")
+                            "overlapping the region; gene:NAME (a gene_id or gene_name of --genes): the gene's exon "
+                            "bins, on the tracks of its strand and the unstranded ones")
+        parser.add_argument("--genes", default=None, metavar="GTF",
+                            help="gene models for --target gene:NAME: GTF or GFF3, plain or gzip; path or fsspec URL")
         parser.add_argument("--log", action="store_true", help="differentiate ln(1 + target)")
         parser.add_argument("--checkpoint", default="auto", choices=CHECKPOINT_MODES,
                             help="activation checkpointing per augmentation pass; auto: only where one window "
@@ -343,7 +456,7 @@ class AttributionKind:
 
     def config_from_args(self, args: argparse.Namespace) -> AttributionConfig:
         return AttributionConfig(fasta=args.fasta, regions=args.regions, target=args.target, log=args.log,
-                                 checkpoint=args.checkpoint, regions_per_part=args.regions_per_part,
+                                 genes=args.genes, checkpoint=args.checkpoint, regions_per_part=args.regions_per_part,
                                  **run_options(args))
 
     def run(self, config: AttributionConfig, on_part: Callable[[PartRecord], None] | None = None) -> RunSummary:
