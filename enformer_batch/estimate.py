@@ -6,6 +6,12 @@ uses (``kinds.atlas.select_bins`` and ``windows.plan_chromosome`` over the FASTA
 output bytes, GPU-hours and cost are estimates from a few measured or published figures kept here, each
 labelled with where it comes from and each overridable. No model weights are loaded: the track count
 comes from the checkpoint's ``config.json`` (and its ``targets_<head>.txt`` for named track selections).
+
+Gene and variant runs (``plan_genes``, ``plan_variants``) count windows as those runs do: one per gene of the
+annotation, streamed once by ``annotation.read_annotation`` (after ``--gene-types``, on the FASTA's
+chromosomes); per part of a VCF, one reference per distinct position and one alternate per allele, the VCF
+streamed once. ``--genes`` with a VCF adds no window (gene sums are reduced on the device); its extra rows
+are not counted, and the plan says so.
 """
 
 from __future__ import annotations
