@@ -137,8 +137,9 @@ def main() -> None:
     ray.shutdown()
 
     n = len(naive_sad)
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\n{n} variants ({args.variants} requested), demo model, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}\n")
+          f"torch {torch.__version__}, load average at the end {load}\n")
     print("| run | seconds | variants/s | model inputs per variant | vs naive |")
     print("|---|---|---|---|---|")
     print(f"| naive loop (enformer-pytorch, batch 1) | {naive_s:.1f} | {n / naive_s:.2f} | 2.00 | 1.00x |")
