@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from _gtf import write_gtf  # noqa: E402  (benchmarks/, the script's own directory)
 
 INPUT = 196_608
 ONEHOT = np.zeros((256, 4), np.float32)
@@ -58,22 +59,6 @@ def write_vcf(path: str, fasta: str, n: int, seed: int = 0) -> None:
             alts = alts[: n - written]
             lines.append(f"chr1\t{pos}\t.\t{ref}\t{','.join(alts)}\t.\t.\t.")
             written += len(alts)
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def write_gtf(path: str, length: int, seed: int = 0) -> None:
-    """Two-transcript genes every 15 kb, three or four exons each, either strand."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for k, start in enumerate(range(20_000, length - 20_000, 15_000)):
-        strand = "+-"[int(rng.integers(2))]
-        for t in range(2):
-            pos = start + int(rng.integers(0, 500))
-            for _ in range(int(rng.integers(3, 5))):
-                end = pos + int(rng.integers(80, 300))
-                lines.append(f'chr1\tbench\texon\t{pos}\t{end}\t.\t{strand}\t.\tgene_id "G{k}"; '
-                             f'transcript_id "G{k}.{t}"; gene_name "GENE{k}"; gene_type "protein_coding";')
-                pos = end + int(rng.integers(500, 3_000))
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -152,8 +137,9 @@ def main() -> None:
     ray.shutdown()
 
     n = len(naive_sad)
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\n{n} variants ({args.variants} requested), demo model, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}\n")
+          f"torch {torch.__version__}, load average at the end {load}\n")
     print("| run | seconds | variants/s | model inputs per variant | vs naive |")
     print("|---|---|---|---|---|")
     print(f"| naive loop (enformer-pytorch, batch 1) | {naive_s:.1f} | {n / naive_s:.2f} | 2.00 | 1.00x |")

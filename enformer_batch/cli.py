@@ -9,7 +9,8 @@ Commands:
 * checking and reading outputs: ``validate`` (any kind), ``query``, ``export-bigwig``, ``plot`` (atlases),
   ``plot-mutagenesis`` (a mutagenesis table), ``plot-edit`` (one edit, computed here), ``export-attributions``
   (TF-MoDISco arrays, a bigWig) and ``plot-attribution`` (a sequence logo) of an attribution output;
-* ``tracks`` (a model's tracks) and ``plan`` (a dry run: size, GPU-hours and cost of an atlas).
+* ``tracks`` (a model's tracks) and ``plan`` (a dry run: size, GPU-hours and cost of an atlas, a
+  ``predict-genes`` run or a ``score-variants`` run).
 * ``serve`` (a web page and JSON API over warm model replicas: edits, mutagenesis, atlas lookups).
 
 Errors a user can fix (bad input, an ``--out`` holding another run, a failed part) print one line naming
@@ -175,12 +176,18 @@ def _add_atlas_access(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    """``plan``: the dry-run cost of an atlas (``enformer_batch.estimate``)."""
+    """``plan``: the dry-run cost of an atlas, a predict-genes run or a score-variants run
+    (``enformer_batch.estimate``)."""
     pl = sub.add_parser("plan", help="dry run: windows, bins, output size, GPU-hours and cost of a run",
                         description="Tile FASTA exactly as predict would (no model weights loaded, no Ray) "
                         "and estimate the atlas size and the GPU time and cost on a named GPU type. "
-                        "Throughput and prices are labelled estimates; override them with measured or quoted "
-                        "figures.",
+                        "With --genes GTF: the predict-genes run instead (the annotation streamed once; one "
+                        "window per gene after --gene-types). With --vcf VCF: the score-variants run (the VCF "
+                        "streamed once; per part one reference per distinct position plus one alternate per "
+                        "allele), with --genes too the score-variants --genes run, whose windows are the same "
+                        "(gene sums are taken on the device; its rows, one per allele and gene in range, are "
+                        "not counted). Throughput and prices are labelled estimates; override them with "
+                        "measured or quoted figures.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pl.add_argument("fasta", help="genome path or URL in any form predict takes, or a .fai / chrom.sizes file")
     pl.add_argument("--model", default=None, help="'enformer' (the default: the full-size official heads, human "
@@ -192,7 +199,17 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--stride", type=int, default=None, help="bp between windows (default: the output span)")
     pl.add_argument("--regions", default=None, help="BED file: only bins overlapping these intervals")
     pl.add_argument("--chroms", type=str_list, default=None, help="comma-separated chromosomes (all)")
-    pl.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored value type")
+    pl.add_argument("--dtype", default=None, choices=["float16", "float32"],
+                    help="stored value type of an atlas (float16 if not given; gene and variant tables hold "
+                    "float32)")
+    pl.add_argument("--genes", default=None, metavar="GTF", help="GTF/GFF3 (path or URL, gzip or not): plan "
+                    "predict-genes FASTA GTF, or with --vcf score-variants --genes GTF")
+    pl.add_argument("--gene-types", type=str_list, default=None, metavar="LIST",
+                    help="with --genes: keep only genes of these gene_type/gene_biotype values")
+    pl.add_argument("--vcf", default=None, help="VCF (path or URL, gzip or not): plan score-variants VCF "
+                    "--fasta FASTA")
+    pl.add_argument("--scores", type=str_list, default=None, help="with --vcf: the scores asked for (the "
+                    "value columns per row; default sad, or logsed with --genes)")
     pl.add_argument("--rc", action="store_true", help="reverse-complement averaging (2 passes per window)")
     pl.add_argument("--shifts", type=int_list, default=(0,), help="input shifts (one pass each)")
     pl.add_argument("--gpu", default="A100", help="GPU type for the default throughput/price figures "
@@ -345,17 +362,35 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .estimate import gpu_table, plan_run
+    from .estimate import gpu_table, plan_genes, plan_run, plan_variants
 
     if args.list_gpus:
         print(gpu_table())
         return 0
-    plan = plan_run(
-        args.fasta, stride=args.stride, chroms=args.chroms, regions=args.regions, model=args.model or "enformer",
-        head=args.head, tracks=args.tracks, n_tracks=args.n_tracks, dtype=args.dtype, rc=args.rc,
-        shifts=args.shifts, gpu=args.gpu, windows_per_second=args.windows_per_second,
-        price_per_hour=args.price_per_hour, storage_options=dict(args.storage_option),
-    )
+    common = dict(model=args.model or "enformer", head=args.head, tracks=args.tracks, n_tracks=args.n_tracks,
+                  rc=args.rc, shifts=args.shifts, gpu=args.gpu, windows_per_second=args.windows_per_second,
+                  price_per_hour=args.price_per_hour, storage_options=dict(args.storage_option))
+    if args.genes is None and args.vcf is None:
+        given = [flag for flag, value in (("--gene-types", args.gene_types), ("--scores", args.scores)) if value]
+        if given:
+            raise ValueError(f"plan: {', '.join(given)} need --genes or --vcf")
+        plan = plan_run(args.fasta, stride=args.stride, chroms=args.chroms, regions=args.regions,
+                        dtype=args.dtype or "float16", **common)
+    else:
+        given = [flag for flag, value in (("--stride", args.stride), ("--regions", args.regions),
+                                          ("--chroms", args.chroms), ("--dtype", args.dtype)) if value]
+        if given:
+            raise ValueError(f"plan: {', '.join(given)}: atlas options, not for a "
+                             f"{'score-variants' if args.vcf else 'predict-genes'} plan")
+        if args.vcf is None:
+            if args.scores:
+                raise ValueError("plan: --scores needs --vcf (predict-genes writes TSS and exon sums)")
+            plan = plan_genes(args.fasta, args.genes, gene_types=args.gene_types, **common)
+        else:
+            if args.gene_types and args.genes is None:
+                raise ValueError("plan: --gene-types needs --genes")
+            plan = plan_variants(args.fasta, args.vcf, genes=args.genes, gene_types=args.gene_types,
+                                 scores=args.scores, **common)
     print(plan)
     if args.model is None:
         print("(no --model: planned for the full-size Enformer; --model demo|PATH plans for another checkpoint)")

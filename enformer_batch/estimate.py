@@ -6,6 +6,12 @@ uses (``kinds.atlas.select_bins`` and ``windows.plan_chromosome`` over the FASTA
 output bytes, GPU-hours and cost are estimates from a few measured or published figures kept here, each
 labelled with where it comes from and each overridable. No model weights are loaded: the track count
 comes from the checkpoint's ``config.json`` (and its ``targets_<head>.txt`` for named track selections).
+
+Gene and variant runs (``plan_genes``, ``plan_variants``) count windows as those runs do: one per gene of the
+annotation, streamed once by ``annotation.read_annotation`` (after ``--gene-types``, on the FASTA's
+chromosomes); per part of a VCF, one reference per distinct position and one alternate per allele, the VCF
+streamed once. ``--genes`` with a VCF adds no window (gene sums are reduced on the device); its extra rows
+are not counted, and the plan says so.
 """
 
 from __future__ import annotations
@@ -280,18 +286,8 @@ def plan_run(
 
     if dtype not in VALUE_BYTES:
         raise ValueError(f"--dtype must be one of {', '.join(VALUE_BYTES)}, got {dtype!r}")
-    if gpu not in GPU_PROFILES and (windows_per_second is None or price_per_hour is None):
-        raise ValueError(f"--gpu {gpu!r} has no default figures (known: {', '.join(GPU_PROFILES)}); "
-                         "give --windows-per-second and --price-per-hour")
-    if n_tracks is not None:
-        if n_tracks < 1:
-            raise ValueError(f"--n-tracks must be at least 1, got {n_tracks}")
-        geometry, _ = model_tracks(model, head, None, storage_options)
-    else:
-        geometry, n_tracks = model_tracks(model, head, tracks, storage_options)
-    summary = describe_model(model, storage_options)
-    family = FAMILIES[summary.family]
-    tflop = family.tflop_per_window
+    _check_gpu(gpu, windows_per_second, price_per_hour)
+    geometry, n_tracks, summary = _model_plan(model, head, tracks, n_tracks, storage_options)
     stride = geometry.output_span if stride is None else stride
     geometry.check_stride(stride)
     lengths = read_lengths(fasta, storage_options)
@@ -304,30 +300,14 @@ def plan_run(
         parts = plan_chromosome(chrom, lengths[chrom], geometry, stride, per_part, bins)
         chrom_plans.append(ChromPlan(chrom, lengths[chrom], sum(p.units for p in parts),
                                      sum(p.n_rows for p in parts), len(parts)))
-    profile = GPU_PROFILES.get(gpu)
-    if windows_per_second is not None:
-        if windows_per_second <= 0:
-            raise ValueError("--windows-per-second must be positive")
-        source = "throughput: given"
-    else:
-        assert profile is not None
-        utilisation = family.utilisation
-        windows_per_second = profile.windows_per_second_at(tflop, utilisation)
-        source = (f"throughput ESTIMATE: {profile.peak_bf16_tflops:g} TFLOP/s bf16 peak × "
-                  f"{utilisation:.0%} (measured on an H200, compiled) / {tflop} TFLOP per "
-                  f"{family.display_name} window (the published model's size)")
-    if price_per_hour is None:
-        assert profile is not None
-        price_per_hour = profile.price_per_gpu_hour
-        source += f"; price ESTIMATE: {profile.instance} on-demand list price per GPU"
-    passes = (2 if rc else 1) * max(1, len(shifts)) * summary.replicates
+    windows_per_second, price_per_hour, source = _rates(gpu, summary.family, windows_per_second, price_per_hour)
     return RunPlan(
-        fasta=os.path.basename(fasta.rstrip("/")) or fasta,
+        fasta=_name(fasta),
         geometry=geometry,
         stride=stride,
         tracks=n_tracks,
         dtype=dtype,
-        passes_per_window=passes,
+        passes_per_window=_passes(rc, shifts, summary),
         gpu=gpu,
         windows_per_second=windows_per_second,
         price_per_hour=price_per_hour,
@@ -337,6 +317,289 @@ def plan_run(
         family=summary.family,
         replicates=summary.replicates,
     )
+
+
+# --- gene and variant runs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChromUnits:
+    """One chromosome of a gene or variant run: its units (genes, or VCF alleles), model inputs and parts."""
+
+    chrom: str
+    units: int
+    windows: int  # model inputs: one per gene; per variant part, its distinct positions plus its alleles
+    parts: int
+    references: int = 0  # variants: the shared reference windows among ``windows``
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """What a ``predict-genes`` or ``score-variants`` run would compute, and its estimated bytes and GPU time.
+
+    ``rows`` is None where the table's row count cannot be known without the model's windows (one row per
+    allele and gene in range, with ``--genes``): the byte estimate is then that of one row per allele.
+    """
+
+    command: str  # "predict-genes" or "score-variants"
+    unit: str  # what ``units`` counts: "genes" or "alleles"
+    fasta: str
+    geometry: Geometry
+    tracks: int
+    values_per_row: int  # float32 value columns of a row
+    passes_per_window: int
+    gpu: str
+    windows_per_second: float
+    price_per_hour: float
+    throughput_source: str
+    chroms: tuple[ChromUnits, ...]
+    model: str
+    inputs: tuple[str, ...]  # one line per input file (and what the counts leave out)
+    rows: int | None
+
+    @property
+    def units(self) -> int:
+        return sum(c.units for c in self.chroms)
+
+    @property
+    def windows(self) -> int:
+        return sum(c.windows for c in self.chroms)
+
+    @property
+    def parts(self) -> int:
+        return sum(c.parts for c in self.chroms)
+
+    @property
+    def output_bytes(self) -> int:
+        rows = self.units if self.rows is None else self.rows
+        return estimate_bytes(rows, self.parts, self.values_per_row, "float32")
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.windows * self.passes_per_window / self.windows_per_second / 3600
+
+    @property
+    def cost(self) -> float:
+        return self.gpu_hours * self.price_per_hour
+
+    def __str__(self) -> str:
+        variants = self.command == "score-variants"
+        head = ("chrom", self.unit, *(("references", "alternates") if variants else ()), "windows", "parts")
+        rows = [head]
+        for c in (*self.chroms, ChromUnits("total", self.units, self.windows, self.parts,
+                                           sum(c.references for c in self.chroms))):
+            middle = (f"{c.references:,}", f"{c.windows - c.references:,}") if variants else ()
+            rows.append((c.chrom, f"{c.units:,}", *middle, f"{c.windows:,}", f"{c.parts:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        shown = rows if len(rows) <= 42 else rows[:21] + [("...",) + ("",) * (len(head) - 1)] + rows[-20:]
+        lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+                 for r in shown]
+        g = self.geometry
+        rows_line = (f"{self.rows:,} rows" if self.rows is not None
+                     else f"at least: {self.units:,} alleles, one row each; with --genes one row per allele and "
+                     "gene in range, not counted")
+        lines += [
+            "",
+            f"run              {self.command}",
+            f"FASTA            {self.fasta}",
+            *self.inputs,
+            f"model            {self.model}",
+            f"geometry         {g.input_length:,} bp in, {g.output_bins} bins of {g.bin_size} bp out",
+            f"tracks           {self.tracks:,}; {self.values_per_row:,} float32 values per row",
+            f"output (est.)    {human_bytes(self.output_bytes)} of Parquet ({rows_line})",
+            f"forward passes   {self.windows * self.passes_per_window:,} "
+            f"({self.passes_per_window} per window: reverse complement × shifts × replicates)",
+            f"GPU              {self.gpu}: {self.windows_per_second:.1f} windows/s per GPU",
+            *(f"                 {line}" for line in self.throughput_source.split("; ")),
+            f"GPU time (est.)  {self.gpu_hours:,.2f} GPU-hours ({self.gpu_hours * 60:,.1f} GPU-minutes)",
+            f"cost (est.)      ${self.cost:,.2f} at ${self.price_per_hour:.2f}/GPU-hour",
+        ]
+        return "\n".join(lines)
+
+
+def plan_genes(
+    fasta: str,
+    genes: str,
+    *,
+    gene_types: Sequence[str] | None = None,
+    model: str = "enformer",
+    head: str = "human",
+    tracks: str | None = None,
+    n_tracks: int | None = None,
+    rc: bool = False,
+    shifts: Sequence[int] = (0,),
+    gpu: str = "A100",
+    windows_per_second: float | None = None,
+    price_per_hour: float | None = None,
+    genes_per_part: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> UnitPlan:
+    """Plan a ``predict-genes`` run: one window per gene of the annotation on the FASTA's chromosomes (after
+    ``gene_types``), parts as the run cuts them; bytes, GPU time and cost estimated as for an atlas.
+
+    The annotation is streamed once (``annotation.read_annotation``, as the run reads it), so the gene count is
+    the run's own.
+    """
+    from .annotation import read_annotation
+    from .kinds.genes import DEFAULT_GENES_PER_PART
+
+    _check_gpu(gpu, windows_per_second, price_per_hour)
+    per_part = genes_per_part or DEFAULT_GENES_PER_PART
+    geometry, n_tracks, summary = _model_plan(model, head, tracks, n_tracks, storage_options)
+    lengths = read_lengths(fasta, storage_options)
+    annotation = read_annotation(genes, lengths, gene_types, storage_options)
+    chroms = tuple(ChromUnits(chrom, len(g), len(g), -(-len(g) // per_part)) for chrom, g in annotation.chroms.items())
+    rate, price, source = _rates(gpu, summary.family, windows_per_second, price_per_hour)
+    return UnitPlan(
+        command="predict-genes", unit="genes", fasta=_name(fasta), geometry=geometry, tracks=n_tracks,
+        values_per_row=2 * n_tracks, passes_per_window=_passes(rc, shifts, summary), gpu=gpu,
+        windows_per_second=rate, price_per_hour=price, throughput_source=source, chroms=chroms,
+        model=_describe_model(model, head, n_tracks),
+        inputs=tuple(f"{'genes' if i == 0 else '':<17}{line}" for i, line in enumerate(
+            [*annotation.summary(), "one window per gene, centred on its first TSS; one row per gene"])),
+        rows=annotation.genes,
+    )
+
+
+def plan_variants(
+    fasta: str,
+    vcf: str,
+    *,
+    genes: str | None = None,
+    gene_types: Sequence[str] | None = None,
+    scores: Sequence[str] | None = None,
+    model: str = "enformer",
+    head: str = "human",
+    tracks: str | None = None,
+    n_tracks: int | None = None,
+    rc: bool = False,
+    shifts: Sequence[int] = (0,),
+    gpu: str = "A100",
+    windows_per_second: float | None = None,
+    price_per_hour: float | None = None,
+    variants_per_part: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> UnitPlan:
+    """Plan a ``score-variants`` run (``--genes`` too): its model inputs are, in each part (``variants_per_part``
+    consecutive alleles of one chromosome), one reference per distinct position and one alternate per allele.
+
+    The VCF is streamed once, holding one part's positions per chromosome. Alleles on chromosomes the FASTA
+    lacks and symbolic ones are not computed; a REF that does not match the FASTA is found only by the run, so
+    those alleles are counted (an upper bound). ``--genes`` adds no window: each window's gene bins are built on
+    the host and summed on the device; it changes the rows (one per allele and gene in range), which are not
+    counted here, and the annotation is read once to count its genes.
+    """
+    from .annotation import read_annotation
+    from .gene_scores import DEFAULT_GENE_SCORES, GENE_SCORES
+    from .kinds.scoring import SCORES
+    from .kinds.variants import DEFAULT_VARIANTS_PER_PART
+    from .vcf import ChromMatcher, VcfDigest, read_rows
+
+    _check_gpu(gpu, windows_per_second, price_per_hour)
+    if scores is None:
+        scores = DEFAULT_GENE_SCORES if genes is not None else ("sad",)
+    allowed = (*GENE_SCORES, *SCORES) if genes is not None else SCORES
+    bad = [s for s in scores if s not in allowed] if scores else ["nothing"]
+    if bad:
+        raise ValueError(f"--scores takes a comma-separated subset of {','.join(allowed)}"
+                         f"{'' if genes is not None else ' (gene scores need --genes)'}; got {','.join(bad)}")
+    per_part = variants_per_part or DEFAULT_VARIANTS_PER_PART
+    geometry, n_tracks, summary = _model_plan(model, head, tracks, n_tracks, storage_options)
+    lengths = read_lengths(fasta, storage_options)
+    match = ChromMatcher(lengths)
+    counts: dict[str, list[int]] = {}  # chrom -> [alleles, references, computed alleles, parts]
+    positions: dict[str, set[int]] = {}  # chrom -> the distinct positions of its current part's computed alleles
+    symbolic = 0
+    digest = VcfDigest()
+    for row in read_rows(vcf, storage_options, digest):
+        chrom = match(row.chrom)
+        key = chrom if chrom is not None else row.chrom
+        count = counts.setdefault(key, [0, 0, 0, 0])
+        if count[0] % per_part == 0:  # this allele opens a part
+            count[3] += 1
+            positions[key] = set()
+        count[0] += 1
+        if chrom is None:
+            continue
+        if row.symbolic:
+            symbolic += 1
+            continue
+        count[2] += 1
+        if row.pos not in positions[key]:
+            positions[key].add(row.pos)
+            count[1] += 1
+    chroms = tuple(ChromUnits(c, n, refs + alts, parts, refs) for c, (n, refs, alts, parts) in counts.items())
+    unknown = sum(counts[c][0] for c in counts if c not in lengths)
+    inputs = [f"VCF              {_name(vcf)}: {sum(c.units for c in chroms):,} alleles; not computed: "
+              f"{unknown:,} on chromosomes the FASTA lacks, {symbolic:,} symbolic; REF mismatches (found by the "
+              "run) are counted: an upper bound"]
+    if genes is not None:
+        annotation = read_annotation(genes, lengths, gene_types, storage_options)
+        inputs += [f"{'genes' if i == 0 else '':<17}{line}" for i, line in enumerate(annotation.summary())]
+        inputs.append(f"{'':<17}--genes adds no window: each window's gene bins are built on the host and summed "
+                      "on the device (genes × tracks numbers per allele); the GPU time is that of the windows")
+    rate, price, source = _rates(gpu, summary.family, windows_per_second, price_per_hour)
+    if summary.family == "enformer" and summary.replicates == 1:
+        source += ("; an Enformer alternate recomputes only the conv tower near its change (full size, on a CPU: "
+                   "3.97x cheaper than a window, not measured on a GPU), counted here as a whole window: an "
+                   "upper bound")
+    return UnitPlan(
+        command="score-variants", unit="alleles", fasta=_name(fasta), geometry=geometry, tracks=n_tracks,
+        values_per_row=len(scores) * n_tracks, passes_per_window=_passes(rc, shifts, summary), gpu=gpu,
+        windows_per_second=rate, price_per_hour=price, throughput_source=source, chroms=chroms,
+        model=_describe_model(model, head, n_tracks), inputs=tuple(inputs),
+        rows=None if genes is not None else sum(c.units for c in chroms),
+    )
+
+
+def _passes(rc: bool, shifts: Sequence[int], summary: ModelSummary) -> int:
+    return (2 if rc else 1) * max(1, len(shifts)) * summary.replicates
+
+
+def _name(url: str) -> str:
+    return os.path.basename(url.rstrip("/")) or url
+
+
+def _check_gpu(gpu: str, windows_per_second: float | None, price_per_hour: float | None) -> None:
+    if gpu not in GPU_PROFILES and (windows_per_second is None or price_per_hour is None):
+        raise ValueError(f"--gpu {gpu!r} has no default figures (known: {', '.join(GPU_PROFILES)}); "
+                         "give --windows-per-second and --price-per-hour")
+
+
+def _model_plan(model: str, head: str, tracks: str | None, n_tracks: int | None,
+                storage_options: Mapping[str, str] | None) -> tuple[Geometry, int, ModelSummary]:
+    """Geometry, planned track count and summary of ``--model`` (``n_tracks`` overrides the selection's count)."""
+    if n_tracks is not None:
+        if n_tracks < 1:
+            raise ValueError(f"--n-tracks must be at least 1, got {n_tracks}")
+        geometry, _ = model_tracks(model, head, None, storage_options)
+    else:
+        geometry, n_tracks = model_tracks(model, head, tracks, storage_options)
+    return geometry, n_tracks, describe_model(model, storage_options)
+
+
+def _rates(gpu: str, family_name: str, windows_per_second: float | None, price_per_hour: float | None,
+           ) -> tuple[float, float, str]:
+    """Windows/s per GPU, $/GPU-hour and where each comes from: given, else the GPU profile at the family's
+    utilisation (measured on an H200) and its FLOPs per window, and the profile's list price."""
+    family = FAMILIES[family_name]
+    profile = GPU_PROFILES.get(gpu)
+    if windows_per_second is not None:
+        if windows_per_second <= 0:
+            raise ValueError("--windows-per-second must be positive")
+        source = "throughput: given"
+    else:
+        assert profile is not None
+        tflop, utilisation = family.tflop_per_window, family.utilisation
+        windows_per_second = profile.windows_per_second_at(tflop, utilisation)
+        source = (f"throughput ESTIMATE: {profile.peak_bf16_tflops:g} TFLOP/s bf16 peak × "
+                  f"{utilisation:.0%} (measured on an H200, compiled) / {tflop} TFLOP per "
+                  f"{family.display_name} window (the published model's size)")
+    if price_per_hour is None:
+        assert profile is not None
+        price_per_hour = profile.price_per_gpu_hour
+        source += f"; price ESTIMATE: {profile.instance} on-demand list price per GPU"
+    return windows_per_second, price_per_hour, source
 
 
 def _describe_model(model: str, head: str, n_tracks: int) -> str:

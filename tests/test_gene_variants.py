@@ -1,5 +1,6 @@
-"""``score-variants --genes``: gene scores of real model predictions against enformer-pytorch on independently
-built sequences and hand-built gene records; end to end on Ray (rows per allele × gene, no_gene, statuses),
+"""``score-variants --genes``: gene scores of real model predictions against enformer-pytorch, and of the demo
+Borzoi's stranded tracks with --rc --unsquash against borzoi-pytorch, on independently built sequences and
+hand-built gene records; end to end on Ray (rows per allele × gene, no_gene, statuses),
 validate --vcf --genes, resume after kill -9, the command line, and real 1000 Genomes variants against real
 GRCh37 chr20 gene models."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 
 import duckdb
 import numpy as np
@@ -188,6 +190,140 @@ def test_gene_scores_equal_a_direct_computation(oracle_model, vcf, test_fasta, g
                         assert abs(got - value) <= tolerance, (row.id, t["gene_id"], score, got, value)
                 checked += 1
     assert checked >= (5 if rc else 10)
+
+
+# --- the same for Borzoi: stranded CAGE/RNA tracks, --unsquash, against borzoi-pytorch --------------------
+
+
+def _annotated_borzoi_pytorch():
+    """borzoi-pytorch's AnnotatedBorzoi on the demo Borzoi's weights and track table: its network (narrow: the
+    fixed-width blocks swapped for narrower instances of its own block classes, as in tests/test_borzoi.py) and
+    its own undo of the squashed scale."""
+    import pandas as pd
+    from torch import nn
+
+    bp = pytest.importorskip("borzoi_pytorch")
+    from borzoi_pytorch.config_borzoi import BorzoiConfig as RefConfig
+    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
+
+    from enformer_batch.families import demo_checkpoint
+    from enformer_batch.loader import load_model
+
+    root = demo_checkpoint("demo-borzoi")
+    raw = json.loads((root / "config.json").read_text())
+    widths = ("stem_channels", "tower_channels", "final_channels", "architectures", "model_type")
+    ref = bp.AnnotatedBorzoi(RefConfig(**{k: v for k, v in raw.items() if k not in widths}),
+                             pd.read_table(root / "targets_human.txt"))
+    stem, tower, final = raw["stem_channels"], raw["tower_channels"], raw["final_channels"]
+    ref.conv_dna.conv_layer = nn.Conv1d(4, stem, 15, padding="same")
+    for i, (a, b) in enumerate(zip((stem, *tower[:-1]), tower)):
+        ref.res_tower[2 * i] = ConvBlock(a, b, 5)
+    ref.unet1[1] = ConvBlock(tower[-1], raw["dim"], 5)
+    ref.horizontal_conv0 = ConvBlock(tower[-1], raw["dim"], 1)
+    ref.final_joined_convs[0] = ConvBlock(raw["dim"], final, 1)
+    ref.human_head = nn.Conv1d(final, raw["human_tracks"], 1)
+    ref.mouse_head = nn.Conv1d(final, raw["mouse_tracks"], 1)
+    ref.load_state_dict(load_model("demo-borzoi").model.state_dict())
+    return ref.eval()
+
+
+def _borzoi_oracle(ref, seqs: list[str]) -> list[np.ndarray]:
+    """Each input's predictions ``[bins, tracks]`` (float64): averaged with the reverse complement (bins reversed,
+    each track read from its strand pair), then unsquashed by borzoi-pytorch."""
+    df = ref.tracks_df
+    pairs = df["strand_pair"].to_numpy()
+    x = torch.from_numpy(np.stack([onehot(s) for s in seqs])).transpose(1, 2)  # borzoi-pytorch: [batch, 4, L]
+    with torch.no_grad():
+        fwd = ref(x).double()  # [batch, tracks, bins]
+        rev = ref(x.flip(1).flip(2)).double().flip(2)[:, pairs]
+        squashed = (fwd + rev) / 2
+        # borzoi-pytorch unsquashes sense and unstranded tracks; the antisense tracks go through their pairs'
+        # parameters, which the demo table makes equal to their own (checked here).
+        sense, antisense = ref.sense_tracks.numpy(), ref.antisense_tracks.numpy()
+        for column in ("scale", "clip_soft", "sum_stat"):
+            assert list(df[column].iloc[sense]) == list(df[column].iloc[antisense])
+        unsquashed = torch.empty_like(squashed)
+        for tracks in (sense, antisense):
+            unsquashed[:, tracks] = ref._undo_squashed_scale(squashed[:, tracks].float()).double()
+    return [u.numpy().T for u in unsquashed]
+
+
+def _fast_bins(exons, tss, origin: int, bin_size: int, n_bins: int) -> tuple[list[int], list[int]]:
+    """B_g (the bins holding an exonic base) and T_g (bins within one of a TSS's bin), from the contract's words
+    base by base over the exons (tests/test_genes.py's oracle_bins scans bins, too slow at 6,144 of them)."""
+    b_g = {(p - origin) // bin_size for a, b in exons for p in range(a, b) if origin <= p < origin + n_bins * bin_size}
+    t_g = {b for t in tss for b in range((t - origin) // bin_size - 1, (t - origin) // bin_size + 2) if 0 <= b < n_bins}
+    return sorted(b_g), sorted(t_g)
+
+
+def test_borzoi_gene_scores_with_unsquash_and_rc_equal_borzoi_pytorch(test_fasta, gtf, genome, tmp_path):
+    """An SNV and a 4-bp deletion at one position (one shared reference window), scored by the demo Borzoi
+    with --rc --unsquash: every gene score of every (allele, gene, track) equals sums over hand-built bins of
+    borzoi-pytorch's predictions on independently written sequences; the strand rule nulls a + gene's - tracks
+    and a - gene's + tracks, and unstranded tracks score both."""
+    oracle = _annotated_borzoi_pytorch()
+    a = genome["chrA"]
+    pos = 25_050  # in an exon of G1 (+); G2 (-) and G3 (+, half outside) are in range of its window too
+    records = [("snv", a[pos - 1], _other(a[pos - 1])), ("del4", a[pos - 1 : pos + 4], a[pos - 1])]
+    vcf = tmp_path / "borzoi.vcf"
+    vcf.write_text(HEADER + "".join(f"chrA\t{pos}\t{i}\t{r}\t{alt}\t.\t.\t.\n" for i, r, alt in records))
+    scores = ("logsed", "sed", "tss", "logtss", "sad")
+    predictor = Predictor(InferenceSettings(model="demo-borzoi", rc=True, unsquash=True, batch_size=3,
+                                            dtype="float32"))
+    geometry = predictor.info.geometry
+    assert (geometry.input_length, geometry.bin_size, geometry.output_bins) == (524_288, 32, 6144)
+    lengths = FastaSource(test_fasta).lengths()
+    digest = scan(str(vcf), lengths)
+    planned = [VariantPart("chrA", 0, 2, lengths["chrA"])]
+    (part,) = with_genes(stream_parts(str(vcf), planned, lengths, digest), read_annotation(gtf, lengths),
+                         geometry, 1)
+    mode = VariantMode(FastaSource(test_fasta), geometry.input_length, scores, genes=True, geometry=geometry,
+                       tss_flank=1)
+    table = mode.table(part, mode.infer(predictor, part, mode.read(part)), predictor.info).to_pylist()
+
+    names = list(predictor.info.track_names)
+    assert names == list(oracle.tracks_df["identifier"])
+    strand_of = {n: n[-1] if n[-1] in "+-" else "" for n in names}
+    assert sorted(set(strand_of.values())) == ["", "+", "-"]
+    origin = pos - 1 - geometry.output_bins // 2 * geometry.bin_size
+    ref_seq, _ = variant_sequences(a, pos, "", "", length=geometry.input_length)
+    alt_seqs = [variant_sequences(a, pos, ref, alt, length=geometry.input_length)[1] for _, ref, alt in records]
+    R, *alts = _borzoi_oracle(oracle, [ref_seq, *alt_seqs])
+    checked = Counter()
+    for (rid, _, _), A in zip(records, alts):
+        rows = [t for t in table if t["id"] == rid]
+        assert [t["gene_id"] for t in rows] == ["G1", "G2", "G3"] and {t["status"] for t in rows} == {"ok"}
+        for t in rows:
+            _, _, _, strand, transcripts = GENES[t["gene_id"]]
+            exons = [(s - 1, e) for ex in transcripts.values() for s, e in ex]
+            tss = sorted({min(s for s, _ in ex) - 1 if strand == "+" else max(e for _, e in ex) - 1
+                          for ex in transcripts.values()})
+            b_g, t_g = _fast_bins(exons, tss, origin, geometry.bin_size, geometry.output_bins)
+            assert b_g and t_g and t["gene_strand"] == strand
+            nearest = min((pos - 1 - x for x in tss), key=lambda v: (abs(v), -v))
+            assert t["tss_distance"] == (nearest if strand == "+" else -nearest)
+            for k, name in enumerate(names):
+                every = list(range(geometry.output_bins))
+                want = {  # score: (value, the bins summed)
+                    "sed": ((A[b_g, k] - R[b_g, k]).sum(), b_g),
+                    "logsed": (np.log2(A[b_g, k].sum() + 1) - np.log2(R[b_g, k].sum() + 1), b_g),
+                    "tss": ((A[t_g, k] - R[t_g, k]).sum(), t_g),
+                    "logtss": (np.log2(A[t_g, k].sum() + 1) - np.log2(R[t_g, k].sum() + 1), t_g),
+                    "sad": ((A[:, k] - R[:, k]).sum(), every),
+                }
+                for score, (value, bins) in want.items():
+                    got = t[f"{score}:{name}"]
+                    if score != "sad" and strand_of[name] not in ("", strand):
+                        assert got is None, (rid, t["gene_id"], score, name)
+                        checked["null"] += 1
+                        continue
+                    signal = 1.0 if score.startswith("log") else np.abs(R[bins, k]).sum()
+                    tolerance = 1e-4 * abs(value) + 1e-5 * signal
+                    assert got is not None and abs(got - value) <= tolerance, (rid, t["gene_id"], score, name,
+                                                                               got, value)
+                    checked[strand_of[name] or "unstranded"] += 1
+    # Both alleles × 3 genes × 4 gene scores: 4 unstranded tracks always, 4 of the 8 stranded ones, 4 null.
+    assert checked["null"] == 2 * 3 * 4 * 4 and checked["unstranded"] == 2 * 3 * 5 * 4
 
 
 # --- end to end on Ray ------------------------------------------------------------------------------------
