@@ -607,53 +607,12 @@ def _start_replicas(options: RunOptions, settings: InferenceSettings, store: Out
 
 def _run_with_pool(job: Job, store: OutputStore, on_part, t0: float, previous: Mapping | None,
                    settings: InferenceSettings, layout: WorkerLayout, pool: _WorkerPool | None) -> RunSummary:
-    import ray
-
     options = job.options
-    if pool is not None:
-        info = pool.describe(options.replica_patience_s)
-    else:
-        # A resumed run may have nothing left to compute: describe the model in a (CPU) task, start no replica
-        # yet.
-        recorded = ((previous or {}).get("identity") or {}).get("precision")
-        if settings.precision == "auto" and recorded in ("fp32", "bf16", "fp16"):
-            # --precision auto resumes at the precision the atlas was started with, whatever device resumes it.
-            settings = dataclasses.replace(settings, precision=recorded)
-        stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
-        describe = ray.remote(describe_model).options(num_cpus=1, max_retries=0)
-        try:
-            info = ray.get(describe.remote(settings))
-        except ray.exceptions.RayTaskError as e:
-            raise _remote_error(e) from None
-    # Replicas started from here on run what the run records: these weights (they refuse others), this precision.
-    settings = dataclasses.replace(settings, weights_sha256=info.weights_sha256, precision=info.precision)
+    info, settings = _model_info(options, settings, previous, pool)
     plan = job.plan(info, previous)
-    committed = _resumable_parts(options, store, previous, plan.identity)
-    if committed:
-        if iter(plan.parts) is plan.parts:  # an iterator would be spent by the check: a kind's bug, not the user's
-            raise TypeError("JobPlan.parts must be re-iterable (a streamed plan re-streams its input when iterated)")
-        try:  # refuse a FASTA whose bases differ under committed parts, of every kind (--overwrite: start over)
-            verify_genome(options.out, committed, plan.parts, lambda p: store.part_relpath(p.chrom, p.name),
-                          job.mode)
-        except GenomeMismatch:
-            if not options.overwrite:
-                raise
-            store.remove_all()
-            committed = {}
+    committed = _committed_parts(job, store, plan, previous)
     store.clear_success()
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        **({"kind": plan.kind} if plan.kind else {}),  # not in the identity: earlier runs of every kind resume
-        "engine_version": __version__,  # informational; resume compares the identity's numerics_version
-        "identity": plan.identity,
-        "run": identity_digest(plan.identity),
-        # How the first replica ran the model (informational: batch size and device do not change values).
-        "resolved": {"precision": info.precision, "batch_size": info.batch_size, "device": info.device,
-                     "compiled": info.compiled},
-        "status": "running",
-        "totals": plan.totals,
-        "parts": manifest_parts(committed),
-    }
+    manifest = _new_manifest(plan, info, committed)
     store.write_manifest(manifest)
     resumed = len(committed)
 
@@ -713,13 +672,7 @@ def _run_with_pool(job: Job, store: OutputStore, on_part, t0: float, previous: M
         progress.close()
         if pool is not None:
             pool.shutdown()  # before the late-write check below: no replica may publish after it
-    _, changed = store.intact_parts(committed)  # a late write landed during the run: not complete
-    if changed:
-        for path in changed:
-            del committed[path]
-        save()
-        raise RunError(f"{len(changed)} committed part(s) changed after their commit ({next(iter(changed))}: "
-                       f"{next(iter(changed.values()))}); re-run the same command to recompute them")
+    _drop_late_writes(store, committed, save)
     save("complete")
     store.mark_success()
     return RunSummary(
@@ -735,6 +688,76 @@ def _run_with_pool(job: Job, store: OutputStore, on_part, t0: float, previous: M
         counts=dict(counts),
         notes=plan.notes,
     )
+
+
+def _model_info(options: RunOptions, settings: InferenceSettings, previous: Mapping | None,
+                pool: _WorkerPool | None) -> tuple[ModelInfo, InferenceSettings]:
+    """What the model is (from the first replica, or from a one-off task on a resume), and the settings every
+    replica started from here on runs with: these weights (they refuse others), this precision."""
+    import ray
+
+    if pool is not None:
+        info = pool.describe(options.replica_patience_s)
+    else:
+        # A resumed run may have nothing left to compute: describe the model in a (CPU) task, start no replica
+        # yet.
+        recorded = ((previous or {}).get("identity") or {}).get("precision")
+        if settings.precision == "auto" and recorded in ("fp32", "bf16", "fp16"):
+            # --precision auto resumes at the precision the atlas was started with, whatever device resumes it.
+            settings = dataclasses.replace(settings, precision=recorded)
+        stage(options, f"loading the model ({options.model}) once to read its geometry and tracks")
+        describe = ray.remote(describe_model).options(num_cpus=1, max_retries=0)
+        try:
+            info = ray.get(describe.remote(settings))
+        except ray.exceptions.RayTaskError as e:
+            raise _remote_error(e) from None
+    return info, dataclasses.replace(settings, weights_sha256=info.weights_sha256, precision=info.precision)
+
+
+def _committed_parts(job: Job, store: OutputStore, plan: JobPlan, previous: Mapping | None) -> dict:
+    """The earlier run's parts this run keeps: same identity, intact files, and the same bases under them."""
+    options = job.options
+    committed = _resumable_parts(options, store, previous, plan.identity)
+    if not committed:
+        return committed
+    if iter(plan.parts) is plan.parts:  # an iterator would be spent by the check: a kind's bug, not the user's
+        raise TypeError("JobPlan.parts must be re-iterable (a streamed plan re-streams its input when iterated)")
+    try:  # refuse a FASTA whose bases differ under committed parts, of every kind (--overwrite: start over)
+        verify_genome(options.out, committed, plan.parts, lambda p: store.part_relpath(p.chrom, p.name), job.mode)
+    except GenomeMismatch:
+        if not options.overwrite:
+            raise
+        store.remove_all()
+        return {}
+    return committed
+
+
+def _new_manifest(plan: JobPlan, info: ModelInfo, committed: Mapping[str, PartRecord]) -> dict:
+    return {
+        "format": MANIFEST_FORMAT,
+        **({"kind": plan.kind} if plan.kind else {}),  # not in the identity: earlier runs of every kind resume
+        "engine_version": __version__,  # informational; resume compares the identity's numerics_version
+        "identity": plan.identity,
+        "run": identity_digest(plan.identity),
+        # How the first replica ran the model (informational: batch size and device do not change values).
+        "resolved": {"precision": info.precision, "batch_size": info.batch_size, "device": info.device,
+                     "compiled": info.compiled},
+        "status": "running",
+        "totals": plan.totals,
+        "parts": manifest_parts(committed),
+    }
+
+
+def _drop_late_writes(store: OutputStore, committed: dict, save: Callable[[], None]) -> None:
+    """A part rewritten after its commit (a late write that landed during the run) leaves the run incomplete."""
+    _, changed = store.intact_parts(committed)
+    if not changed:
+        return
+    for path in changed:
+        del committed[path]
+    save()
+    raise RunError(f"{len(changed)} committed part(s) changed after their commit ({next(iter(changed))}: "
+                   f"{next(iter(changed.values()))}); re-run the same command to recompute them")
 
 
 def _resumable_parts(options: RunOptions, store: OutputStore, previous: Mapping | None, identity: Mapping):
