@@ -553,7 +553,7 @@ class VariantsKind:
     name = "variants"
     command = "score-variants"
     config = VariantConfig
-    help = "score every ALT allele of a VCF: reference vs alternate predictions, per track"
+    help = "score every ALT allele of a VCF: reference vs alternate predictions, per track (and per gene with --genes)"
     description = (
         "Centre the model's input on each variant (its first base at input position input_length/2), predict "
         "the reference and the alternate sequence (indels shift the right flank; bins are not re-aligned), and "
@@ -561,7 +561,10 @@ class VariantsKind:
         "(ok, n_at_variant, ref_mismatch, symbolic, unknown_chrom), then float32 columns <score>:<track>. "
         "Scores: sad = sum over bins of (alt - ref); logsad = log2(sum alt + 1) - log2(sum ref + 1); "
         "l2 = sqrt(sum (alt - ref)^2); center = alt - ref at the middle output bin (the variant's). Alleles at "
-        "one position share one reference prediction. Re-running the same command resumes."
+        "one position share one reference prediction. With --genes: one row per allele and gene in range "
+        "(gene_id, gene_name, gene_strand, tss_distance after status; status no_gene when none is), "
+        "sed/logsed over the gene's exon bins and tss/logtss over its TSS bins, on the tracks of its strand "
+        "and unstranded ones (docs/contract.md, Genes). Re-running the same command resumes."
     )
     validate_inputs = {
         "vcf": "variant tables: check that every row of this VCF (one per ALT) appears exactly once",
