@@ -242,7 +242,7 @@ def _open_binary(url: str, storage_options: Mapping[str, str] | None) -> io.Buff
 
 
 def _format_from_name(url: str) -> str | None:
-    name = os.path.basename(url.split("::")[0].rstrip("/")).lower()
+    name = os.path.basename(url.split("::")[-1].rstrip("/")).lower()
     for ending in (".gz", ".bgz"):
         name = name.removesuffix(ending)
     if name.endswith(".gtf"):
@@ -608,7 +608,7 @@ def _assemble(url: str, b: _Builder, lengths: Mapping[str, int] | None, fmt: str
         rank = {name: i for i, name in enumerate(lengths)}
         chroms = dict(sorted(chroms.items(), key=lambda kv: rank[kv[0]]))
     return Annotation(
-        name=os.path.basename(url.split("::")[0].rstrip("/")), sha256=sha256, format=fmt, chroms=chroms,
+        name=os.path.basename(url.split("::")[-1].rstrip("/")), sha256=sha256, format=fmt, chroms=chroms,
         lines=lines, exon_lines=exon_lines, unknown=unknown, renamed=dict(match.renamed) if match else {},
     )
 

@@ -121,7 +121,7 @@ class FastaSource:
     @property
     def file_name(self) -> str:
         # In a chained URL (zip://genome.fa::s3://bucket/archive.zip) the genome is the first link.
-        return os.path.basename(self.url.split("::")[0].rstrip("/"))
+        return os.path.basename(self.url.split("::")[-1].rstrip("/"))
 
     @property
     def name(self) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -195,6 +196,26 @@ def test_without_genes_there_are_no_gene_effects(test_fasta):
         assert status == 400 and "--genes" in answer["error"]
         status, answer = call(s, "/api/edit", edit_body(EDITS[0], gene_scores=["logsed"]))
         assert status == 400 and "--genes" in answer["error"]
+
+
+def test_the_model_options_of_the_batch_commands_reach_the_replicas(test_fasta):
+    """--unsquash and --n-encoding, as score-variants and edits take them: without them a Borzoi server's gene
+    effects would be on another scale than the batch table's."""
+    import argparse
+
+    from enformer_batch.serve import add_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = options_from_args(parser.parse_args([test_fasta, "--unsquash", "--n-encoding", "uniform", "--rc"]))
+    settings = options.settings()
+    assert (settings.unsquash, settings.n_encoding, settings.rc) == (True, "uniform", True)
+    assert options_from_args(parser.parse_args([test_fasta])).settings().unsquash is False
+    options = dataclasses.replace(options, model="sim:rate=1000,tracks=2", unsquash=False, port=0)
+    with Server(options) as s:
+        assert s.app.replicas.predictors[0].settings.n_encoding == "uniform"
+        assert call(s, "/api/tracks")[1]["options"] == {"rc": True, "shifts": [0], "unsquash": False,
+                                                        "n_encoding": "uniform"}
 
 
 def test_gene_options_are_checked_before_the_model_loads(test_fasta, tmp_path, capsys):

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute precision (auto: bf16 on GPUs that have it, fp32 elsewhere)")
     parser.add_argument("--rc", action="store_true", help="average with the reverse-complement prediction")
     parser.add_argument("--shifts", default="0", help="average over these input shifts (bp), comma-separated")
+    parser.add_argument("--unsquash", action="store_true", help="Borzoi: undo the squashed target scale before "
+                        "scoring, as the batch commands' --unsquash does (give the same flag to compare)")
+    parser.add_argument("--n-encoding", default="zeros", choices=["zeros", "uniform"],
+                        help="one-hot of N (as for the batch commands)")
     parser.add_argument("--queue", type=int, default=16, help="requests that may wait for a replica; past it, 429")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
@@ -92,7 +96,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     return ServeOptions(
         fasta=args.fasta, model=args.model, head=args.head, tracks=args.tracks, atlas=args.atlas, host=args.host,
         port=args.port, token=args.token, batch_size=args.batch_size, precision=args.precision, rc=args.rc,
-        shifts=shifts or (0,), queue_length=args.queue, threads=args.threads,
+        shifts=shifts or (0,), unsquash=args.unsquash, n_encoding=args.n_encoding, queue_length=args.queue,
+        threads=args.threads,
         storage_options={k: v for k, _, v in pairs}, genes=args.genes, tss_flank=args.tss_flank,
         gene_types=parse_gene_types(args.gene_types),
     )

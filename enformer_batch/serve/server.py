@@ -92,6 +92,8 @@ class ServeOptions:
     precision: str = "auto"
     rc: bool = False
     shifts: tuple[int, ...] = (0,)
+    unsquash: bool = False  # Borzoi: scores on the coverage scale, as score-variants/edits --unsquash give them
+    n_encoding: str = "zeros"
     devices: tuple[str, ...] = ()  # empty: every CUDA device, else the CPU
     queue_length: int = 16
     threads: int | None = None  # torch threads (CPU); None: torch's default
@@ -104,6 +106,7 @@ class ServeOptions:
         """The inference settings a batch ``edits`` run with the same options uses (float32, as its scores)."""
         return InferenceSettings(model=self.model, head=self.head, tracks=self.tracks, precision=self.precision,
                                  rc=self.rc, shifts=tuple(self.shifts), batch_size=self.batch_size,
+                                 unsquash=self.unsquash, n_encoding=self.n_encoding,
                                  dtype="float32", storage_options=dict(self.storage_options))
 
 
@@ -262,6 +265,8 @@ class App:
             "model": self.info.model_id, "head": self.info.head, "family": self.info.family,
             "tracks": [{"name": n, "description": d} for n, d in zip(self.track_names, self.info.track_descriptions)],
             "scores": list(SCORES), "chromosomes": self.lengths, "atlas": self.atlas is not None,
+            "options": {"rc": self.options.rc, "shifts": list(self.options.shifts),
+                        "unsquash": self.options.unsquash, "n_encoding": self.options.n_encoding},
             "genes": None if self.annotation is None else {
                 "annotation": self.annotation.name, "genes": self.annotation.genes,
                 "tss_flank": self.options.tss_flank, "scores": list(GENE_SCORES)},
