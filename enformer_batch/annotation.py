@@ -188,6 +188,19 @@ class Annotation:
         for genes in self.chroms.values():
             yield from genes
 
+    def require_genes(self, genome: str) -> None:
+        """Refuse, in one line, an annotation that leaves nothing to score on ``genome``: a run would spend all its
+        model time and write no gene (NCBI ``NC_0000xx`` names against a UCSC FASTA, a --gene-types typo)."""
+        if self.genes:
+            return
+        why = []
+        if self.unknown:
+            names = ", ".join(list(self.unknown)[:3]) + (" ..." if len(self.unknown) > 3 else "")
+            why.append(f"{sum(self.unknown.values())} genes are on chromosomes {genome} lacks ({names})")
+        if self.filtered:
+            why.append(f"--gene-types left out {self.filtered} genes")
+        raise ValueError(f"{self.name}: no gene on a chromosome of {genome}" + (f": {'; '.join(why)}" if why else ""))
+
     def summary(self) -> list[str]:
         """One-line notes for a run's summary: genes kept, matched names, chromosomes the FASTA lacks."""
         notes = [f"annotation {self.name}: {self.genes} genes on {len(self.chroms)} chromosome(s) from "

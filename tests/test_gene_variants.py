@@ -467,6 +467,17 @@ def test_bad_gene_options_are_refused(vcf, test_fasta, gtf, tmp_path):
     with pytest.raises(ValueError, match="subset of"):
         VariantConfig(vcf=vcf, fasta=test_fasta, out=str(tmp_path), genes=gtf, scores=("sed", "nope")).check()
     assert set(GENE_SCORES) == {"sed", "logsed", "tss", "logtss"}
+    # Nothing to score: refused before Ray or the model start, naming why, and nothing is written.
+    elsewhere = tmp_path / "chrz.gtf"
+    elsewhere.write_text(gtf_text({k: v for k, v in GENES.items() if v[2] == "chrZ"}))
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=r"chrz.gtf: no gene on a chromosome of \S+: 1 genes are on chromosomes "
+                                         r"\S+ lacks \(chrZ\)$"):
+        score_variants(VariantConfig(vcf=vcf, fasta=test_fasta, out=str(out), genes=str(elsewhere), progress=False))
+    with pytest.raises(ValueError, match=r"test\S*: --gene-types left out 6 genes$"):
+        score_variants(VariantConfig(vcf=vcf, fasta=test_fasta, out=str(out), genes=gtf, gene_types=("protein-coding",),
+                                     progress=False))
+    assert not out.exists()
 
 
 # --- real data: 1000 Genomes SNVs on GRCh37 chr20 against spliceai's GENCODE gene models -------------------

@@ -237,9 +237,7 @@ class GenesJob(FastaJob):
         """Stream the annotation once (before Ray starts): every exon line checked, genes kept."""
         o = self.options
         self.annotation = read_annotation(o.genes, self.lengths, o.gene_types, o.storage_options)
-        if not self.annotation.genes:
-            raise ValueError(f"{o.genes}: no gene on a chromosome of {self.fasta.name}"
-                             + (" with the --gene-types given" if o.gene_types else ""))
+        self.annotation.require_genes(self.fasta.name)
 
     def identity_fields(self, info: ModelInfo, previous: Mapping | None) -> dict:
         o, annotation = self.options, self.annotation

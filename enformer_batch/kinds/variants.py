@@ -298,6 +298,7 @@ class VariantJob(FastaJob):
         if self.options.genes is not None:
             self.annotation = read_annotation(self.options.genes, self.lengths, self.options.gene_types,
                                               self.options.storage_options)
+            self.annotation.require_genes(self.fasta.name)
 
     def identity_fields(self, info: ModelInfo, previous: Mapping | None) -> dict:
         o, geometry, digest = self.options, info.geometry, self.digest

@@ -136,6 +136,7 @@ class App:
         if options.genes:
             self.annotation = read_annotation(options.genes, self.fasta.lengths(), options.gene_types,
                                               dict(options.storage_options))
+            self.annotation.require_genes(self.fasta.name)
             self.gene_index = _gene_index(self.annotation)
         self.atlas = None
         if options.atlas:
