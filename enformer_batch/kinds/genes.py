@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..annotation import Annotation, ChromGenes, parse_gene_types, read_annotation
-from ..engine import RunError, RunOptions, RunSummary, run_job
+from ..engine import RunError, RunOptions, RunSummary, run_job, stage
 from ..gene_scores import (
     DEFAULT_TSS_FLANK,
     check_tss_flank,
@@ -236,6 +236,7 @@ class GenesJob(FastaJob):
     def read_inputs(self) -> None:
         """Stream the annotation once (before Ray starts): every exon line checked, genes kept."""
         o = self.options
+        stage(self.options, f"reading gene models from {self.options.genes} (streamed: every exon line is checked)")
         self.annotation = read_annotation(o.genes, self.lengths, o.gene_types, o.storage_options)
         self.annotation.require_genes(self.fasta.name)
 

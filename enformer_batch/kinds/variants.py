@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..annotation import Annotation, ChromGenes, parse_gene_types, read_annotation
-from ..engine import RunError, RunOptions, RunSummary, run_job
+from ..engine import RunError, RunOptions, RunSummary, run_job, stage
 from ..gene_scores import (
     DEFAULT_GENE_SCORES,
     DEFAULT_TSS_FLANK,
@@ -296,6 +296,7 @@ class VariantJob(FastaJob):
         if self.options.strict:
             check_ref_alleles(self.options.vcf, self.fasta, self.lengths, self.options.storage_options)
         if self.options.genes is not None:
+            stage(self.options, f"reading gene models from {self.options.genes} (streamed: every exon line is checked)")
             self.annotation = read_annotation(self.options.genes, self.lengths, self.options.gene_types,
                                               self.options.storage_options)
             self.annotation.require_genes(self.fasta.name)
