@@ -118,13 +118,15 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
                        "and exit 1.")
     v.add_argument("url", help="atlas or scored-table directory or URL")
     v.add_argument("--fasta", default=None, help="check chromosome lengths against this genome (any form predict "
-                   "takes), and (atlases) the bases under every part")
+                   "takes), and the bases under every part: each atlas, mutagenesis, edits and attribution "
+                   "part's windows are re-read; a variant table's with --vcf, a predict-genes table's with --genes")
     takes: dict[str, list[str]] = {}
     for kind in KINDS.values():
         for name, text in kind.validate_inputs.items():
             takes.setdefault(name, []).append(text)
     for name, texts in takes.items():  # e.g. --vcf: what each kind's output is compared with
-        v.add_argument(f"--{name}", default=None, help="; ".join(texts))
+        v.add_argument(f"--{name}", default=None, metavar={"genes": "GTF"}.get(name, name.upper()),
+                       help="; ".join(texts))
     v.add_argument("--checksums", action="store_true", help="also read every byte of every part and compare its "
                    "sha256 with the manifest's (default: footers, row counts, start/end and version tokens only; "
                    "track values are not read)")

@@ -125,6 +125,8 @@ def test_command_line_and_one_line_errors(run, test_fasta, tmp_path, capsys):
     for bad, message in [
         (["--target", "gene:NOPE"], "--target gene:NOPE needs --genes GTF: the gene models its exons come from"),
         (["--target", "bins"], "--target must be center, region or gene:NAME, got 'bins'"),
+        (["--compile", "on"], "attribute runs the model eager (torch.compile here compiles inference only): drop "
+                              "--compile on"),
     ]:
         code = main(["attribute", test_fasta, bed, "--out", str(tmp_path / "bad"), "--no-progress", *bad])
         err = capsys.readouterr().err.strip()

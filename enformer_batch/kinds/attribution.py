@@ -268,6 +268,9 @@ class AttributionConfig(RunOptions):
     def check(self) -> None:
         super().check()
         check_target(self.target, self.genes)
+        if self.compile == "on":  # gradients run eager; saying so beats ignoring the flag
+            raise ValueError("attribute runs the model eager (torch.compile here compiles inference only): drop "
+                             "--compile on")
         if self.checkpoint not in CHECKPOINT_MODES:
             raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINT_MODES)}, got {self.checkpoint!r}")
         if self.regions_per_part < 1:
