@@ -498,18 +498,21 @@ class VariantCoverage(RowCoverage):
                                        "hash differs)")
         geometry = Geometry(**self.identity["geometry"])
         flank = int(self.genes["tss_flank"])
-        cache: dict[tuple[str, int], list] = {}
+        # Alleles at one position share their genes: the last position's are kept (a VCF's rows come by position),
+        # not every position's, so memory does not follow the VCF.
+        last: tuple[str, int] | None = None
+        genes_here: list = []
         want: Counter = Counter()
         for chrom, r in rows:
             allele = (chrom, r.pos, r.id, r.ref, r.alt)
             if chrom not in lengths or r.symbolic or allele in self.not_scored:
                 want[(*allele, None, None)] += 1
                 continue
-            key = (chrom, r.pos)
-            if key not in cache:
+            if (chrom, r.pos) != last:
+                last = (chrom, r.pos)
                 window = window_genes(annotation.on(chrom), window_origin(r.pos - 1, geometry), geometry, flank)
-                cache[key] = [(g.gene_id, g.strand) for g in window.genes] or [(None, None)]
-            for gene in cache[key]:
+                genes_here = [(g.gene_id, g.strand) for g in window.genes] or [(None, None)]
+            for gene in genes_here:
                 want[(*allele, *gene)] += 1
         return want
 
