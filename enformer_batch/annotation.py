@@ -400,7 +400,7 @@ def _gtf_exon(b: _Builder, fields: list[str], url: str, number: int, types: froz
             b.skipped.add(key)
             return
         name = _gtf_value(attrs, "gene_name") or gene_id
-        if b.names is not None and gene_id not in b.names and name not in b.names:
+        if b.names is not None and not named(b.names, gene_id, name):
             b.unnamed.add(key)
             return
         g = b.gene(chrom, gene_id, strand, name, gene_type)
@@ -436,6 +436,16 @@ class _Feature:
     name: str | None
     gene_type: str | None
     line: int
+
+
+def unversioned(gene_id: str) -> str:
+    """``ENSG00000139618.17`` → ``ENSG00000139618``: users name genes without the version as often as with it."""
+    return gene_id.rsplit(".", 1)[0] if "." in gene_id else gene_id
+
+
+def named(names: frozenset[str], gene_id: str, gene_name: str) -> bool:
+    """Whether a gene answers to one of ``names``: its gene_id (with or without the version) or its gene_name."""
+    return gene_id in names or gene_name in names or unversioned(gene_id) in names
 
 
 def read_annotation(
@@ -550,7 +560,7 @@ def _resolve_gff3(url: str, b: _Builder, features: dict[str, _Feature], types: f
         if types is not None and node.gene_type not in types:
             b.skipped.add((chrom, gene_id, strand))
             continue
-        if b.names is not None and gene_id not in b.names and (node.name or gene_id) not in b.names:
+        if b.names is not None and not named(b.names, gene_id, node.name or gene_id):
             continue  # its transcript keeps no gene: its exons are dropped with the left-out genes'
         b.tx_gene[t] = b.gene(chrom, gene_id, strand, node.name or gene_id, node.gene_type)
 

@@ -322,6 +322,12 @@ def test_gene_names_filter_the_annotation_and_place_the_target(tmp_path):
     assert sorted(g.gene_id for g in annotation) == ["ENSG_A", "ENSG_D"]
     region = Region("chrT", 1_000, 1_100, "chrT:1000-1100")
     assert find_target_genes(annotation, "ENSG_A", [region])["chrT"].gene_id == "ENSG_A"
+    # A versioned gene_id answers to its unversioned form too (what users type), before any gene_name.
+    genes = {**GENES, "ENSG_V.7": ("VEE", "lncRNA", "chrT", "+", {"tV1": [(7001, 7100)]})}
+    for name, text in [("v.gtf", gtf_text(genes)), ("v.gff3", gff3_text(genes))]:
+        annotation = read_annotation(write(tmp_path, name, text), LENGTHS, gene_names=["ENSG_V"])
+        assert [g.gene_id for g in annotation] == ["ENSG_V.7"], name
+        assert find_target_genes(annotation, "ENSG_V", [region])["chrT"].gene_id == "ENSG_V.7"
     # One name on both strands of one chromosome cannot be placed.
     genes = {**GENES, "ENSG_B2": ("BETA", "lncRNA", "chrT", "+", {"tB3": [(6001, 6100)]})}
     annotation = read_annotation(write(tmp_path, "b.gtf", gtf_text(genes)), LENGTHS, gene_names=["BETA"])

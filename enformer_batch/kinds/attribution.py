@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from ..annotation import Annotation, Gene, read_annotation
+from ..annotation import Annotation, Gene, named, read_annotation, unversioned
 from ..engine import RunError, RunOptions, RunSummary, run_job
 from ..gene_scores import exon_bins, track_strands, tracks_on_strand, window_origin
 from ..genome import N_CODE, FastaSource, read_codes
@@ -87,11 +87,11 @@ def gene_bins(geometry: Geometry, gene: Gene, centre: int) -> np.ndarray:
 
 
 def find_target_genes(annotation: Annotation, name: str, regions: list[Region]) -> dict[str, Gene]:
-    """The gene ``name`` on each chromosome of ``regions`` (gene_id matches first, else gene_name matches), from
-    an annotation (read for that name with ``read_annotation(gene_names=[name])``, or whole); raises ValueError in
-    one line for a gene it cannot place."""
-    found = [g for g in annotation if name in (g.gene_id, g.gene_name)]
-    by_id = [g for g in found if g.gene_id == name]
+    """The gene ``name`` on each chromosome of ``regions`` (gene_id, with or without its version, matches first,
+    else gene_name matches), from an annotation (read for that name with ``read_annotation(gene_names=[name])``,
+    or whole); raises ValueError in one line for a gene it cannot place."""
+    found = [g for g in annotation if named(frozenset([name]), g.gene_id, g.gene_name)]
+    by_id = [g for g in found if name in (g.gene_id, unversioned(g.gene_id))]
     found = by_id or found
     if not found:
         lacking = f" (only on {', '.join(annotation.unknown)}, which the FASTA lacks)" if annotation.unknown else ""
