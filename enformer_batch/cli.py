@@ -208,6 +208,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                     "predict-genes FASTA GTF, or with --vcf score-variants --genes GTF")
     pl.add_argument("--gene-types", type=str_list, default=None, metavar="LIST",
                     help="with --genes: keep only genes of these gene_type/gene_biotype values")
+    pl.add_argument("--tss-flank", type=int, default=None, metavar="BINS",
+                    help="with --vcf and --genes: the run's --tss-flank, for the rows counted (default 1)")
     pl.add_argument("--vcf", default=None, help="VCF (path or URL, gzip or not): plan score-variants VCF "
                     "--fasta FASTA")
     pl.add_argument("--scores", type=str_list, default=None, help="with --vcf: the scores asked for (the "
@@ -373,7 +375,8 @@ def _plan(args: argparse.Namespace) -> int:
                   rc=args.rc, shifts=args.shifts, gpu=args.gpu, windows_per_second=args.windows_per_second,
                   price_per_hour=args.price_per_hour, storage_options=dict(args.storage_option))
     if args.genes is None and args.vcf is None:
-        given = [flag for flag, value in (("--gene-types", args.gene_types), ("--scores", args.scores)) if value]
+        given = [flag for flag, value in (("--gene-types", args.gene_types), ("--scores", args.scores),
+                                          ("--tss-flank", args.tss_flank is not None)) if value]
         if given:
             raise ValueError(f"plan: {', '.join(given)} need --genes or --vcf")
         plan = plan_run(args.fasta, stride=args.stride, chroms=args.chroms, regions=args.regions,
@@ -385,14 +388,15 @@ def _plan(args: argparse.Namespace) -> int:
             raise ValueError(f"plan: {', '.join(given)}: atlas options, not for a "
                              f"{'score-variants' if args.vcf else 'predict-genes'} plan")
         if args.vcf is None:
-            if args.scores:
-                raise ValueError("plan: --scores needs --vcf (predict-genes writes TSS and exon sums)")
+            if args.scores or args.tss_flank is not None:
+                raise ValueError("plan: --scores and --tss-flank need --vcf (predict-genes writes TSS and exon "
+                                 "sums; its rows are its genes)")
             plan = plan_genes(args.fasta, args.genes, gene_types=args.gene_types, **common)
         else:
-            if args.gene_types and args.genes is None:
-                raise ValueError("plan: --gene-types needs --genes")
+            if (args.gene_types or args.tss_flank is not None) and args.genes is None:
+                raise ValueError("plan: --gene-types and --tss-flank need --genes")
             plan = plan_variants(args.fasta, args.vcf, genes=args.genes, gene_types=args.gene_types,
-                                 scores=args.scores, **common)
+                                 tss_flank=args.tss_flank, scores=args.scores, **common)
     print(plan)
     if args.model is None:
         print("(no --model: planned for the full-size Enformer; --model demo|PATH plans for another checkpoint)")

@@ -337,8 +337,7 @@ class ChromUnits:
 class UnitPlan:
     """What a ``predict-genes`` or ``score-variants`` run would compute, and its estimated bytes and GPU time.
 
-    ``rows`` is None where the table's row count cannot be known without the model's windows (one row per
-    allele and gene in range, with ``--genes``): the byte estimate is then that of one row per allele.
+    ``rows``: the table's rows (a gene each; an allele each, or with ``--genes`` one per allele and gene in range).
     """
 
     command: str  # "predict-genes" or "score-variants"
@@ -355,7 +354,7 @@ class UnitPlan:
     chroms: tuple[ChromUnits, ...]
     model: str
     inputs: tuple[str, ...]  # one line per input file (and what the counts leave out)
-    rows: int | None
+    rows: int
 
     @property
     def units(self) -> int:
@@ -371,8 +370,7 @@ class UnitPlan:
 
     @property
     def output_bytes(self) -> int:
-        rows = self.units if self.rows is None else self.rows
-        return estimate_bytes(rows, self.parts, self.values_per_row, "float32")
+        return estimate_bytes(self.rows, self.parts, self.values_per_row, "float32")
 
     @property
     def gpu_hours(self) -> float:
@@ -395,9 +393,7 @@ class UnitPlan:
         lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
                  for r in shown]
         g = self.geometry
-        rows_line = (f"{self.rows:,} rows" if self.rows is not None
-                     else f"at least: {self.units:,} alleles, one row each; with --genes one row per allele and "
-                     "gene in range, not counted")
+        rows_line = f"{self.rows:,} rows"
         lines += [
             "",
             f"run              {self.command}",
@@ -467,6 +463,7 @@ def plan_variants(
     *,
     genes: str | None = None,
     gene_types: Sequence[str] | None = None,
+    tss_flank: int | None = None,
     scores: Sequence[str] | None = None,
     model: str = "enformer",
     head: str = "human",
@@ -486,11 +483,11 @@ def plan_variants(
     The VCF is streamed once, holding one part's positions per chromosome. Alleles on chromosomes the FASTA
     lacks and symbolic ones are not computed; a REF that does not match the FASTA is found only by the run, so
     those alleles are counted (an upper bound). ``--genes`` adds no window: each window's gene bins are built on
-    the host and summed on the device; it changes the rows (one per allele and gene in range), which are not
-    counted here, and the annotation is read once to count its genes.
+    the host and summed on the device; it changes the rows (one per allele and gene in range, one for an allele
+    with none), which are counted from the annotation, read once before the VCF, at each distinct position.
     """
     from .annotation import read_annotation
-    from .gene_scores import DEFAULT_GENE_SCORES, GENE_SCORES
+    from .gene_scores import DEFAULT_GENE_SCORES, DEFAULT_TSS_FLANK, GENE_SCORES, window_genes, window_origin
     from .kinds.scoring import SCORES
     from .kinds.variants import DEFAULT_VARIANTS_PER_PART
     from .vcf import ChromMatcher, VcfDigest, read_rows
@@ -507,6 +504,11 @@ def plan_variants(
     geometry, n_tracks, summary = _model_plan(model, head, tracks, n_tracks, storage_options)
     lengths = read_lengths(fasta, storage_options)
     match = ChromMatcher(lengths)
+    annotation = read_annotation(genes, lengths, gene_types, storage_options) if genes is not None else None
+    flank = DEFAULT_TSS_FLANK if tss_flank is None else tss_flank
+    rows = 0  # table rows: alleles, or with --genes alleles × their genes in range (at least one row each)
+    last: tuple[str, int] | None = None
+    genes_here = 1
     counts: dict[str, list[int]] = {}  # chrom -> [alleles, references, computed alleles, parts]
     positions: dict[str, set[int]] = {}  # chrom -> the distinct positions of its current part's computed alleles
     symbolic = 0
@@ -519,12 +521,19 @@ def plan_variants(
             count[3] += 1
             positions[key] = set()
         count[0] += 1
+        rows += 1
         if chrom is None:
             continue
         if row.symbolic:
             symbolic += 1
             continue
         count[2] += 1
+        if annotation is not None:
+            if (chrom, row.pos) != last:
+                last = (chrom, row.pos)
+                genes_here = len(window_genes(annotation.on(chrom), window_origin(row.pos - 1, geometry), geometry,
+                                              flank).genes)
+            rows += max(genes_here, 1) - 1
         if row.pos not in positions[key]:
             positions[key].add(row.pos)
             count[1] += 1
@@ -533,11 +542,11 @@ def plan_variants(
     inputs = [f"VCF              {_name(vcf)}: {sum(c.units for c in chroms):,} alleles; not computed: "
               f"{unknown:,} on chromosomes the FASTA lacks, {symbolic:,} symbolic; REF mismatches (found by the "
               "run) are counted: an upper bound"]
-    if genes is not None:
-        annotation = read_annotation(genes, lengths, gene_types, storage_options)
+    if annotation is not None:
         inputs += [f"{'genes' if i == 0 else '':<17}{line}" for i, line in enumerate(annotation.summary())]
         inputs.append(f"{'':<17}--genes adds no window: each window's gene bins are built on the host and summed "
-                      "on the device (genes × tracks numbers per allele); the GPU time is that of the windows")
+                      f"on the device (genes × tracks numbers per allele); the GPU time is that of the windows; "
+                      f"{rows:,} rows (alleles × genes in range, --tss-flank {flank})")
     rate, price, source = _rates(gpu, summary.family, windows_per_second, price_per_hour)
     if summary.family == "enformer" and summary.replicates == 1:
         source += ("; an Enformer alternate recomputes only the conv tower near its change (full size, on a CPU: "
@@ -548,7 +557,7 @@ def plan_variants(
         values_per_row=len(scores) * n_tracks, passes_per_window=_passes(rc, shifts, summary), gpu=gpu,
         windows_per_second=rate, price_per_hour=price, throughput_source=source, chroms=chroms,
         model=_describe_model(model, head, n_tracks), inputs=tuple(inputs),
-        rows=None if genes is not None else sum(c.units for c in chroms),
+        rows=rows,
     )
 
 

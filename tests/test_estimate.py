@@ -275,11 +275,47 @@ def test_plan_variants_with_genes_has_the_same_windows_and_says_what_it_leaves_o
     genes = plan_variants(test_fasta, str(tmp_path / "raw.vcf"), genes=gtf, gene_types=["protein_coding"],
                           model="demo")
     assert genes.windows == plain.windows and genes.gpu_hours == plain.gpu_hours
-    assert genes.rows is None and plain.rows == 9
+    assert plain.rows == 9 and genes.rows == gene_rows({"protein_coding"}, flank=1) == 16
     assert genes.values_per_row == 12  # the default with --genes: logsed
     text = str(genes)
     assert "5 genes" in text and "2 genes left out by --gene-types" in text  # A3, A4 are lncRNAs
-    assert "--genes adds no window" in text and "not counted" in text
+    assert "--genes adds no window" in text and "16 rows (alleles × genes in range, --tss-flank 1)" in text
+    assert genes.output_bytes == estimate_bytes(16, genes.parts, 12, "float32")
+    every = plan_variants(test_fasta, str(tmp_path / "raw.vcf"), genes=gtf, tss_flank=0, model="demo")
+    assert every.rows == gene_rows(None, flank=0) == 28
+
+
+def gene_rows(types: set[str] | None, flank: int) -> int:
+    """Rows of score-variants --genes on VCF_LINES and GTF_EXONS, from the contract's words: an allele that is
+    computed has one row per gene with an exon bin or a TSS bin in its window (at least one row); any other
+    allele one row."""
+    from .test_genes import oracle_bins
+
+    fasta = {c.name for c in TEST_GENOME}
+    genes: dict[tuple[str, str], dict[str, list[tuple[int, int]]]] = {}
+    strands = {}
+    for chrom, start, end, strand, gid, gtype, tid in GTF_EXONS:
+        if types is None or gtype in types:
+            genes.setdefault((chrom, gid), {}).setdefault(tid, []).append((start - 1, end))
+            strands[(chrom, gid)] = strand
+    rows = 0
+    for chrom, pos, _, alts in VCF_LINES:
+        for alt in alts.split(","):
+            if chrom not in fasta or alt.startswith("<"):
+                rows += 1
+                continue
+            origin = pos - 1 - ENFORMER.output_bins // 2 * ENFORMER.bin_size
+            found = 0
+            for (gchrom, gid), transcripts in genes.items():
+                if gchrom != chrom:
+                    continue
+                exons = [e for ex in transcripts.values() for e in ex]
+                tss = [min(a for a, _ in ex) if strands[(gchrom, gid)] == "+" else max(b for _, b in ex) - 1
+                       for ex in transcripts.values()]
+                b_g, t_g = oracle_bins(exons, tss, origin, ENFORMER, flank)
+                found += bool(b_g or t_g)
+            rows += max(found, 1)
+    return rows
 
 
 def test_plan_command_for_genes_and_variants(test_fasta, tmp_path, capsys):
@@ -298,6 +334,11 @@ def test_plan_command_for_genes_and_variants(test_fasta, tmp_path, capsys):
     assert counted_windows(256) == {"chrA": (7, 2, 6), "chrB": (1, 1, 1), "chrQ": (1, 0, 0)}
     assert total.split()[1:] == ["9", "3", "7", "10", "3"]  # alleles, references, alternates, windows, parts
     assert "score-variants" in out and "--genes adds no window" in out and "Enformer, full size" in out
+    assert f"{gene_rows(None, flank=1):,} rows" in out
+    assert cli_main(["plan", test_fasta, "--vcf", str(tmp_path / "raw.vcf"), "--genes", gtf, "--tss-flank", "0"]) == 0
+    assert f"{gene_rows(None, flank=0):,} rows (alleles × genes in range, --tss-flank 0)" in capsys.readouterr().out
+    assert cli_main(["plan", test_fasta, "--vcf", str(tmp_path / "raw.vcf"), "--tss-flank", "0"]) == 2
+    assert "--tss-flank need --genes" in capsys.readouterr().err
     assert cli_main(["plan", test_fasta, "--genes", gtf, "--stride", "128"]) == 2
     assert "--stride: atlas options" in capsys.readouterr().err
     assert cli_main(["plan", test_fasta, "--gene-types", "lncRNA"]) == 2
