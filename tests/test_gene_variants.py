@@ -128,6 +128,27 @@ def _parts(vcf: str, fasta: str, gtf: str, per_part: int = 100):
     return list(with_genes(stream_parts(vcf, planned, lengths, digest), annotation, ENFORMER, 1))
 
 
+def test_gtf_and_gff3_of_the_same_genes_give_the_same_table(vcf, test_fasta, gtf, tmp_path):
+    """The whole table, not only the gene records: every allele × gene row and score, from either file (a
+    simulated model: its outputs vary with the window's bases, so rows from mismatched genes would differ)."""
+    from .test_genes import gff3_text
+
+    gff3 = tmp_path / "genes.gff3"
+    gff3.write_text(gff3_text(GENES))
+    predictor = Predictor(InferenceSettings(model="sim:rate=100000,tracks=3", dtype="float32"))
+    mode = VariantMode(FastaSource(test_fasta), INPUT, ("logsed", "sed", "tss", "logtss", "sad"), genes=True,
+                       geometry=ENFORMER, tss_flank=1)
+    tables = []
+    for path in (gtf, str(gff3)):
+        rows = []
+        for part in _parts(vcf, test_fasta, path):
+            rows += mode.table(part, mode.infer(predictor, part, mode.read(part)), predictor.info).to_pylist()
+        tables.append(rows)
+    assert tables[0] == tables[1]
+    assert {r["gene_id"] for r in tables[0]} == {"G1", "G2", "G3", None}  # G5 is out of range, G9 off the FASTA
+    assert sum(r["status"] == "ok" for r in tables[0]) >= 8
+
+
 @pytest.mark.parametrize("rc", [False, True], ids=["forward", "rc"])
 def test_gene_scores_equal_a_direct_computation(oracle_model, vcf, test_fasta, gtf, genome, rc):
     """SNV, MNV, deletion and insertion: the mode's gene rows equal sums over the oracle's bin sets of
