@@ -542,12 +542,21 @@ def test_real_variants_against_real_genes(ray_cluster, real_genes, tmp_path):
         strand, tss = table[r["gene_id"]]
         assert r["gene_strand"] == strand
         assert r["tss_distance"] == (r["pos"] - 1 - tss) * (1 if strand == "+" else -1)
-    top, per_variant = readme_gene_recipes(out, track="DEMO0000009")
+    top, per_variant, per_gene = readme_gene_recipes(out, track="DEMO0000009")
     with_exons = [r for r in genes if not _null(r["logsed:DEMO0000009"])]  # a TSS flank alone: null logsed
     assert len(top) == min(20, len(with_exons))
     assert [abs(t[-1]) for t in top] == sorted((abs(t[-1]) for t in top), reverse=True)
     assert {(v[1], v[4]) for v in per_variant} == {(r["pos"], r["alt"]) for r in with_exons}
     assert all(v[-2] in {r["gene_name"] for r in with_exons if r["pos"] == v[1]} for v in per_variant)
+    by_gene: dict[str, list] = {}
+    for r in with_exons:
+        by_gene.setdefault(r["gene_id"], []).append(r)
+    assert len(per_gene) == min(20, len(by_gene))
+    for gene_id, _, variants, top_variant, largest in per_gene:
+        rows = by_gene[gene_id]
+        best = max(rows, key=lambda r: abs(r["logsed:DEMO0000009"]))
+        assert variants == len(rows) and largest == pytest.approx(abs(best["logsed:DEMO0000009"]))
+        assert top_variant == f"{best['chrom']}:{best['pos']}{best['ref']}>{best['alt']}"
 
 
 def readme_gene_recipes(out, track: str) -> list[list[tuple]]:
@@ -558,5 +567,5 @@ def readme_gene_recipes(out, track: str) -> list[list[tuple]]:
     block = readme.split("Recipes (DuckDB, genes)", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
     statements = [q for q in block.replace("scores/", f"{out}/").replace("CNhs11250", track).split(";")
                   if q.strip()]
-    assert len(statements) == 2
+    assert len(statements) == 3
     return [duckdb.sql(q).fetchall() for q in statements]
