@@ -13,7 +13,8 @@ positions within 2 kb), some multi-allelic. Rows:
 * score-variants --group-bp 2000: each cluster shares one reference window.
 * score-variants --genes: exact centring with gene scores (``sad`` and ``logsed``) against a synthetic GTF of
   two-transcript genes every 15 kb (a window then holds about eight genes, as a gene-dense stretch of a human
-  chromosome does); the cost of the gene rows is its time against the plain score-variants row.
+  chromosome does); the cost of the gene rows is its time against the plain score-variants row, and, less at the mercy of the
+  machine's load, the median ratio of ``--pairs`` interleaved runs of the two.
 
 Also printed: model inputs per variant, and how far --group-bp's SAD moves from exact centring on this model
 (median |Δ| relative to the median |SAD|; the demo model's weights are random, so this is an upper-bound
@@ -93,6 +94,8 @@ def naive_loop(fasta: str, vcf: str, reference_model) -> tuple[float, np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", type=int, default=48)
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved (score-variants, --genes) pairs after "
+                        "the table, for the cost of --genes as a median of paired ratios (0: none)")
     args = parser.parse_args()
 
     # Imported here, not at the top, so that --help answers without loading torch.
@@ -134,6 +137,18 @@ def main() -> None:
     genes_summary = score_variants(VariantConfig(vcf=vcf, fasta=fasta, out=os.path.join(work, "scores-genes"),
                                                  genes=gtf, scores=("sad", "logsed"), batch_size=4, progress=False))
     genes_seconds = time.perf_counter() - t
+    # One run of each is at the mercy of the machine's load between them: pairs run back to back, alternating
+    # which goes first, and the median of their ratios is the cost of --genes.
+    ratios = []
+    for k in range(args.pairs):
+        timed = {}
+        for genes in ((None, gtf) if k % 2 == 0 else (gtf, None)):
+            t = time.perf_counter()
+            score_variants(VariantConfig(vcf=vcf, fasta=fasta, out=os.path.join(work, f"pair-{k}-{genes is not None}"),
+                                         genes=genes, scores=("sad", "logsed") if genes else ("sad",), batch_size=4,
+                                         progress=False))
+            timed[genes is not None] = time.perf_counter() - t
+        ratios.append(timed[True] / timed[False])
     ray.shutdown()
 
     n = len(naive_sad)
@@ -150,7 +165,11 @@ def main() -> None:
     gene_rows = genes_summary.rows
     print(f"| score-variants --genes (sad,logsed; {gene_rows} rows) | {genes_seconds:.1f} | {n / genes_seconds:.2f} | "
           f"{genes_summary.sequences / n:.2f} | {naive_s / genes_seconds:.2f}x |")
-    print(f"\n--genes costs {100 * (genes_seconds / rows[0][0] - 1):+.0f} % of score-variants' time on these variants")
+    print(f"\n--genes costs {100 * (genes_seconds / rows[0][0] - 1):+.0f} % of score-variants' time on these variants"
+          " (the two rows above, run minutes apart)")
+    if ratios:
+        print(f"--genes / plain over {len(ratios)} interleaved pairs: median {np.median(ratios):.3f} "
+              f"(each: {', '.join(f'{r:.3f}' for r in ratios)})")
     exact, grouped = rows[0][2], rows[2_000][2]  # both in (pos, alt) order
     moved = np.median(np.abs(grouped - exact)) / np.median(np.abs(exact))
     corr = np.corrcoef(exact.ravel(), grouped.ravel())[0, 1]
