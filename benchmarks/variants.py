@@ -13,8 +13,8 @@ positions within 2 kb), some multi-allelic. Rows:
 * score-variants --group-bp 2000: each cluster shares one reference window.
 * score-variants --genes: exact centring with gene scores (``sad`` and ``logsed``) against a synthetic GTF of
   two-transcript genes every 15 kb (a window then holds about eight genes, as a gene-dense stretch of a human
-  chromosome does); the cost of the gene rows is its time against the plain score-variants row, and, less at the mercy of the
-  machine's load, the median ratio of ``--pairs`` interleaved runs of the two.
+  chromosome does); the cost of the gene rows is its time against the plain score-variants row, and, less at
+  the mercy of the machine's load, the median ratio of ``--pairs`` interleaved runs of the two.
 
 Also printed: model inputs per variant, and how far --group-bp's SAD moves from exact centring on this model
 (median |Δ| relative to the median |SAD|; the demo model's weights are random, so this is an upper-bound
