@@ -231,8 +231,7 @@ class GeneReducer:
             self._masks[group] = (torch.tensor(window.exon_mask, device=self.device),
                                   torch.tensor(window.tss_mask, device=self.device))
         exon, tss = self._masks[group]
-        # Summed in float64; kept as the table's float32 (half the device memory a part's alleles hold).
-        self.values[allele] = gene_scores(ref, alt.unsqueeze(0), exon, tss, self.scores)[0].float()
+        self.values[allele] = gene_scores(ref, alt.unsqueeze(0), exon, tss, self.scores)[0]
 
     def collect(self, n_alleles: int) -> list[np.ndarray | None]:
         return [self.values[j].cpu().numpy() if j in self.values else None for j in range(n_alleles)]
