@@ -41,12 +41,16 @@ def edits_tsv(tmp_path_factory) -> str:
     return str(path)
 
 
-def oracle_of(model, ref_seq: str, alt_seq: str) -> np.ndarray:
-    """The four scores from enformer-pytorch's predictions of two independently built sequences (float64)."""
+def oracle_of(model, ref_seq: str, alt_seq: str, done: dict | None = None) -> np.ndarray:
+    """The four scores from enformer-pytorch's predictions of two independently built sequences (float64);
+    ``done`` keeps predictions by sequence, so mutants sharing a reference run it once."""
+    done = {} if done is None else done
 
     def predict(seq: str) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(onehot(seq))[None], head="human").double().numpy()[0]
+        if seq not in done:
+            with torch.no_grad():
+                done[seq] = model(torch.from_numpy(onehot(seq))[None], head="human").double().numpy()[0]
+        return done[seq]
 
     r, a = predict(ref_seq), predict(alt_seq)
     return np.stack([(a - r).sum(0), np.log2(a.sum(0) + 1) - np.log2(r.sum(0) + 1),
@@ -64,11 +68,12 @@ def test_mutants_and_edits_equal_enformer_pytorch(oracle_model, test_fasta, geno
         source, INPUT, SCORES).read(part))
     assert result.sequences == 1 + 6  # one reference for the six mutants
     reference, _ = variant_sequences(genome["chrA"], 1000 + 1, "", "")
+    references: dict = {}
     for j, (pos, alt) in enumerate(zip(labels.pos, labels.alt)):
         offset = INPUT // 2 + (pos - 1) - 1000
         assert reference[offset] == labels.ref[j] != alt
         ours.append(result.scores[j])
-        want.append(oracle_of(oracle_model, reference, reference[:offset] + alt + reference[offset + 1:]))
+        want.append(oracle_of(oracle_model, reference, reference[:offset] + alt + reference[offset + 1:], references))
     # Edits: a 100-bp deletion, an 8-bp insertion, a 10-bp replacement; each centred on its start.
     all_edits = read_edits(edits_tsv, lengths)
     for edit in all_edits:

@@ -85,14 +85,21 @@ def session_processes(sid: int) -> list[str]:
     return [" ".join(r) for r in rows if int(r[1]) == sid and not r[2].startswith("Z")]
 
 
+# Ray's agents, by process title: they notice their raylet is gone only after about a minute.
+SLOW_TO_NOTICE = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
 def end_session(sid: int) -> None:
     """Wait for, then kill, what is left of a killed driver's session (its private Ray cluster).
 
-    Ray's GCS, raylet and workers die with the driver within seconds; its dashboard and runtime-env agents
-    notice only after about a minute, so the test ends whatever is left rather than leave it.
+    Ray's GCS, raylet and workers die with the driver within seconds, and are left to do so (a worker may
+    still be writing a part); its dashboard and runtime-env agents notice only after about a minute, so
+    once nothing else is left the test ends them rather than wait or leave them.
     """
     deadline = time.monotonic() + 15
-    while session_processes(sid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not all(
+        line.split(None, 3)[-1].startswith(SLOW_TO_NOTICE) for line in session_processes(sid)
+    ):
         time.sleep(0.25)
     for line in session_processes(sid):
         try:

@@ -119,6 +119,24 @@ def oracle_model():
     return reference
 
 
+@pytest.fixture(scope="module")
+def oracle_predict(oracle_model):
+    """enformer-pytorch's human head on a sequence or its reverse complement (mirrored back), float64; each
+    computed once per module: the forward and rc cases share their forward passes, the alleles of a
+    multi-allelic record their reference."""
+    done: dict = {}
+
+    def predict(seq: str, reverse: bool) -> np.ndarray:
+        if (seq, reverse) not in done:
+            x = torch.from_numpy(onehot(seq))[None]
+            with torch.no_grad():
+                out = oracle_model(x.flip(1).flip(2) if reverse else x, head="human").double().numpy()[0]
+            done[seq, reverse] = out[::-1] if reverse else out
+        return done[seq, reverse]
+
+    return predict
+
+
 def _parts(vcf: str, fasta: str, gtf: str, per_part: int = 100):
     lengths = FastaSource(fasta).lengths()
     annotation = read_annotation(gtf, lengths)
@@ -150,7 +168,7 @@ def test_gtf_and_gff3_of_the_same_genes_give_the_same_table(vcf, test_fasta, gtf
 
 
 @pytest.mark.parametrize("rc", [False, True], ids=["forward", "rc"])
-def test_gene_scores_equal_a_direct_computation(oracle_model, vcf, test_fasta, gtf, genome, rc):
+def test_gene_scores_equal_a_direct_computation(oracle_predict, vcf, test_fasta, gtf, genome, rc):
     """SNV, MNV, deletion and insertion: the mode's gene rows equal sums over the oracle's bin sets of
     enformer-pytorch predictions on sequences written from the contract's words, and sad beside them."""
     scores = ("logsed", "sed", "sad", "tss", "logtss")
@@ -169,12 +187,8 @@ def test_gene_scores_equal_a_direct_computation(oracle_model, vcf, test_fasta, g
             ref_seq, alt_seq = variant_sequences(genome[part.chrom], row.pos, row.ref, row.alt)
 
             def predict(seq: str) -> np.ndarray:
-                x = torch.from_numpy(onehot(seq))[None]
-                with torch.no_grad():
-                    out = oracle_model(x, head="human").double().numpy()[0]
-                    if rc:
-                        out = (out + oracle_model(x.flip(1).flip(2), head="human").double().numpy()[0][::-1]) / 2
-                return out
+                out = oracle_predict(seq, False)
+                return (out + oracle_predict(seq, True)) / 2 if rc else out
 
             R, A = predict(ref_seq), predict(alt_seq)
             rows = [t for t in table if t["pos"] == row.pos and t["alt"] == row.alt]
@@ -441,25 +455,28 @@ import sys, ray
 from enformer_batch import VariantConfig, score_variants
 ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, logging_level="ERROR")
 score_variants(VariantConfig(vcf=sys.argv[1], fasta=sys.argv[2], out=sys.argv[3], genes=sys.argv[4],
-                             scores=("logsed", "sad"), variants_per_part=1, batch_size=1, threads_per_worker=1,
+                             scores=("logsed", "sad", "tss"), variants_per_part=3, threads_per_worker=1,
                              manifest_interval_s=0, progress=False))
 """
 
 
-def test_a_killed_driver_resumes_to_the_uninterrupted_table(ray_cluster, vcf, test_fasta, gtf, tmp_path):
+def test_a_killed_driver_resumes_to_the_uninterrupted_table(scored, vcf, test_fasta, gtf, tmp_path):
+    """The uninterrupted table is the module's ``scored`` run, with the same configuration: the same parts and
+    batches (which decide the last bits of fp32 scores), one thread per replica."""
     from .test_faults import assert_same_rows, kill_driver_after_commits
 
     out = tmp_path / "interrupted"
     interrupted = kill_driver_after_commits(KILLED_DRIVER, [vcf, test_fasta, str(out), gtf], out)
     kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
     assert interrupted["status"] == "running" and not validate(str(out), vcf=vcf, inputs={"genes": gtf}).ok
-    config = dict(vcf=vcf, fasta=test_fasta, genes=gtf, scores=("logsed", "sad"), variants_per_part=1,
-                  batch_size=1, threads_per_worker=1, progress=False)
+    config = dict(vcf=vcf, fasta=test_fasta, genes=gtf, scores=("logsed", "sad", "tss"), variants_per_part=3,
+                  threads_per_worker=1, progress=False)
     resumed = score_variants(VariantConfig(out=str(out), **config))
     assert resumed.resumed_parts >= len(kept) and resumed.units_computed < resumed.units
     assert validate(str(out), fasta=test_fasta, vcf=vcf, inputs={"genes": gtf}).ok
-    straight = tmp_path / "straight"
-    score_variants(VariantConfig(out=str(straight), **config))
+    straight, _ = scored
+    assert straight == VariantConfig(out=straight.out, **config)
+    straight = straight.out
     order = "order by chrom, pos, alt, gene_id"
     assert_same_rows(*(duckdb.sql(f"select * from read_parquet('{o}/*/*.parquet', hive_partitioning=true) {order}")
                        .fetchnumpy() for o in (out, straight)))

@@ -192,17 +192,31 @@ def oracle_model():
     return reference
 
 
-def oracle_scores(model, genome: dict, chrom: str, row, rc: bool) -> np.ndarray:
+@pytest.fixture(scope="module")
+def oracle_predict(oracle_model):
+    """enformer-pytorch's human head on a sequence or its reverse complement (mirrored back), float64; each
+    computed once per module: the forward and rc cases share their forward passes, the alleles of a
+    multi-allelic record their reference."""
+    done: dict = {}
+
+    def predict(seq: str, reverse: bool) -> np.ndarray:
+        if (seq, reverse) not in done:
+            x = torch.from_numpy(onehot(seq))[None]
+            with torch.no_grad():
+                out = oracle_model(x.flip(1).flip(2) if reverse else x, head="human").double().numpy()[0]
+            done[seq, reverse] = out[::-1] if reverse else out
+        return done[seq, reverse]
+
+    return predict
+
+
+def oracle_scores(oracle_predict, genome: dict, chrom: str, row, rc: bool) -> np.ndarray:
     """``[4 scores, tracks]`` from enformer-pytorch on independently built sequences, in float64."""
     ref_seq, alt_seq = variant_sequences(genome[chrom], row.pos, row.ref, row.alt)
 
     def predict(seq: str) -> np.ndarray:
-        x = torch.from_numpy(onehot(seq))[None]
-        with torch.no_grad():
-            out = model(x, head="human").double().numpy()[0]
-            if rc:
-                out = (out + model(x.flip(1).flip(2), head="human").double().numpy()[0][::-1]) / 2
-        return out
+        out = oracle_predict(seq, False)
+        return (out + oracle_predict(seq, True)) / 2 if rc else out
 
     r, a = predict(ref_seq), predict(alt_seq)
     centre = ENFORMER.output_bins // 2
@@ -219,7 +233,7 @@ def _assert_close(ours: np.ndarray, want: np.ndarray, what: str) -> None:
 
 
 @pytest.mark.parametrize("rc", [False, True], ids=["forward", "rc"])
-def test_scores_equal_enformer_pytorch_on_independent_sequences(oracle_model, vcf_path, test_fasta, genome, rc):
+def test_scores_equal_enformer_pytorch_on_independent_sequences(oracle_predict, vcf_path, test_fasta, genome, rc):
     from enformer_batch.genome import FastaSource
 
     # Every kind of scored row (multi-allelic SNV, MNV, deletion, insertion, padding, N); with --rc three.
@@ -235,7 +249,7 @@ def test_scores_equal_enformer_pytorch_on_independent_sequences(oracle_model, vc
         result = mode.infer(predictor, part, inputs)
         for j, i in enumerate(result.rows):
             ours.append(result.scores[j])
-            want.append(oracle_scores(oracle_model, genome, part.chrom, part.rows[i], rc))
+            want.append(oracle_scores(oracle_predict, genome, part.chrom, part.rows[i], rc))
     assert len(ours) == (4 if rc else 7)
     ours_a, want_a = np.stack(ours), np.stack(want)
     for k, name in enumerate(SCORES):
@@ -389,12 +403,14 @@ KILLED_DRIVER = """
 import sys, ray
 from enformer_batch import VariantConfig, score_variants
 ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, logging_level="ERROR")
-score_variants(VariantConfig(vcf=sys.argv[1], fasta=sys.argv[2], out=sys.argv[3], variants_per_part=1, batch_size=1,
-                             threads_per_worker=1, manifest_interval_s=0, progress=False))
+score_variants(VariantConfig(vcf=sys.argv[1], fasta=sys.argv[2], out=sys.argv[3], scores=("sad", "center"),
+                             variants_per_part=3, threads_per_worker=1, manifest_interval_s=0, progress=False))
 """
 
 
-def test_a_killed_driver_resumes_to_the_uninterrupted_table(ray_cluster, vcf_path, test_fasta, tmp_path):
+def test_a_killed_driver_resumes_to_the_uninterrupted_table(scored, vcf_path, test_fasta, tmp_path):
+    """The uninterrupted table is the module's ``scored`` run, with the same configuration: the same parts and
+    batches (which decide the last bits of fp32 scores), one thread per replica."""
     from .test_faults import assert_same_rows, kill_driver_after_commits
 
     out = tmp_path / "interrupted"
@@ -403,16 +419,16 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_table(ray_cluster, vcf_pat
     kept = {p["path"]: p["sha256"] for p in interrupted["parts"]}
     assert not validate(str(out), vcf=vcf_path).ok
 
-    config = dict(vcf=vcf_path, fasta=test_fasta, variants_per_part=1, batch_size=1, threads_per_worker=1,
-                  progress=False)
+    config = dict(vcf=vcf_path, fasta=test_fasta, scores=("sad", "center"), variants_per_part=3,
+                  threads_per_worker=1, progress=False)
     resumed = score_variants(VariantConfig(out=str(out), **config))
     assert resumed.resumed_parts >= len(kept) and resumed.units_computed < resumed.units
     assert validate(str(out), fasta=test_fasta, vcf=vcf_path).ok
     final = json.loads((out / "_manifest.json").read_text())
     assert all(p["sha256"] == kept[p["path"]] for p in final["parts"] if p["path"] in kept)
-    straight = tmp_path / "straight"
-    score_variants(VariantConfig(out=str(straight), **config))
-    assert_same_rows(read_table(out), read_table(straight))
+    straight, _ = scored
+    assert straight == VariantConfig(out=straight.out, **config)
+    assert_same_rows(read_table(out), read_table(straight.out))
 
 
 # --- real data: GRCh37 chr20 and 1000 Genomes / Platypus VCFs from Debian packages -----------------
