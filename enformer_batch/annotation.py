@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import zlib
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from .genome import url_file_name
 from .vcf import ChromMatcher
 
 FORMATS = ("gtf", "gff3")
@@ -242,7 +242,10 @@ def _open_binary(url: str, storage_options: Mapping[str, str] | None) -> io.Buff
     import fsspec
 
     try:
-        handle = fsspec.open(url, "rb", **dict(storage_options or {})).open()
+        # Through the filesystem, not fsspec.open(...).open(): that one's OpenFile closes a chain's outer file
+        # (zip://a.gtf::archive.zip) as soon as it is dropped.
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        handle = fs.open(path, "rb")
     except FileNotFoundError:
         raise AnnotationError(f"annotation not found: {url}") from None
     except (OSError, ValueError) as e:
@@ -255,7 +258,7 @@ def _open_binary(url: str, storage_options: Mapping[str, str] | None) -> io.Buff
 
 
 def _format_from_name(url: str) -> str | None:
-    name = os.path.basename(url.split("::")[-1].rstrip("/")).lower()
+    name = url_file_name(url).lower()
     for ending in (".gz", ".bgz"):
         name = name.removesuffix(ending)
     if name.endswith(".gtf"):
@@ -631,7 +634,7 @@ def _assemble(url: str, b: _Builder, lengths: Mapping[str, int] | None, fmt: str
         rank = {name: i for i, name in enumerate(lengths)}
         chroms = dict(sorted(chroms.items(), key=lambda kv: rank[kv[0]]))
     return Annotation(
-        name=os.path.basename(url.split("::")[-1].rstrip("/")), sha256=sha256, format=fmt, chroms=chroms,
+        name=url_file_name(url), sha256=sha256, format=fmt, chroms=chroms,
         lines=lines, exon_lines=exon_lines, unknown=unknown, renamed=dict(match.renamed) if match else {},
     )
 

@@ -105,6 +105,19 @@ def genome_name(file_name: str) -> str:
         name = stem
 
 
+
+def url_file_name(url: str) -> str:
+    """The file a URL names. In an fsspec chain the file is the first link that has a path: ``genome.fa`` in
+    ``zip://genome.fa::s3://bucket/archive.zip`` and in ``simplecache::s3://bucket/genome.fa``, whose first
+    link is only a protocol."""
+    import fsspec
+
+    for link in url.split("::"):
+        if "://" not in link and link in fsspec.available_protocols():
+            continue
+        return os.path.basename(link.split("://", 1)[-1].rstrip("/"))
+    return os.path.basename(url.rstrip("/"))
+
 @dataclass(frozen=True)
 class FastaSource:
     """Where a genome lives (FASTA, bgzip FASTA, plain-gzip FASTA or .2bit; a path or fsspec URL).
@@ -120,8 +133,7 @@ class FastaSource:
 
     @property
     def file_name(self) -> str:
-        # In a chained URL (zip://genome.fa::s3://bucket/archive.zip) the genome is the first link.
-        return os.path.basename(self.url.split("::")[-1].rstrip("/"))
+        return url_file_name(self.url)
 
     @property
     def name(self) -> str:

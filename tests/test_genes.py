@@ -209,6 +209,16 @@ def test_reads_any_fsspec_url(tmp_path) -> None:
     local = read_annotation(write(tmp_path, "genes.gtf", gtf_text()), LENGTHS)
     remote = read_annotation("memory://annotations/genes.gtf.gz", LENGTHS)
     assert records(remote) == records(local) and remote.sha256 == local.sha256
+    assert remote.name == "genes.gtf.gz" and remote.format == "gtf"
+    # A chained URL is named by its file, not by its first link (here only a protocol) nor by an archive.
+    cached = read_annotation("simplecache::memory://annotations/genes.gtf.gz", LENGTHS)
+    assert (cached.name, cached.format, records(cached)) == ("genes.gtf.gz", "gtf", records(local))
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as z:
+        z.writestr("inner/genes.gff3", gff3_text())
+    zipped = read_annotation(f"zip://inner/genes.gff3::{tmp_path / 'bundle.zip'}", LENGTHS)
+    assert (zipped.name, zipped.format, records(zipped)) == ("genes.gff3", "gff3", records(local))
     with pytest.raises(AnnotationError, match="not found"):
         read_annotation("memory://annotations/missing.gtf")
 
