@@ -90,3 +90,43 @@ def real_genes() -> dict[str, str]:
         if not all(os.path.exists(os.path.join(data, n)) for n in names):
             pytest.skip(f"real chr20 gene models unavailable: {done.stderr.strip()}")
     return {n: os.path.join(data, n) for n in names}
+
+
+# --- the Enformer oracle: enformer-pytorch on the demo checkpoint's weights -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def oracle_model():
+    """enformer-pytorch built from the demo checkpoint's config, with its weights: the reference implementation
+    the numerics tests compare with."""
+    ep = pytest.importorskip("enformer_pytorch")
+    from enformer_batch.loader import load_model
+
+    loaded = load_model("demo")
+    reference = ep.Enformer.from_hparams(**{k: v for k, v in loaded.config.to_dict().items()
+                                            if k not in ("architectures", "model_type")}).eval()
+    reference.load_state_dict(loaded.model.state_dict())
+    return reference
+
+
+@pytest.fixture(scope="session")
+def oracle_predict(oracle_model):
+    """enformer-pytorch's human head on a sequence or its reverse complement (mirrored back), float64; each
+    computed once per session: the forward and rc cases share their forward passes, the alleles of a
+    multi-allelic record their reference."""
+    import numpy as np
+    import torch
+
+    from .reference import onehot
+
+    done: dict[tuple[str, bool], np.ndarray] = {}
+
+    def predict(seq: str, reverse: bool) -> np.ndarray:
+        if (seq, reverse) not in done:
+            x = torch.from_numpy(onehot(seq))[None]
+            with torch.no_grad():
+                out = oracle_model(x.flip(1).flip(2) if reverse else x, head="human").double().numpy()[0]
+            done[seq, reverse] = out[::-1] if reverse else out
+        return done[seq, reverse]
+
+    return predict

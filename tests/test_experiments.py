@@ -21,9 +21,8 @@ from enformer_batch.kinds.mutagenesis import (
 )
 from enformer_batch.kinds.scoring import SCORES
 
-from .reference import INPUT, onehot, variant_sequences
+from .reference import INPUT, onehot, parse_fasta, variant_sequences
 from .test_faults import assert_same_rows, kill_driver_after_commits
-from .test_variants import oracle_model, parse_fasta  # noqa: F401 - the oracle fixture
 
 EDITS = "# name chrom start end sequence\ndel100\tchrA\t1000\t1100\t\nins8\tchrA\t2000\t2000\tACGTACGT\n" \
         "swap\tchrB\t100\t110\tGGGGGGGGGG\n"
@@ -57,7 +56,7 @@ def oracle_of(model, ref_seq: str, alt_seq: str, done: dict | None = None) -> np
                      np.sqrt(((a - r) ** 2).sum(0)), (a - r)[448]])
 
 
-def test_mutants_and_edits_equal_enformer_pytorch(oracle_model, test_fasta, genome, edits_tsv):  # noqa: F811
+def test_mutants_and_edits_equal_enformer_pytorch(oracle_model, test_fasta, genome, edits_tsv):
     source = FastaSource(test_fasta)
     lengths = source.lengths()
     predictor = Predictor(InferenceSettings(batch_size=4))

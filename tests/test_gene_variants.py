@@ -107,36 +107,6 @@ def test_the_genes_in_range_are_the_expected_ones() -> None:
 # --- gene scores of model predictions against enformer-pytorch -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def oracle_model():
-    ep = pytest.importorskip("enformer_pytorch")
-    from enformer_batch.loader import load_model
-
-    loaded = load_model("demo")
-    reference = ep.Enformer.from_hparams(**{k: v for k, v in loaded.config.to_dict().items()
-                                            if k not in ("architectures", "model_type")}).eval()
-    reference.load_state_dict(loaded.model.state_dict())
-    return reference
-
-
-@pytest.fixture(scope="module")
-def oracle_predict(oracle_model):
-    """enformer-pytorch's human head on a sequence or its reverse complement (mirrored back), float64; each
-    computed once per module: the forward and rc cases share their forward passes, the alleles of a
-    multi-allelic record their reference."""
-    done: dict = {}
-
-    def predict(seq: str, reverse: bool) -> np.ndarray:
-        if (seq, reverse) not in done:
-            x = torch.from_numpy(onehot(seq))[None]
-            with torch.no_grad():
-                out = oracle_model(x.flip(1).flip(2) if reverse else x, head="human").double().numpy()[0]
-            done[seq, reverse] = out[::-1] if reverse else out
-        return done[seq, reverse]
-
-    return predict
-
-
 def _parts(vcf: str, fasta: str, gtf: str, per_part: int = 100):
     lengths = FastaSource(fasta).lengths()
     annotation = read_annotation(gtf, lengths)

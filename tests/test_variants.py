@@ -18,11 +18,10 @@ from enformer_batch.genome import encode
 from enformer_batch.inference import InferenceSettings, Predictor
 from enformer_batch.kinds.scoring import SCORES, alternate_codes, group_centres, read_variant_inputs
 from enformer_batch.kinds.variants import VariantMode, plan_parts, stream_parts
-from enformer_batch.loader import load_model
 from enformer_batch.vcf import VcfError, read_rows, scan
 from enformer_batch.windows import ENFORMER
 
-from .reference import INPUT, onehot, parse_fasta, variant_sequences, write_bgzf
+from .reference import INPUT, parse_fasta, variant_sequences, write_bgzf
 
 HEADER = "##fileformat=VCFv4.2\n##contig=<ID=chrA>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 
@@ -180,34 +179,6 @@ def test_alternate_sequences_are_the_contracts(vcf_path, test_fasta, genome, gro
 def test_group_centres_cluster_within_the_distance():
     assert group_centres([5, 5, 9], 0) == [5, 5, 9]
     assert group_centres([100, 0, 10, 50, 60, 71], 10) == [100, 5, 5, 55, 55, 71]
-
-
-@pytest.fixture(scope="module")
-def oracle_model():
-    ep = pytest.importorskip("enformer_pytorch")
-    loaded = load_model("demo")
-    reference = ep.Enformer.from_hparams(**{k: v for k, v in loaded.config.to_dict().items()
-                                            if k not in ("architectures", "model_type")}).eval()
-    reference.load_state_dict(loaded.model.state_dict())
-    return reference
-
-
-@pytest.fixture(scope="module")
-def oracle_predict(oracle_model):
-    """enformer-pytorch's human head on a sequence or its reverse complement (mirrored back), float64; each
-    computed once per module: the forward and rc cases share their forward passes, the alleles of a
-    multi-allelic record their reference."""
-    done: dict = {}
-
-    def predict(seq: str, reverse: bool) -> np.ndarray:
-        if (seq, reverse) not in done:
-            x = torch.from_numpy(onehot(seq))[None]
-            with torch.no_grad():
-                out = oracle_model(x.flip(1).flip(2) if reverse else x, head="human").double().numpy()[0]
-            done[seq, reverse] = out[::-1] if reverse else out
-        return done[seq, reverse]
-
-    return predict
 
 
 def oracle_scores(oracle_predict, genome: dict, chrom: str, row, rc: bool) -> np.ndarray:
