@@ -283,7 +283,15 @@ class GeneTableCoverage(RowCoverage):
                          identity["genes"]["genes_by_chrom"], keys=("gene_id", "gene_strand"),
                          reader=functools.partial(gene_reader, geometry=Geometry(**identity["geometry"]),
                                                   tss_flank=int(identity["genes"]["tss_flank"])))
+        self._read: tuple[str, Annotation] | None = None
         self.genes_read = False  # whether with_inputs filled the parts with their genes (their windows are known)
+
+    def _annotation(self, url: str, storage_options) -> Annotation:
+        """``--genes`` as the run read it (its gene types), streamed once for both checks that need it."""
+        if self._read is None or self._read[0] != url:
+            self._read = (url, read_annotation(url, self.identity["fasta"]["chromosomes"],
+                                               self.identity["genes"]["gene_types"], storage_options))
+        return self._read[1]
 
     def with_inputs(self, planned: Mapping, inputs: Mapping[str, str], storage_options) -> Mapping:
         """The parts with their genes from ``--genes`` (``--fasta`` then compares the bases under each gene's
@@ -291,10 +299,8 @@ class GeneTableCoverage(RowCoverage):
         url = inputs.get("genes")
         if url is None:
             return planned
-        recorded = self.identity["genes"]
-        annotation = read_annotation(url, self.identity["fasta"]["chromosomes"], recorded["gene_types"],
-                                     storage_options)
-        if annotation.sha256 != recorded["sha256"]:
+        annotation = self._annotation(url, storage_options)
+        if annotation.sha256 != self.identity["genes"]["sha256"]:
             return planned  # ``expected`` reports it
         self.genes_read = True
         return {path: next(fill_parts([part], annotation)) for path, part in planned.items()}
@@ -309,10 +315,8 @@ class GeneTableCoverage(RowCoverage):
         url = inputs.get("genes")
         if url is None:
             return None
-        recorded = self.identity["genes"]
-        annotation = read_annotation(url, self.identity["fasta"]["chromosomes"], recorded["gene_types"],
-                                     storage_options)
-        if annotation.sha256 != recorded["sha256"]:
+        annotation = self._annotation(url, storage_options)
+        if annotation.sha256 != self.identity["genes"]["sha256"]:
             self.input_problems.append(f"{url} is not the annotation this table was predicted from (its content "
                                        "hash differs)")
         return Counter((g.chrom, g.gene_id, g.strand) for g in annotation)
