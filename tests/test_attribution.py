@@ -90,31 +90,10 @@ def _enformer_pytorch(source: str):
 
 
 def _borzoi_pytorch():
-    """borzoi-pytorch on the demo Borzoi's weights (narrow: borzoi-pytorch's fixed-width blocks swapped for narrower
-    instances of its own block classes, as in tests/test_borzoi.py), human head."""
-    import json
+    """borzoi-pytorch on the demo Borzoi's weights, human head, on ``[batch, length, 4]`` inputs."""
+    from .test_borzoi import demo_borzoi_pytorch
 
-    from torch import nn
-
-    bp = pytest.importorskip("borzoi_pytorch")
-    from borzoi_pytorch.config_borzoi import BorzoiConfig as RefConfig
-    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
-
-    loaded = load_model("demo-borzoi")
-    raw = json.loads((demo_checkpoint("demo-borzoi") / "config.json").read_text())
-    widths = ("stem_channels", "tower_channels", "final_channels", "architectures", "model_type")
-    ref = bp.Borzoi(RefConfig(**{k: v for k, v in raw.items() if k not in widths}))
-    stem, tower, final = raw["stem_channels"], raw["tower_channels"], raw["final_channels"]
-    ref.conv_dna.conv_layer = nn.Conv1d(4, stem, 15, padding="same")
-    for i, (a, b) in enumerate(zip((stem, *tower[:-1]), tower)):
-        ref.res_tower[2 * i] = ConvBlock(a, b, 5)
-    ref.unet1[1] = ConvBlock(tower[-1], raw["dim"], 5)
-    ref.horizontal_conv0 = ConvBlock(tower[-1], raw["dim"], 1)
-    ref.final_joined_convs[0] = ConvBlock(raw["dim"], final, 1)
-    ref.human_head = nn.Conv1d(final, raw["human_tracks"], 1)
-    ref.mouse_head = nn.Conv1d(final, raw["mouse_tracks"], 1)
-    ref.load_state_dict(loaded.model.state_dict())
-    ref.eval()
+    ref = demo_borzoi_pytorch()
     return lambda x: ref(x.transpose(1, 2)).transpose(1, 2)
 
 

@@ -47,12 +47,15 @@ def _randomise(model: nn.Module, seed: int) -> None:
     model.eval()
 
 
-def _reference(kw: dict, narrow: dict | None):
+def _reference(kw: dict, narrow: dict | None, human_tracks: int = 7611, mouse_tracks: int = 2608, annotated=None):
+    """borzoi-pytorch with ``kw``; with ``narrow`` its fixed-width blocks swapped for narrower instances of its own
+    block classes (stem, tower and final widths, as our narrow configs have them). ``annotated``: a track table,
+    for its ``AnnotatedBorzoi`` (which undoes the squashed scale)."""
     bp = pytest.importorskip("borzoi_pytorch")
     from borzoi_pytorch.config_borzoi import BorzoiConfig as RefConfig
     from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
 
-    ref = bp.Borzoi(RefConfig(**kw))
+    ref = bp.Borzoi(RefConfig(**kw)) if annotated is None else bp.AnnotatedBorzoi(RefConfig(**kw), annotated)
     if narrow:
         stem, tower, final = narrow["stem_channels"], narrow["tower_channels"], narrow["final_channels"]
         ref.conv_dna.conv_layer = nn.Conv1d(4, stem, 15, padding="same")
@@ -61,8 +64,27 @@ def _reference(kw: dict, narrow: dict | None):
         ref.unet1[1] = ConvBlock(tower[-1], kw["dim"], 5)
         ref.horizontal_conv0 = ConvBlock(tower[-1], kw["dim"], 1)
         ref.final_joined_convs[0] = ConvBlock(kw["dim"], final, 1)
-        ref.human_head = nn.Conv1d(final, 7611, 1)
-        ref.mouse_head = nn.Conv1d(final, 2608, 1)
+        ref.human_head = nn.Conv1d(final, human_tracks, 1)
+        ref.mouse_head = nn.Conv1d(final, mouse_tracks, 1)
+    return ref.eval()
+
+
+def demo_borzoi_pytorch(annotated: bool = False):
+    """borzoi-pytorch on the demo Borzoi's weights (narrowed as the demo is); ``annotated``: its
+    ``AnnotatedBorzoi`` with the demo's track table."""
+    from enformer_batch.families import demo_checkpoint
+
+    root = demo_checkpoint("demo-borzoi")
+    raw = json.loads((root / "config.json").read_text())
+    widths = ("stem_channels", "tower_channels", "final_channels", "architectures", "model_type")
+    table = None
+    if annotated:
+        import pandas as pd
+
+        table = pd.read_table(root / "targets_human.txt")
+    ref = _reference({k: v for k, v in raw.items() if k not in widths}, raw, raw["human_tracks"],
+                     raw["mouse_tracks"], table)
+    ref.load_state_dict(load_model("demo-borzoi").model.state_dict())
     return ref.eval()
 
 

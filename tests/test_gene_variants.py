@@ -201,35 +201,11 @@ def test_gene_scores_equal_a_direct_computation(oracle_predict, vcf, test_fasta,
 
 
 def _annotated_borzoi_pytorch():
-    """borzoi-pytorch's AnnotatedBorzoi on the demo Borzoi's weights and track table: its network (narrow: the
-    fixed-width blocks swapped for narrower instances of its own block classes, as in tests/test_borzoi.py) and
-    its own undo of the squashed scale."""
-    import pandas as pd
-    from torch import nn
+    """borzoi-pytorch's AnnotatedBorzoi on the demo Borzoi's weights and track table: its network and its own
+    undo of the squashed scale."""
+    from .test_borzoi import demo_borzoi_pytorch
 
-    bp = pytest.importorskip("borzoi_pytorch")
-    from borzoi_pytorch.config_borzoi import BorzoiConfig as RefConfig
-    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
-
-    from enformer_batch.families import demo_checkpoint
-    from enformer_batch.loader import load_model
-
-    root = demo_checkpoint("demo-borzoi")
-    raw = json.loads((root / "config.json").read_text())
-    widths = ("stem_channels", "tower_channels", "final_channels", "architectures", "model_type")
-    ref = bp.AnnotatedBorzoi(RefConfig(**{k: v for k, v in raw.items() if k not in widths}),
-                             pd.read_table(root / "targets_human.txt"))
-    stem, tower, final = raw["stem_channels"], raw["tower_channels"], raw["final_channels"]
-    ref.conv_dna.conv_layer = nn.Conv1d(4, stem, 15, padding="same")
-    for i, (a, b) in enumerate(zip((stem, *tower[:-1]), tower)):
-        ref.res_tower[2 * i] = ConvBlock(a, b, 5)
-    ref.unet1[1] = ConvBlock(tower[-1], raw["dim"], 5)
-    ref.horizontal_conv0 = ConvBlock(tower[-1], raw["dim"], 1)
-    ref.final_joined_convs[0] = ConvBlock(raw["dim"], final, 1)
-    ref.human_head = nn.Conv1d(final, raw["human_tracks"], 1)
-    ref.mouse_head = nn.Conv1d(final, raw["mouse_tracks"], 1)
-    ref.load_state_dict(load_model("demo-borzoi").model.state_dict())
-    return ref.eval()
+    return demo_borzoi_pytorch(annotated=True)
 
 
 def _borzoi_oracle(ref, seqs: list[str]) -> list[np.ndarray]:
